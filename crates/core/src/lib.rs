@@ -1,0 +1,18 @@
+//! ledgerflow-core: the vocabulary every other crate speaks.
+//!
+//! Typed billing events and their envelope, tenant and event identifiers, exact money, and the
+//! classification of failures into retryable and permanent (with a reason code). Nothing here
+//! does I/O, so handlers built on it are unit-tested without Kafka or a database.
+
+mod event;
+mod failure;
+mod ids;
+mod money;
+
+pub use event::{
+    CreditMemoIssued, CustomerUpserted, Event, EventMeta, EventType, InvoiceFinalized, InvoiceLine,
+    PaymentCaptured, SubscriptionActivated, SubscriptionCanceled, TaxLine, UsageAggregated,
+};
+pub use failure::{Failure, ReasonCode};
+pub use ids::{EventId, TenantId};
+pub use money::{Currency, Money, format_minor};
