@@ -373,7 +373,9 @@ fn check_currency(field: &str, code: &str) -> Result<Currency, Failure> {
 
 fn check_non_negative(field: &str, value: i64) -> Result<(), Failure> {
     if value < 0 {
-        return Err(invalid(format!("{field} must not be negative, got {value}")));
+        return Err(invalid(format!(
+            "{field} must not be negative, got {value}"
+        )));
     }
     Ok(())
 }
@@ -389,7 +391,11 @@ fn check_non_empty(field: &str, value: &str) -> Result<(), Failure> {
 fn line_amount(quantity_micros: i64, unit_minor: i64) -> i128 {
     let product = i128::from(quantity_micros) * i128::from(unit_minor);
     let (q, r) = (product / 1_000_000, product % 1_000_000);
-    if r.abs() * 2 >= 1_000_000 { q + product.signum() } else { q }
+    if r.abs() * 2 >= 1_000_000 {
+        q + product.signum()
+    } else {
+        q
+    }
 }
 
 impl Event {
@@ -443,7 +449,10 @@ impl Event {
                 check_non_empty("customer_id", &e.customer_id)?;
                 check_currency("currency", &e.currency)?;
                 if e.country.len() != 2 || !e.country.bytes().all(|b| b.is_ascii_uppercase()) {
-                    return Err(invalid(format!("country {:?} is not ISO 3166-1 alpha-2", e.country)));
+                    return Err(invalid(format!(
+                        "country {:?} is not ISO 3166-1 alpha-2",
+                        e.country
+                    )));
                 }
             }
             Self::SubscriptionActivated(e) => {
@@ -457,7 +466,9 @@ impl Event {
                     )));
                 }
             }
-            Self::SubscriptionCanceled(e) => check_non_empty("subscription_id", &e.subscription_id)?,
+            Self::SubscriptionCanceled(e) => {
+                check_non_empty("subscription_id", &e.subscription_id)?
+            }
             Self::UsageAggregated(e) => {
                 check_non_empty("meter", &e.meter)?;
                 check_non_negative("quantity_micros", e.quantity_micros)?;
@@ -474,7 +485,10 @@ impl Event {
                     check_currency("settlement_currency", settlement)?;
                 }
                 if e.amount_minor <= 0 {
-                    return Err(invalid(format!("amount_minor must be positive, got {}", e.amount_minor)));
+                    return Err(invalid(format!(
+                        "amount_minor must be positive, got {}",
+                        e.amount_minor
+                    )));
                 }
                 check_non_negative("fee_minor", e.fee_minor)?;
                 if e.fee_minor > e.amount_minor {
@@ -487,7 +501,8 @@ impl Event {
                 check_currency("currency", &e.currency)?;
                 check_non_negative("amount_minor", e.amount_minor)?;
                 check_non_negative("tax_minor", e.tax_minor)?;
-                if i128::from(e.amount_minor) + i128::from(e.tax_minor) != i128::from(e.total_minor) {
+                if i128::from(e.amount_minor) + i128::from(e.tax_minor) != i128::from(e.total_minor)
+                {
                     return Err(invalid("total_minor is not amount_minor + tax_minor"));
                 }
                 if e.total_minor <= 0 {

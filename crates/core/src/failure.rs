@@ -103,12 +103,17 @@ pub enum Failure {
 impl Failure {
     /// A permanent failure with a reason code.
     pub fn permanent(reason: ReasonCode, detail: impl Into<String>) -> Self {
-        Self::Permanent { reason, detail: detail.into() }
+        Self::Permanent {
+            reason,
+            detail: detail.into(),
+        }
     }
 
     /// A retryable failure.
     pub fn retryable(detail: impl Into<String>) -> Self {
-        Self::Retryable { detail: detail.into() }
+        Self::Retryable {
+            detail: detail.into(),
+        }
     }
 
     /// The reason code of a permanent failure.

@@ -14,5 +14,5 @@ pub use event::{
     PaymentCaptured, SubscriptionActivated, SubscriptionCanceled, TaxLine, UsageAggregated,
 };
 pub use failure::{Failure, ReasonCode};
-pub use ids::{EventId, TenantId};
+pub use ids::{EventId, SchemaId, TenantId};
 pub use money::{Currency, Money, format_minor};

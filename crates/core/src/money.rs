@@ -66,7 +66,10 @@ impl Currency {
             .find(|(c, _)| *c == code)
             .map(|(c, e)| {
                 let b = c.as_bytes();
-                Self { code: [b[0], b[1], b[2]], exponent: *e }
+                Self {
+                    code: [b[0], b[1], b[2]],
+                    exponent: *e,
+                }
             })
             .ok_or_else(|| format!("currency {code:?} is not a supported ISO 4217 code"))
     }
@@ -167,7 +170,10 @@ mod tests {
         assert_eq!(format_minor(0, 2), "0.00");
         assert_eq!(format_minor(1500, 0), "1500");
         assert_eq!(format_minor(1, 3), "0.001");
-        assert_eq!(format_minor(i128::from(i64::MAX), 2), "92233720368547758.07");
+        assert_eq!(
+            format_minor(i128::from(i64::MAX), 2),
+            "92233720368547758.07"
+        );
     }
 
     proptest! {

@@ -1,0 +1,18 @@
+//! ledgerflow-codec: Confluent wire format, a schema registry client with a lock-free
+//! resolution cache, and Avro <-> typed events.
+//!
+//! Every failure is a [`CodecError`] whose [`CodecError::failure`] says whether to retry
+//! (registry unreachable) or dead-letter with a reason code (everything about the bytes).
+
+pub mod contracts;
+mod decoder;
+mod encoder;
+mod error;
+mod frame;
+mod registry_client;
+
+pub use decoder::{Decoded, Decoder, DecoderConfig, ResolvedSchema, default_max_message_bytes};
+pub use encoder::{Encoder, describe, encode_body};
+pub use error::{CodecError, error_chain};
+pub use frame::{Frame, HEADER_LEN, MAGIC_BYTE, encode_frame};
+pub use registry_client::{RegisteredSchema, RegistryClient};
