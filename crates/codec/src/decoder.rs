@@ -12,11 +12,13 @@
 //! registry holds a handful of ids per event type, so the leak is bounded too.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
+use apache_avro::error::Details;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::types::Value;
@@ -132,7 +134,10 @@ impl ResolvedSchema {
     /// Decodes and validates one Avro body (without the Confluent header).
     pub fn decode_body(&self, body: &[u8]) -> Result<Decoded, CodecError> {
         let id = self.schema_id;
-        let mut cursor = body;
+        let mut cursor = BodyReader {
+            rest: body,
+            overrun: false,
+        };
         let value = catch_unwind(AssertUnwindSafe(|| self.reader.read_value(&mut cursor)))
             .map_err(|panic| CodecError::DecoderPanic {
                 id,
@@ -142,10 +147,21 @@ impl ResolvedSchema {
                 id,
                 source: Box::new(e),
             })?;
-        if !cursor.is_empty() {
+        if cursor.overrun {
+            return Err(CodecError::AvroDecode {
+                id,
+                source: Box::new(apache_avro::Error::new(Details::ReadBytes(
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "avro body ends inside the record",
+                    ),
+                ))),
+            });
+        }
+        if !cursor.rest.is_empty() {
             return Err(CodecError::TrailingBytes {
                 id,
-                trailing: cursor.len(),
+                trailing: cursor.rest.len(),
             });
         }
         let event = typed_event(self.event_type, &value).map_err(|e| CodecError::AvroDecode {
@@ -160,6 +176,33 @@ impl ResolvedSchema {
             event,
             meta,
         })
+    }
+}
+
+/// The body as the Avro decoder reads it, remembering whether it asked for bytes past the end.
+///
+/// apache-avro turns an end of input inside a string, a boolean or a union index into a null
+/// value instead of an error, so a truncated body would decode "successfully" with its last
+/// optional field silently `None` (a cut-off `tax_id` or `purchase_order`). Any read past the end
+/// means the body is truncated, whatever the decoder made of it.
+struct BodyReader<'a> {
+    rest: &'a [u8],
+    overrun: bool,
+}
+
+impl Read for BodyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !buf.is_empty() && self.rest.is_empty() {
+            self.overrun = true;
+        }
+        self.rest.read(buf)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        if buf.len() > self.rest.len() {
+            self.overrun = true;
+        }
+        self.rest.read_exact(buf)
     }
 }
 

@@ -72,6 +72,16 @@ impl Store {
             });
         }
         install_default_drivers();
+        // A file path without an explicit mode is created when missing, like every other
+        // embedded store: `sqlite://registry.db` just works.
+        let owned;
+        let url = if is_sqlite && !url.contains("mode=") && !url.contains("memory") {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            owned = format!("{url}{sep}mode=rwc");
+            owned.as_str()
+        } else {
+            url
+        };
         let mut options = AnyPoolOptions::new().max_connections(8);
         if is_sqlite && url.contains("memory") {
             // Every SQLite connection to `:memory:` is its own database: keep exactly one, for
