@@ -1,0 +1,57 @@
+# ledgerflow — the two commands: `make demo` and `make test`.
+# `make setup` is idempotent: it installs only what is missing, then builds.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+TANSU_VERSION := 0.6.0
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: setup setup-tools setup-python setup-postgres build test test-rust fuzz-smoke lint demo bench clean
+
+setup: setup-tools setup-python setup-postgres build
+
+setup-tools:
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup)"; exit 1; }
+	@$(CARGO) --version
+	@if tansu --version 2>/dev/null | grep -q "$(TANSU_VERSION)"; then \
+		echo "tansu $(TANSU_VERSION) present"; \
+	else \
+		echo "installing tansu $(TANSU_VERSION) (about 12 minutes the first time)"; \
+		$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql; \
+	fi
+
+setup-python:
+	@if $(PYTHON) -c "import confluent_kafka, fastavro, httpx" 2>/dev/null; then \
+		echo "confluent-kafka present"; \
+	else \
+		echo "installing confluent-kafka[avro,schemaregistry] (interop tests)"; \
+		$(PYTHON) -m pip install --quiet 'confluent-kafka[avro,schemaregistry]>=2,<3'; \
+	fi
+
+setup-postgres:
+	@scripts/ensure-postgres.sh
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+test: setup lint test-rust fuzz-smoke
+
+test-rust:
+	$(CARGO) test --workspace --no-fail-fast
+
+fuzz-smoke:
+	@if [ -x fuzz/run.sh ]; then fuzz/run.sh 20; else echo "fuzz target not present"; fi
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+demo: setup
+	@scripts/demo.sh
+
+bench:
+	@echo "make bench: the benchmark suite is not built yet (see the README's limitations)"
+
+clean:
+	$(CARGO) clean
