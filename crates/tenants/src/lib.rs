@@ -1,0 +1,7 @@
+//! ledgerflow-tenants: who a tenant is and where its effects go.
+
+mod config;
+
+pub use config::{
+    AccountMapping, ErpKind, ErpTarget, SecretRef, TenantConfig, TenantsFile, WebhookEndpoint,
+};
