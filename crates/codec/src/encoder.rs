@@ -13,20 +13,22 @@ use crate::frame::encode_frame;
 use crate::registry_client::RegistryClient;
 use crate::{CodecError, error_chain};
 
+/// A contract's writer schema and its prepared datum writer.
+type PreparedWriter = (&'static Schema, GenericDatumWriter<'static>);
+
 /// Writers for every shipped contract version, built once (they pre-resolve named types).
-static WRITERS: LazyLock<HashMap<(EventType, u8), (&'static Schema, GenericDatumWriter<'static>)>> =
-    LazyLock::new(|| {
-        contracts::parsed()
-            .iter()
-            .filter_map(|p| {
-                let writer = GenericDatumWriter::builder(&p.schema).build().ok()?;
-                Some((
-                    (p.contract.event_type, p.contract.version),
-                    (&p.schema, writer),
-                ))
-            })
-            .collect()
-    });
+static WRITERS: LazyLock<HashMap<(EventType, u8), PreparedWriter>> = LazyLock::new(|| {
+    contracts::parsed()
+        .iter()
+        .filter_map(|p| {
+            let writer = GenericDatumWriter::builder(&p.schema).build().ok()?;
+            Some((
+                (p.contract.event_type, p.contract.version),
+                (&p.schema, writer),
+            ))
+        })
+        .collect()
+});
 
 /// Encodes an event's Avro body (no Confluent header) with the given writer contract version.
 ///

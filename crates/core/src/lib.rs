@@ -4,6 +4,7 @@
 //! classification of failures into retryable and permanent (with a reason code). Nothing here
 //! does I/O, so handlers built on it are unit-tested without Kafka or a database.
 
+mod envelope;
 mod event;
 mod failure;
 mod ids;
@@ -13,6 +14,7 @@ pub use event::{
     CreditMemoIssued, CustomerUpserted, Event, EventMeta, EventType, InvoiceFinalized, InvoiceLine,
     PaymentCaptured, SubscriptionActivated, SubscriptionCanceled, TaxLine, UsageAggregated,
 };
+pub use envelope::{Coordinates, Envelope, payload_hash};
 pub use failure::{Failure, ReasonCode};
 pub use ids::{EventId, SchemaId, TenantId};
 pub use money::{Currency, Money, format_minor};

@@ -1,0 +1,555 @@
+//! One batch of one partition, committed in one transaction.
+//!
+//! Order inside the transaction, and why:
+//! 1. Position check: the stored next offset must not be past the batch's first offset. If it
+//!    is, another instance (or an earlier run) already committed these offsets: the batch is
+//!    stale and is dropped ([`BatchOutcome::stale`]) — this fences a consumer that lost its
+//!    partition in a rebalance but still holds a batch.
+//! 2. Inbox insert (`ON CONFLICT DO NOTHING RETURNING event_id`): exactly the new events come
+//!    back. Any other event id is an earlier one: same payload hash = duplicate (no effect),
+//!    different hash = `idempotency_conflict` dead letter (never a second effect).
+//! 3. Effects of the new events, written by the consumer, set-based.
+//! 4. Dead letters (with raw key, value and headers).
+//! 5. One audit row per record, in offset order, extending the partition's hash chain.
+//! 6. The new position (last offset + 1).
+//!
+//! COMMIT makes all of it visible at once; any failure rolls all of it back and the runtime
+//! retries the same records, which the inbox then sorts out again.
+
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ledgerflow_core::{Envelope, ReasonCode};
+use serde::Serialize;
+use sqlx::{AnyConnection, Connection, Row};
+
+use crate::audit::{AuditRow, Decision, GENESIS_HASH};
+use crate::consumer::ErasedConsumer;
+use crate::sql::Values;
+use crate::{Backend, Store, StoreError};
+
+/// Rows per multi-row statement; keeps every statement under both databases' bind limits.
+const CHUNK_ROWS: usize = 1000;
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A record that failed for good before reaching the store.
+#[derive(Debug, Clone)]
+pub struct DeadLetterInput {
+    /// Kafka offset.
+    pub offset: i64,
+    /// Reason code.
+    pub reason: ReasonCode,
+    /// Error text with its chain.
+    pub error: String,
+    /// Raw key.
+    pub key: Option<Vec<u8>>,
+    /// Raw value.
+    pub value: Option<Vec<u8>>,
+    /// Headers as (name, value) pairs, values lossy UTF-8.
+    pub headers: Vec<(String, Option<String>)>,
+    /// Schema id when the frame was readable.
+    pub schema_id: Option<u32>,
+    /// Event id when the payload decoded.
+    pub event_id: Option<String>,
+    /// Tenant when known.
+    pub tenant_id: Option<String>,
+    /// Event type when known.
+    pub event_type: Option<String>,
+}
+
+/// A decoded event this consumer does not act on.
+#[derive(Debug, Clone)]
+pub struct SkippedInput {
+    /// The event.
+    pub envelope: Envelope,
+}
+
+/// One record of a batch, after decoding and mapping.
+pub enum RecordOutcome {
+    /// Decoded, validated and mapped; applied unless the inbox says it was seen.
+    Mapped {
+        /// The event.
+        envelope: Envelope,
+        /// The consumer's effect (type-erased).
+        effect: Box<dyn Any + Send + Sync>,
+        /// Raw record, kept in case the inbox reports an idempotency conflict.
+        raw: Box<DeadLetterInput>,
+    },
+    /// Not for this consumer.
+    Skipped(SkippedInput),
+    /// Permanent failure.
+    DeadLetter(DeadLetterInput),
+}
+
+impl std::fmt::Debug for RecordOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mapped { envelope, .. } => f
+                .debug_struct("Mapped")
+                .field("event_id", &envelope.meta.event_id)
+                .finish(),
+            Self::Skipped(s) => f
+                .debug_tuple("Skipped")
+                .field(&s.envelope.meta.event_id)
+                .finish(),
+            Self::DeadLetter(d) => f
+                .debug_struct("DeadLetter")
+                .field("offset", &d.offset)
+                .field("reason", &d.reason)
+                .finish(),
+        }
+    }
+}
+
+impl RecordOutcome {
+    fn offset(&self) -> i64 {
+        match self {
+            Self::Mapped { envelope, .. } => envelope.coordinates.offset,
+            Self::Skipped(s) => s.envelope.coordinates.offset,
+            Self::DeadLetter(d) => d.offset,
+        }
+    }
+}
+
+/// A batch: consecutive records of one partition, in offset order.
+#[derive(Debug)]
+pub struct BatchInput {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Records in offset order.
+    pub records: Vec<RecordOutcome>,
+    /// Offset to store as the next one to read (last offset + 1; may be larger when the broker
+    /// skipped offsets, e.g. compaction or transaction markers).
+    pub next_offset: i64,
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BatchOutcome {
+    /// New events with effects.
+    pub applied: u64,
+    /// Dedup hits.
+    pub duplicates: u64,
+    /// Dead letters (including idempotency conflicts).
+    pub dead_lettered: u64,
+    /// Idempotency conflicts (also counted in dead_lettered).
+    pub conflicts: u64,
+    /// Not for this consumer.
+    pub skipped: u64,
+    /// `Some(position)` when the batch was stale and nothing was written.
+    pub stale: Option<i64>,
+    /// Dead letters by reason.
+    pub reasons: Vec<(ReasonCode, u64)>,
+    /// Applied events per (event_type).
+    pub applied_types: Vec<(String, u64)>,
+}
+
+impl Store {
+    /// The stored next offset of a consumer's partition, if any.
+    pub async fn position(
+        &self,
+        consumer: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT next_offset FROM positions WHERE consumer = $1 AND topic = $2 AND partition = $3",
+        )
+        .bind(consumer)
+        .bind(topic)
+        .bind(partition)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(StoreError::query("reading a position"))?;
+        row.map(|r| r.try_get::<i64, _>(0))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("position: {e}")))
+    }
+
+    /// Commits one batch (see the module docs for the order and why).
+    pub async fn commit_batch(
+        &self,
+        consumer: &dyn ErasedConsumer,
+        batch: BatchInput,
+    ) -> Result<BatchOutcome, StoreError> {
+        let mut conn = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::query("acquiring a connection"))?;
+        let mut tx = conn
+            .begin()
+            .await
+            .map_err(StoreError::query("beginning the batch"))?;
+        let outcome = write_batch(&mut tx, self.backend(), consumer, batch).await?;
+        if outcome.stale.is_some() {
+            tx.rollback()
+                .await
+                .map_err(StoreError::query("rolling back a stale batch"))?;
+        } else {
+            tx.commit()
+                .await
+                .map_err(StoreError::query("committing the batch"))?;
+        }
+        Ok(outcome)
+    }
+}
+
+async fn write_batch(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    consumer: &dyn ErasedConsumer,
+    batch: BatchInput,
+) -> Result<BatchOutcome, StoreError> {
+    let name = consumer.name();
+    let mut outcome = BatchOutcome::default();
+    let Some(first_offset) = batch.records.first().map(RecordOutcome::offset) else {
+        return Ok(outcome);
+    };
+
+    // 1. Position check, with the row locked on Postgres (SQLite has one writer anyway).
+    let lock = if backend == Backend::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let stored: Option<i64> = sqlx::query(&format!(
+        "SELECT next_offset FROM positions WHERE consumer = $1 AND topic = $2 AND partition = $3{lock}"
+    ))
+    .bind(name)
+    .bind(&batch.topic)
+    .bind(batch.partition)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(StoreError::query("locking the position"))?
+    .map(|r| r.try_get::<i64, _>(0))
+    .transpose()
+    .map_err(|e| StoreError::Corrupt(format!("position: {e}")))?;
+    if let Some(position) = stored
+        && position > first_offset
+    {
+        outcome.stale = Some(position);
+        return Ok(outcome);
+    }
+
+    // 2. Inbox.
+    let now = now_micros();
+    let mapped: Vec<&Envelope> = batch
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            RecordOutcome::Mapped { envelope, .. } => Some(envelope),
+            _ => None,
+        })
+        .collect();
+    let mut inserted: HashSet<String> = HashSet::new();
+    for chunk in mapped.chunks(CHUNK_ROWS) {
+        let mut values = Values::new(9);
+        for env in chunk {
+            values
+                .push(name.to_owned())
+                .push(env.meta.event_id.to_string())
+                .push(hex::encode(env.payload_hash))
+                .push(env.meta.tenant_id.to_string())
+                .push(env.meta.event_type.as_str().to_owned())
+                .push(env.coordinates.topic.clone())
+                .push(env.coordinates.partition)
+                .push(env.coordinates.offset)
+                .push(now);
+        }
+        let (sql, args) = values.finish(
+            "INSERT INTO inbox (consumer, event_id, payload_hash, tenant_id, event_type, topic, \
+             partition, \"offset\", applied_at)",
+            "ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+        );
+        let rows = sqlx::query_with(&sql, args)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(StoreError::query("inserting into the inbox"))?;
+        for r in rows {
+            inserted.insert(
+                r.try_get(0)
+                    .map_err(|e| StoreError::Corrupt(format!("inbox: {e}")))?,
+            );
+        }
+    }
+    // Hashes of every event id in the batch as the inbox holds them now (new ones included).
+    let mut stored_hash: HashMap<String, String> = HashMap::new();
+    let ids: Vec<String> = mapped.iter().map(|e| e.meta.event_id.to_string()).collect();
+    for chunk in ids.chunks(CHUNK_ROWS) {
+        let list = crate::sql::placeholders(1, chunk.len(), 1);
+        let sql = format!(
+            "SELECT event_id, payload_hash FROM inbox WHERE consumer = $1 AND event_id IN {list}"
+        );
+        let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(name);
+        for id in chunk {
+            q = q.bind(id.clone());
+        }
+        for (id, hash) in q
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(StoreError::query("reading inbox hashes"))?
+        {
+            stored_hash.insert(id, hash);
+        }
+    }
+
+    // Decide every record, in offset order.
+    let mut decisions: Vec<(Decision, Option<String>)> = Vec::with_capacity(batch.records.len());
+    let mut first_seen: HashSet<String> = HashSet::new();
+    let mut apply_envs: Vec<&Envelope> = Vec::new();
+    let mut apply_effects: Vec<Box<dyn Any + Send + Sync>> = Vec::new();
+    let mut dead: Vec<DeadLetterInput> = Vec::new();
+    let mut records = batch.records;
+    // Move effects out first so envelopes can stay borrowed from `records`.
+    let mut effects_by_index: HashMap<usize, Box<dyn Any + Send + Sync>> = HashMap::new();
+    for (i, record) in records.iter_mut().enumerate() {
+        if let RecordOutcome::Mapped { effect, .. } = record {
+            let taken = std::mem::replace(effect, Box::new(()));
+            effects_by_index.insert(i, taken);
+        }
+    }
+    for (i, record) in records.iter().enumerate() {
+        match record {
+            RecordOutcome::Mapped { envelope, raw, .. } => {
+                let id = envelope.meta.event_id.to_string();
+                let hash = hex::encode(envelope.payload_hash);
+                if inserted.contains(&id) && first_seen.insert(id.clone()) {
+                    decisions.push((Decision::Applied, None));
+                    apply_envs.push(envelope);
+                    if let Some(effect) = effects_by_index.remove(&i) {
+                        apply_effects.push(effect);
+                    }
+                    outcome.applied += 1;
+                    bump(
+                        &mut outcome.applied_types,
+                        envelope.meta.event_type.as_str().to_owned(),
+                    );
+                } else if stored_hash.get(&id) == Some(&hash) {
+                    decisions.push((Decision::Duplicate, None));
+                    outcome.duplicates += 1;
+                } else {
+                    let stored = stored_hash.get(&id).cloned().unwrap_or_default();
+                    let mut letter = (**raw).clone();
+                    letter.reason = ReasonCode::IdempotencyConflict;
+                    letter.error = format!(
+                        "event {id} was applied earlier with payload hash {stored}; this record has {hash}"
+                    );
+                    decisions.push((
+                        Decision::DeadLettered,
+                        Some(ReasonCode::IdempotencyConflict.as_str().to_owned()),
+                    ));
+                    outcome.conflicts += 1;
+                    dead.push(letter);
+                }
+            }
+            RecordOutcome::Skipped(_) => {
+                decisions.push((Decision::Skipped, None));
+                outcome.skipped += 1;
+            }
+            RecordOutcome::DeadLetter(d) => {
+                decisions.push((Decision::DeadLettered, Some(d.reason.as_str().to_owned())));
+                dead.push(d.clone());
+            }
+        }
+    }
+
+    // 3. Effects.
+    if !apply_envs.is_empty() {
+        consumer
+            .write_erased(&mut *conn, backend, &apply_envs, apply_effects)
+            .await?;
+    }
+
+    // 4. Dead letters.
+    for letter in &dead {
+        bump_reason(&mut outcome.reasons, letter.reason);
+    }
+    outcome.dead_lettered = dead.len() as u64;
+    for chunk in dead.chunks(CHUNK_ROWS) {
+        let mut values = Values::new(18);
+        for d in chunk {
+            let headers = serde_json::to_string(&d.headers).unwrap_or_else(|_| "[]".to_owned());
+            values
+                .push(uuid::Uuid::new_v4().to_string())
+                .push(name.to_owned())
+                .push(batch.topic.clone())
+                .push(batch.partition)
+                .push(d.offset)
+                .push(d.reason.as_str().to_owned())
+                .push(d.error.clone())
+                .push(d.key.clone())
+                .push(d.value.clone())
+                .push(headers)
+                .push(d.schema_id.map(i64::from))
+                .push(d.event_id.clone())
+                .push(d.tenant_id.clone())
+                .push(d.event_type.clone())
+                .push("open".to_owned())
+                .push(0i32)
+                .push(now)
+                .push(now);
+        }
+        let (sql, args) = values.finish(
+            "INSERT INTO dead_letters (id, consumer, topic, partition, \"offset\", reason, error, \
+             record_key, record_value, headers, schema_id, event_id, tenant_id, event_type, status, \
+             attempts, created_at, updated_at)",
+            "ON CONFLICT (consumer, topic, partition, \"offset\") DO NOTHING",
+        );
+        sqlx::query_with(&sql, args)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::query("inserting dead letters"))?;
+    }
+
+    // 5. Audit chain.
+    let head: Option<(i64, String)> = sqlx::query_as(
+        "SELECT seq, hash FROM audit_log WHERE consumer = $1 AND topic = $2 AND partition = $3 \
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(name)
+    .bind(&batch.topic)
+    .bind(batch.partition)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(StoreError::query("reading the audit head"))?;
+    let (mut seq, mut prev) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
+    let mut audit_rows = Vec::with_capacity(records.len());
+    let mut dead_iter = dead.iter();
+    for (record, (decision, reason)) in records.iter().zip(decisions) {
+        seq += 1;
+        let (offset, event_id, tenant_id, event_type, payload_hash, schema_id) = match record {
+            RecordOutcome::Mapped { envelope: e, .. }
+            | RecordOutcome::Skipped(SkippedInput { envelope: e }) => (
+                e.coordinates.offset,
+                Some(e.meta.event_id.to_string()),
+                Some(e.meta.tenant_id.to_string()),
+                Some(e.meta.event_type.as_str().to_owned()),
+                Some(hex::encode(e.payload_hash)),
+                Some(i64::from(e.schema_id.0)),
+            ),
+            RecordOutcome::DeadLetter(d) => (
+                d.offset,
+                d.event_id.clone(),
+                d.tenant_id.clone(),
+                d.event_type.clone(),
+                None,
+                d.schema_id.map(i64::from),
+            ),
+        };
+        let detail = if decision == Decision::DeadLettered {
+            dead_iter
+                .next()
+                .map(|d| d.error.chars().take(500).collect())
+        } else {
+            None
+        };
+        let mut row = AuditRow {
+            consumer: name.to_owned(),
+            topic: batch.topic.clone(),
+            partition: batch.partition,
+            seq,
+            offset,
+            event_id,
+            tenant_id,
+            event_type,
+            decision,
+            reason,
+            payload_hash,
+            schema_id,
+            detail,
+            recorded_at: now,
+            prev_hash: prev.clone(),
+            hash: String::new(),
+        };
+        row.hash = row.compute_hash();
+        prev = row.hash.clone();
+        audit_rows.push(row);
+    }
+    insert_audit_rows(&mut *conn, &audit_rows).await?;
+
+    // 6. Position.
+    if batch.next_offset <= first_offset {
+        return Err(StoreError::Invariant(format!(
+            "next offset {} is not past the batch's first offset {first_offset}",
+            batch.next_offset
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO positions (consumer, topic, partition, next_offset, updated_at) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = excluded.next_offset, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(name)
+    .bind(&batch.topic)
+    .bind(batch.partition)
+    .bind(batch.next_offset)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::query("storing the position"))?;
+    Ok(outcome)
+}
+
+pub(crate) async fn insert_audit_rows(
+    conn: &mut AnyConnection,
+    rows: &[AuditRow],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(CHUNK_ROWS) {
+        let mut values = Values::new(16);
+        for r in chunk {
+            values
+                .push(r.consumer.clone())
+                .push(r.topic.clone())
+                .push(r.partition)
+                .push(r.seq)
+                .push(r.offset)
+                .push(r.event_id.clone())
+                .push(r.tenant_id.clone())
+                .push(r.event_type.clone())
+                .push(r.decision.as_str().to_owned())
+                .push(r.reason.clone())
+                .push(r.payload_hash.clone())
+                .push(r.schema_id)
+                .push(r.detail.clone())
+                .push(r.recorded_at)
+                .push(r.prev_hash.clone())
+                .push(r.hash.clone());
+        }
+        let (sql, args) = values.finish(
+            "INSERT INTO audit_log (consumer, topic, partition, seq, \"offset\", event_id, tenant_id, \
+             event_type, decision, reason, payload_hash, schema_id, detail, recorded_at, prev_hash, hash)",
+            "",
+        );
+        sqlx::query_with(&sql, args)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::query("appending to the audit log"))?;
+    }
+    Ok(())
+}
+
+fn bump(counts: &mut Vec<(String, u64)>, key: String) {
+    match counts.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((key, 1)),
+    }
+}
+
+fn bump_reason(counts: &mut Vec<(ReasonCode, u64)>, key: ReasonCode) {
+    match counts.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((key, 1)),
+    }
+}

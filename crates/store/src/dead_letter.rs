@@ -1,0 +1,111 @@
+//! Reading dead letters (operators re-drive and discard them through the CLI).
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{Store, StoreError};
+
+/// A stored dead letter.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// Id (UUID).
+    pub id: String,
+    /// Consumer.
+    pub consumer: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Reason code.
+    pub reason: String,
+    /// Error text.
+    pub error: String,
+    /// Raw key.
+    #[serde(skip)]
+    pub key: Option<Vec<u8>>,
+    /// Raw value.
+    #[serde(skip)]
+    pub value: Option<Vec<u8>>,
+    /// Headers JSON.
+    pub headers: String,
+    /// Schema id.
+    pub schema_id: Option<i64>,
+    /// Event id.
+    pub event_id: Option<String>,
+    /// Tenant.
+    pub tenant_id: Option<String>,
+    /// Event type.
+    pub event_type: Option<String>,
+    /// open | resolved | discarded.
+    pub status: String,
+    /// Re-drive attempts.
+    pub attempts: i32,
+    /// Created (micros).
+    pub created_at: i64,
+}
+
+/// Filters for listing dead letters.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterFilter {
+    /// Only this consumer.
+    pub consumer: Option<String>,
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this reason code.
+    pub reason: Option<String>,
+    /// Only this status (default: all).
+    pub status: Option<String>,
+    /// Created at or after (micros).
+    pub since: Option<i64>,
+    /// At most this many, oldest first.
+    pub limit: Option<i64>,
+}
+
+impl Store {
+    /// Lists dead letters, oldest first.
+    pub async fn dead_letters(&self, f: &DeadLetterFilter) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, consumer, topic, partition, \"offset\", reason, error, record_key, record_value, \
+             headers, schema_id, event_id, tenant_id, event_type, status, attempts, created_at \
+             FROM dead_letters \
+             WHERE ($1 = '' OR consumer = $1) AND ($2 = '' OR tenant_id = $2) \
+               AND ($3 = '' OR reason = $3) AND ($4 = '' OR status = $4) AND created_at >= $5 \
+             ORDER BY created_at, topic, partition, \"offset\" LIMIT $6",
+        )
+        .bind(f.consumer.clone().unwrap_or_default())
+        .bind(f.tenant.clone().unwrap_or_default())
+        .bind(f.reason.clone().unwrap_or_default())
+        .bind(f.status.clone().unwrap_or_default())
+        .bind(f.since.unwrap_or(0))
+        .bind(f.limit.unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("listing dead letters"))?;
+        rows.iter()
+            .map(|r| {
+                let get = |e: sqlx::Error| StoreError::Corrupt(format!("dead letter: {e}"));
+                Ok(DeadLetter {
+                    id: r.try_get("id").map_err(get)?,
+                    consumer: r.try_get("consumer").map_err(get)?,
+                    topic: r.try_get("topic").map_err(get)?,
+                    partition: r.try_get("partition").map_err(get)?,
+                    offset: r.try_get("offset").map_err(get)?,
+                    reason: r.try_get("reason").map_err(get)?,
+                    error: r.try_get("error").map_err(get)?,
+                    key: r.try_get("record_key").map_err(get)?,
+                    value: r.try_get("record_value").map_err(get)?,
+                    headers: r.try_get("headers").map_err(get)?,
+                    schema_id: r.try_get("schema_id").map_err(get)?,
+                    event_id: r.try_get("event_id").map_err(get)?,
+                    tenant_id: r.try_get("tenant_id").map_err(get)?,
+                    event_type: r.try_get("event_type").map_err(get)?,
+                    status: r.try_get("status").map_err(get)?,
+                    attempts: r.try_get("attempts").map_err(get)?,
+                    created_at: r.try_get("created_at").map_err(get)?,
+                })
+            })
+            .collect()
+    }
+}

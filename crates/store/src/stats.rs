@@ -1,0 +1,87 @@
+//! Counts for `ledgerflow stats`.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{Store, StoreError};
+
+/// Audit rows per consumer and decision (and reason for dead letters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionCount {
+    /// Consumer.
+    pub consumer: String,
+    /// Decision.
+    pub decision: String,
+    /// Reason code (dead letters only).
+    pub reason: Option<String>,
+    /// Rows.
+    pub count: i64,
+}
+
+/// A stored position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PositionRow {
+    /// Consumer.
+    pub consumer: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Next offset to process.
+    pub next_offset: i64,
+    /// Last update (micros).
+    pub updated_at: i64,
+}
+
+impl Store {
+    /// Audit decisions per consumer (and reason).
+    pub async fn decision_counts(
+        &self,
+        consumer: Option<&str>,
+    ) -> Result<Vec<DecisionCount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT consumer, decision, reason, CAST(COUNT(*) AS BIGINT) AS n FROM audit_log \
+             WHERE ($1 = '' OR consumer = $1) GROUP BY consumer, decision, reason \
+             ORDER BY consumer, decision, reason",
+        )
+        .bind(consumer.unwrap_or(""))
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("counting decisions"))?;
+        rows.iter()
+            .map(|r| {
+                let get = |e: sqlx::Error| StoreError::Corrupt(format!("decision count: {e}"));
+                Ok(DecisionCount {
+                    consumer: r.try_get("consumer").map_err(get)?,
+                    decision: r.try_get("decision").map_err(get)?,
+                    reason: r.try_get("reason").map_err(get)?,
+                    count: r.try_get("n").map_err(get)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stored positions.
+    pub async fn positions(&self, consumer: Option<&str>) -> Result<Vec<PositionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT consumer, topic, partition, next_offset, updated_at FROM positions \
+             WHERE ($1 = '' OR consumer = $1) ORDER BY consumer, topic, partition",
+        )
+        .bind(consumer.unwrap_or(""))
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("reading positions"))?;
+        rows.iter()
+            .map(|r| {
+                let get = |e: sqlx::Error| StoreError::Corrupt(format!("position: {e}"));
+                Ok(PositionRow {
+                    consumer: r.try_get("consumer").map_err(get)?,
+                    topic: r.try_get("topic").map_err(get)?,
+                    partition: r.try_get("partition").map_err(get)?,
+                    next_offset: r.try_get("next_offset").map_err(get)?,
+                    updated_at: r.try_get("updated_at").map_err(get)?,
+                })
+            })
+            .collect()
+    }
+}

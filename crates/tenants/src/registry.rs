@@ -1,0 +1,155 @@
+//! The tenant registry: an immutable snapshot of validated tenants behind an [`ArcSwap`].
+//!
+//! Readers (every event the consumers handle) call [`TenantRegistry::get`], a lock-free load of
+//! the current snapshot. A reload builds a complete new snapshot off to the side and swaps it in
+//! whole, so a reader sees either the old tenants or the new ones, never a mix, and a file that
+//! fails to parse or validate changes nothing.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use ledgerflow_core::TenantId;
+
+use crate::config::{TenantConfig, TenantsFile};
+use crate::error::TenantsError;
+use crate::validate::{TenantMap, base_dir, validate};
+
+/// Version of the first snapshot of a registry built from tenants ([`TenantRegistry::empty`]
+/// starts at 0).
+const FIRST_VERSION: u64 = 1;
+
+/// One consistent view of the tenants.
+#[derive(Debug)]
+struct Snapshot {
+    /// Bumped each time a reload installs different tenants.
+    version: u64,
+    /// The tenants file, if the registry was loaded from one.
+    path: Option<PathBuf>,
+    tenants: TenantMap,
+}
+
+struct Inner {
+    current: ArcSwap<Snapshot>,
+    /// Serialises reloads (a SIGHUP and a manual reload at once) so versions never skip or
+    /// repeat; readers never take it.
+    reload_lock: Mutex<()>,
+}
+
+/// Tenant id -> [`TenantConfig`], hot-reloadable. Cheap to clone; clones share the snapshot.
+#[derive(Clone)]
+pub struct TenantRegistry {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for TenantRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Tenant configs hold only secret *references*, but a registry can hold thousands of
+        // tenants: print the shape, not the contents.
+        let snapshot = self.inner.current.load();
+        f.debug_struct("TenantRegistry")
+            .field("version", &snapshot.version)
+            .field("path", &snapshot.path)
+            .field("tenants", &snapshot.tenants.len())
+            .finish()
+    }
+}
+
+impl TenantRegistry {
+    fn new(snapshot: Snapshot) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                current: ArcSwap::from_pointee(snapshot),
+                reload_lock: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Loads and validates a tenants file. Relative secret file paths are resolved against
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Self, TenantsError> {
+        let tenants = read_tenants(path)?;
+        Ok(Self::new(Snapshot {
+            version: FIRST_VERSION,
+            path: Some(path.to_owned()),
+            tenants,
+        }))
+    }
+
+    /// Validates tenants that did not come from a file (tests, embedding). Relative secret
+    /// file paths stay relative to the working directory; [`TenantRegistry::reload`] fails
+    /// with [`TenantsError::NoFile`].
+    pub fn from_config(file: TenantsFile) -> Result<Self, TenantsError> {
+        Ok(Self::new(Snapshot {
+            version: FIRST_VERSION,
+            path: None,
+            tenants: validate(file, None)?,
+        }))
+    }
+
+    /// A registry without tenants and without a file (version 0): every lookup misses.
+    pub fn empty() -> Self {
+        Self::new(Snapshot {
+            version: 0,
+            path: None,
+            tenants: TenantMap::new(),
+        })
+    }
+
+    /// The tenant's config in the current snapshot.
+    pub fn get(&self, tenant: &TenantId) -> Option<Arc<TenantConfig>> {
+        self.inner.current.load().tenants.get(tenant).cloned()
+    }
+
+    /// Version of the current snapshot: 1 after a load, +1 for every reload that installed
+    /// changed tenants (a reload that finds the same tenants keeps the version).
+    pub fn version(&self) -> u64 {
+        self.inner.current.load().version
+    }
+
+    /// Tenant ids of the current snapshot, sorted.
+    pub fn tenant_ids(&self) -> Vec<TenantId> {
+        let mut ids: Vec<TenantId> = self.inner.current.load().tenants.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// The tenants file, if the registry was loaded from one.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.inner.current.load().path.clone()
+    }
+
+    /// Re-reads the tenants file. `Ok(true)` if the validated tenants differ from the current
+    /// ones (the new snapshot is installed and the version bumped), `Ok(false)` if they are the
+    /// same (comments or key order changed, or nothing). On error the current snapshot stays
+    /// in force. Blocking file I/O: from async code call it on the blocking pool.
+    pub fn reload(&self) -> Result<bool, TenantsError> {
+        let _guard = self
+            .inner
+            .reload_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.inner.current.load_full();
+        let path = current.path.as_deref().ok_or(TenantsError::NoFile)?;
+        let tenants = read_tenants(path)?;
+        if tenants == current.tenants {
+            return Ok(false);
+        }
+        self.inner.current.store(Arc::new(Snapshot {
+            version: current.version + 1,
+            path: current.path.clone(),
+            tenants,
+        }));
+        Ok(true)
+    }
+}
+
+fn read_tenants(path: &Path) -> Result<TenantMap, TenantsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TenantsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let file = TenantsFile::parse(&text, path)?;
+    validate(file, Some(&base_dir(path)))
+}

@@ -1,0 +1,542 @@
+//! Raw tenants file -> validated tenant map.
+//!
+//! Parsing (serde with `deny_unknown_fields`) already rejects unknown keys, missing fields, bad
+//! tenant ids and unsupported currencies. What serde cannot express is checked here: unique ids,
+//! non-empty account numbers, http(s) URLs without embedded credentials, unique webhook ids,
+//! positive rate limits. Relative secret file paths are resolved against the tenants file's
+//! directory here too, so a reader never depends on the process's working directory.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ledgerflow_core::TenantId;
+
+use crate::config::{SecretRef, TenantConfig, TenantsFile};
+use crate::error::TenantsError;
+
+/// Validated tenants by id.
+pub(crate) type TenantMap = HashMap<TenantId, Arc<TenantConfig>>;
+
+impl TenantsFile {
+    /// Parses tenants file text. `path` only labels errors (nothing is read from it and
+    /// relative secret paths are left as they are); use [`crate::TenantRegistry::load`] to load
+    /// a file.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, TenantsError> {
+        toml::from_str(text).map_err(|source| {
+            let location = source.span().map(|span| line_column(text, span.start));
+            TenantsError::Parse {
+                path: path.to_owned(),
+                location,
+                source: Box::new(source),
+            }
+        })
+    }
+
+    /// Renders the file as TOML (what [`TenantsFile::parse`] reads back).
+    pub fn to_toml(&self) -> Result<String, TenantsError> {
+        toml::to_string(self).map_err(TenantsError::Render)
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// Validates every tenant and resolves relative secret files against `base_dir` (the tenants
+/// file's directory; `None` leaves them relative to the working directory).
+pub(crate) fn validate(file: TenantsFile, base_dir: Option<&Path>) -> Result<TenantMap, TenantsError> {
+    let mut tenants = TenantMap::with_capacity(file.tenants.len());
+    for mut tenant in file.tenants {
+        validate_tenant(&tenant)?;
+        if let Some(dir) = base_dir {
+            resolve_secret_paths(&mut tenant, dir);
+        }
+        if tenants.contains_key(&tenant.tenant_id) {
+            return Err(TenantsError::DuplicateTenant {
+                tenant: tenant.tenant_id,
+            });
+        }
+        tenants.insert(tenant.tenant_id.clone(), Arc::new(tenant));
+    }
+    Ok(tenants)
+}
+
+fn validate_tenant(tenant: &TenantConfig) -> Result<(), TenantsError> {
+    let invalid = |field: &str, reason: String| TenantsError::Invalid {
+        tenant: tenant.tenant_id.clone(),
+        field: field.to_owned(),
+        reason,
+    };
+    let non_empty = |field: &str, value: &str| {
+        if value.trim().is_empty() {
+            Err(invalid(field, "must not be empty".to_owned()))
+        } else {
+            Ok(())
+        }
+    };
+
+    non_empty("legal_entity", &tenant.legal_entity)?;
+
+    let accounts = &tenant.accounts;
+    non_empty("accounts.receivable", &accounts.receivable)?;
+    non_empty("accounts.revenue_default", &accounts.revenue_default)?;
+    for (family, account) in &accounts.revenue_by_family {
+        non_empty("accounts.revenue_by_family", family)?;
+        non_empty(&format!("accounts.revenue_by_family.{family}"), account)?;
+    }
+    non_empty("accounts.tax_payable", &accounts.tax_payable)?;
+    non_empty("accounts.cash_clearing", &accounts.cash_clearing)?;
+    non_empty("accounts.payment_fees", &accounts.payment_fees)?;
+    non_empty("accounts.unapplied_cash", &accounts.unapplied_cash)?;
+
+    if let Some(erp) = &tenant.erp {
+        check_url(&erp.endpoint).map_err(|reason| invalid("erp.endpoint", reason))?;
+        check_secret_ref(&erp.credential)
+            .map_err(|reason| invalid("erp.credential", reason))?;
+    }
+
+    let mut webhook_ids = HashSet::with_capacity(tenant.webhooks.len());
+    for webhook in &tenant.webhooks {
+        check_webhook_id(&webhook.id).map_err(|reason| invalid("webhooks.id", reason))?;
+        if !webhook_ids.insert(webhook.id.as_str()) {
+            return Err(TenantsError::DuplicateWebhook {
+                tenant: tenant.tenant_id.clone(),
+                id: webhook.id.clone(),
+            });
+        }
+        let field = |name: &str| format!("webhooks[{}].{name}", webhook.id);
+        check_url(&webhook.url).map_err(|reason| invalid(&field("url"), reason))?;
+        check_secret_ref(&webhook.secret).map_err(|reason| invalid(&field("secret"), reason))?;
+    }
+
+    if tenant.rate_limit_per_sec == Some(0) {
+        return Err(invalid(
+            "rate_limit_per_sec",
+            "must be greater than 0 (leave it out for no limit)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// An absolute http(s) URL with a host and no user info (credentials belong in a
+/// [`SecretRef`], never in the tenants file).
+fn check_url(raw: &str) -> Result<(), String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("is not a valid url ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("must be an http or https url, got scheme {:?}", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("must have a host".to_owned());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not embed credentials (use a secret reference)".to_owned());
+    }
+    Ok(())
+}
+
+/// Endpoint ids become part of webhook ids and delivery-log keys: keep them plain.
+fn check_webhook_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!("{id:?} must use only letters, digits, '-', '_' and '.'"));
+    }
+    Ok(())
+}
+
+fn check_secret_ref(secret: &SecretRef) -> Result<(), String> {
+    match secret {
+        SecretRef::Env { env } if env.trim().is_empty() => {
+            Err("env must name an environment variable".to_owned())
+        }
+        SecretRef::File { file } if file.as_os_str().is_empty() => {
+            Err("file must name a file".to_owned())
+        }
+        SecretRef::Env { .. } | SecretRef::File { .. } => Ok(()),
+    }
+}
+
+fn resolve_secret_paths(tenant: &mut TenantConfig, dir: &Path) {
+    let resolve = |secret: &mut SecretRef| {
+        if let SecretRef::File { file } = secret
+            && file.is_relative()
+        {
+            *file = dir.join(&*file);
+        }
+    };
+    if let Some(erp) = &mut tenant.erp {
+        resolve(&mut erp.credential);
+    }
+    for webhook in &mut tenant.webhooks {
+        resolve(&mut webhook.secret);
+    }
+}
+
+/// The directory relative secret paths of the tenants file at `path` are resolved against,
+/// made absolute (without resolving symlinks) so a later change of working directory cannot
+/// redirect a secret read.
+pub(crate) fn base_dir(path: &Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use ledgerflow_core::{Currency, EventType};
+
+    use super::*;
+    use crate::config::ErpKind;
+    use crate::fixtures::{FULL, minimal};
+
+    fn tenant_id(raw: &str) -> TenantId {
+        TenantId::parse(raw).unwrap()
+    }
+
+    fn parse(text: &str) -> Result<TenantsFile, TenantsError> {
+        TenantsFile::parse(text, Path::new("tenants.toml"))
+    }
+
+    fn parse_and_validate(text: &str) -> Result<TenantMap, TenantsError> {
+        validate(parse(text)?, None)
+    }
+
+    /// Replaces `from` (which must occur) in a minimal tenant and validates the result.
+    fn validate_edited(from: &str, to: &str) -> Result<TenantMap, TenantsError> {
+        let text = minimal("acme");
+        assert!(text.contains(from), "fixture lacks {from:?}");
+        parse_and_validate(&text.replacen(from, to, 1))
+    }
+
+    fn invalid_field(result: Result<TenantMap, TenantsError>) -> (String, String) {
+        match result {
+            Err(TenantsError::Invalid { tenant, field, reason }) => {
+                assert_eq!(tenant.as_str(), "acme");
+                (field, reason)
+            }
+            other => panic!("expected an invalid-field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_full_example() {
+        let tenants = parse_and_validate(FULL).unwrap();
+        assert_eq!(tenants.len(), 5);
+
+        let acme = &tenants[&tenant_id("acme")];
+        assert_eq!(acme.legal_entity, "Acme Corp.");
+        assert_eq!(acme.functional_currency, Currency::parse("USD").unwrap());
+        assert_eq!(acme.rate_limit_per_sec, Some(50));
+        let erp = acme.erp.as_ref().unwrap();
+        assert_eq!(erp.kind, ErpKind::Netsuite);
+        assert_eq!(
+            erp.credential,
+            SecretRef::Env {
+                env: "ACME_NETSUITE_TOKEN".into()
+            }
+        );
+        assert_eq!(acme.accounts.revenue_for("usage"), "4010");
+        assert_eq!(acme.accounts.revenue_for("addons"), "4000", "falls back to the default");
+        assert_eq!(acme.webhooks.len(), 2);
+        assert_eq!(acme.webhooks[0].id, "billing");
+        assert_eq!(
+            acme.webhooks[0].events,
+            [EventType::InvoiceFinalized, EventType::PaymentCaptured]
+        );
+        assert!(acme.webhooks[1].events.is_empty(), "no filter means all events");
+        assert_eq!(
+            acme.webhooks[1].secret,
+            SecretRef::Env {
+                env: "ACME_AUDIT_WHSEC".into()
+            }
+        );
+
+        let kinds: Vec<ErpKind> = ["acme", "globex", "initech", "umbrella-01"]
+            .iter()
+            .map(|id| tenants[&tenant_id(id)].erp.as_ref().unwrap().kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [ErpKind::Netsuite, ErpKind::Dynamics365, ErpKind::S4hana, ErpKind::OracleFusion]
+        );
+        let soylent = &tenants[&tenant_id("soylent")];
+        assert!(soylent.erp.is_none());
+        assert!(soylent.webhooks.is_empty());
+        assert_eq!(soylent.rate_limit_per_sec, None);
+        assert_eq!(soylent.functional_currency.exponent(), 3);
+    }
+
+    #[test]
+    fn renders_toml_that_parses_back_to_the_same_tenants() {
+        let file = parse(FULL).unwrap();
+        let text = file.to_toml().unwrap();
+        assert_eq!(parse(&text).unwrap(), file);
+    }
+
+    #[test]
+    fn an_empty_file_has_no_tenants() {
+        assert!(parse_and_validate("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn rejects_duplicate_tenant_ids_naming_the_duplicate() {
+        let text = format!("{}{}{}", minimal("acme"), minimal("globex"), minimal("globex"));
+        let err = parse_and_validate(&text).unwrap_err();
+        assert!(
+            matches!(&err, TenantsError::DuplicateTenant { tenant } if tenant.as_str() == "globex"),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "duplicate tenant id globex");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_with_path_and_line() {
+        let text = minimal("acme").replace("legal_entity", "legal_entty");
+        let err = TenantsFile::parse(&text, Path::new("/etc/ledgerflow/tenants.toml")).unwrap_err();
+        let TenantsError::Parse { location, .. } = &err else {
+            panic!("expected a parse error, got {err:?}");
+        };
+        assert_eq!(*location, Some((4, 1)), "the misspelt key is on line 4");
+        let message = err.to_string();
+        assert!(message.contains("/etc/ledgerflow/tenants.toml"), "{message}");
+        assert!(message.contains("line 4, column 1"), "{message}");
+        let source = std::error::Error::source(&err).unwrap().to_string();
+        assert!(source.contains("unknown field `legal_entty`"), "{source}");
+        assert!(source.contains("line 4"), "toml's own rendering keeps the position: {source}");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_in_nested_tables() {
+        let err = validate_edited("payment_fees", "payment_fee").unwrap_err();
+        assert!(matches!(err, TenantsError::Parse { .. }), "{err:?}");
+        let text = FULL.replacen("kind = \"netsuite\"", "kind = \"netsuite\"\nregion = \"eu\"", 1);
+        assert!(matches!(parse(&text), Err(TenantsError::Parse { .. })));
+        let text = minimal("acme").replace("[[tenants]]", "version = 2\n[[tenants]]");
+        assert!(matches!(parse(&text), Err(TenantsError::Parse { .. })));
+    }
+
+    #[test]
+    fn rejects_a_secret_ref_with_both_or_neither_source() {
+        for secret in [r#"{ env = "A", file = "b" }"#, r#"{ path = "b" }"#, "{}"] {
+            let text = FULL.replacen(r#"{ env = "ACME_NETSUITE_TOKEN" }"#, secret, 1);
+            let result = parse(&text);
+            assert!(
+                matches!(result, Err(TenantsError::Parse { .. })),
+                "{secret}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_bad_ids_currencies_and_kinds_at_parse_time() {
+        for (from, to) in [
+            (r#"tenant_id = "acme""#, r#"tenant_id = "Acme Corp""#),
+            (r#"functional_currency = "USD""#, r#"functional_currency = "usd""#),
+        ] {
+            let result = validate_edited(from, to);
+            assert!(matches!(result, Err(TenantsError::Parse { .. })), "{to}: {result:?}");
+        }
+        let text = FULL.replacen(r#"kind = "netsuite""#, r#"kind = "quickbooks""#, 1);
+        assert!(matches!(parse(&text), Err(TenantsError::Parse { .. })));
+    }
+
+    #[test]
+    fn rejects_empty_account_numbers() {
+        for (account, number) in [
+            ("receivable", "1200"),
+            ("revenue_default", "4000"),
+            ("tax_payable", "2200"),
+            ("cash_clearing", "1010"),
+            ("payment_fees", "6150"),
+            ("unapplied_cash", "2400"),
+        ] {
+            for blank in ["", " "] {
+                let (field, reason) = invalid_field(validate_edited(
+                    &format!("{account} = \"{number}\""),
+                    &format!("{account} = \"{blank}\""),
+                ));
+                assert_eq!(field, format!("accounts.{account}"));
+                assert_eq!(reason, "must not be empty");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_empty_revenue_accounts_by_family() {
+        let (field, reason) = invalid_field(validate_edited(
+            "revenue_default = \"4000\"",
+            "revenue_default = \"4000\", revenue_by_family = { usage = \"\" }",
+        ));
+        assert_eq!(field, "accounts.revenue_by_family.usage");
+        assert_eq!(reason, "must not be empty");
+        let (field, _) = invalid_field(validate_edited(
+            "revenue_default = \"4000\"",
+            "revenue_default = \"4000\", revenue_by_family = { \"\" = \"4010\" }",
+        ));
+        assert_eq!(field, "accounts.revenue_by_family");
+    }
+
+    #[test]
+    fn accepts_http_and_https_erp_endpoints_only() {
+        let with_endpoint = |endpoint: &str| {
+            validate_edited(
+                "accounts =",
+                &format!(
+                    "erp = {{ kind = \"netsuite\", endpoint = \"{endpoint}\", \
+                     credential = {{ env = \"T\" }} }}\naccounts ="
+                ),
+            )
+        };
+        assert!(with_endpoint("https://erp.example/api").is_ok());
+        assert!(with_endpoint("http://127.0.0.1:9000/netsuite/acme").is_ok());
+        for (endpoint, expected) in [
+            ("ftp://erp.example/api", "must be an http or https url"),
+            ("erp.example/api", "is not a valid url"),
+            ("", "is not a valid url"),
+            ("https://user:pw@erp.example/api", "must not embed credentials"),
+        ] {
+            let (field, reason) = invalid_field(with_endpoint(endpoint));
+            assert_eq!(field, "erp.endpoint");
+            assert!(reason.starts_with(expected), "{endpoint:?}: {reason}");
+        }
+        let (field, _) = invalid_field(validate_edited(
+            "accounts =",
+            "erp = { kind = \"s4hana\", endpoint = \"https://erp.example\", \
+             credential = { env = \"\" } }\naccounts =",
+        ));
+        assert_eq!(field, "erp.credential");
+    }
+
+    fn with_webhooks(webhooks: &[(&str, &str)]) -> Result<TenantMap, TenantsError> {
+        let mut text = minimal("acme");
+        for (id, url) in webhooks {
+            text.push_str(&format!(
+                "[[tenants.webhooks]]\nid = \"{id}\"\nurl = \"{url}\"\nsecret = {{ file = \"w\" }}\n"
+            ));
+        }
+        parse_and_validate(&text)
+    }
+
+    #[test]
+    fn rejects_duplicate_webhook_ids_within_a_tenant() {
+        assert!(with_webhooks(&[("a", "https://x.example"), ("b", "https://x.example")]).is_ok());
+        let err =
+            with_webhooks(&[("a", "https://x.example"), ("a", "https://y.example")]).unwrap_err();
+        assert!(
+            matches!(&err, TenantsError::DuplicateWebhook { tenant, id }
+                if tenant.as_str() == "acme" && id == "a"),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "tenant acme: duplicate webhook endpoint id \"a\"");
+        // The same endpoint id under two tenants is fine.
+        let text = FULL.replace("id = \"audit\"", "id = \"ops\"");
+        assert!(parse_and_validate(&text).is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_webhook_urls_and_ids() {
+        let (field, reason) = invalid_field(with_webhooks(&[("ops", "mailto:ops@acme.example")]));
+        assert_eq!(field, "webhooks[ops].url");
+        assert!(reason.starts_with("must be an http or https url"), "{reason}");
+        let (field, _) = invalid_field(with_webhooks(&[("ops", "not a url")]));
+        assert_eq!(field, "webhooks[ops].url");
+        let (field, _) = invalid_field(with_webhooks(&[("", "https://x.example")]));
+        assert_eq!(field, "webhooks.id");
+        let (field, _) = invalid_field(with_webhooks(&[("a b", "https://x.example")]));
+        assert_eq!(field, "webhooks.id");
+    }
+
+    #[test]
+    fn rejects_a_zero_rate_limit() {
+        let set = |limit: &str| {
+            validate_edited("accounts =", &format!("rate_limit_per_sec = {limit}\naccounts ="))
+        };
+        assert_eq!(
+            set("1").unwrap()[&tenant_id("acme")].rate_limit_per_sec,
+            Some(1)
+        );
+        let (field, reason) = invalid_field(set("0"));
+        assert_eq!(field, "rate_limit_per_sec");
+        assert!(reason.starts_with("must be greater than 0"), "{reason}");
+        assert!(matches!(set("-1"), Err(TenantsError::Parse { .. })));
+    }
+
+    #[test]
+    fn resolves_relative_secret_files_against_the_tenants_directory() {
+        let file = parse(FULL).unwrap();
+        let tenants = validate(file.clone(), Some(Path::new("/etc/ledgerflow"))).unwrap();
+        let acme = &tenants[&tenant_id("acme")];
+        assert_eq!(
+            acme.webhooks[0].secret,
+            SecretRef::File {
+                file: "/etc/ledgerflow/secrets/acme-billing.whsec".into()
+            }
+        );
+        let umbrella = &tenants[&tenant_id("umbrella-01")];
+        assert_eq!(
+            umbrella.erp.as_ref().unwrap().credential,
+            SecretRef::File {
+                file: "/etc/ledgerflow/umbrella.token".into()
+            }
+        );
+        // Absolute paths and env references are left alone.
+        let globex = &tenants[&tenant_id("globex")];
+        assert_eq!(
+            globex.erp.as_ref().unwrap().credential,
+            SecretRef::File {
+                file: "/run/secrets/globex-d365".into()
+            }
+        );
+        assert_eq!(acme.webhooks[1].secret, file.tenants[0].webhooks[1].secret);
+        // Without a base directory nothing is rewritten.
+        let unresolved = validate(file, None).unwrap();
+        assert_eq!(
+            unresolved[&tenant_id("umbrella-01")].erp.as_ref().unwrap().credential,
+            SecretRef::File {
+                file: "umbrella.token".into()
+            }
+        );
+    }
+
+    #[test]
+    fn base_dir_is_absolute() {
+        assert_eq!(base_dir(Path::new("/etc/lf/tenants.toml")), Path::new("/etc/lf"));
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(base_dir(Path::new("conf/tenants.toml")), cwd.join("conf"));
+        assert!(base_dir(Path::new("tenants.toml")).is_absolute());
+    }
+
+    #[test]
+    fn line_column_counts_from_one_in_characters() {
+        assert_eq!(line_column("abc", 0), (1, 1));
+        assert_eq!(line_column("a\nbc", 3), (2, 2));
+        assert_eq!(line_column("é\nx", 1), (1, 1), "inside a character rounds down");
+        assert_eq!(line_column("ab", 99), (1, 3));
+    }
+
+    #[test]
+    fn rejects_empty_legal_entity() {
+        let (field, reason) =
+            invalid_field(validate_edited(r#"legal_entity = "acme Inc.""#, r#"legal_entity = " ""#));
+        assert_eq!(field, "legal_entity");
+        assert_eq!(reason, "must not be empty");
+    }
+}
