@@ -4,12 +4,19 @@
 //!
 //! Exit codes: 0 success, 1 the command failed (the message says why), 2 bad usage.
 
+mod audit;
+mod consumers;
+mod erp;
 mod kafka;
 mod output;
 mod produce;
 mod registry;
+mod run;
+mod settings;
 mod shutdown;
+mod stats;
 mod tail;
+mod tenants_file;
 
 use std::process::ExitCode;
 
@@ -44,6 +51,15 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Decode and print events from a topic without joining a consumer group.
     Tail(tail::TailArgs),
+    /// Run the enabled consumers until SIGINT/SIGTERM (or idle, with --exit-when-idle).
+    Run(run::RunArgs),
+    /// Counts by decision, dead letters by reason, positions and lag.
+    Stats(stats::StatsArgs),
+    /// Verify the hash-chained audit log or print its chain heads.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Compare the billing source with posted journals, and journals with ERP acknowledgements.
+    Reconcile(erp::ReconcileArgs),
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
@@ -76,6 +92,10 @@ fn main() -> ExitCode {
             Command::Registry(cmd) => registry::run(cmd).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Tail(args) => tail::run(args).await,
+            Command::Run(args) => run::run(args).await,
+            Command::Stats(args) => stats::run(args).await,
+            Command::Audit(cmd) => audit::run(cmd).await,
+            Command::Reconcile(args) => erp::reconcile(args).await,
         }
     });
     match result {

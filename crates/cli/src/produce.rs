@@ -4,6 +4,9 @@
 //! `murmur2_random`), the Java client's partitioner, so a tenant lands on the same partition
 //! whichever client produced it. Headers carry `tenant_id`, `event_type`, `event_id` and
 //! `correlation_id` so routing and tracing need not decode the value.
+//!
+//! With `--tenants-file` it first writes a tenants file for the generated tenants (see
+//! [`crate::tenants_file`]), so a consumer can be started on it in parallel.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -19,6 +22,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::kafka::KafkaArgs;
+use crate::tenants_file::{self, TenantsFileSpec};
 
 /// Deliveries awaited at most before the producer stops queueing new records.
 const MAX_IN_FLIGHT: usize = 20_000;
@@ -61,6 +65,20 @@ pub(crate) struct ProduceArgs {
     /// Disable the idempotent producer (for brokers without InitProducerId support).
     #[arg(long)]
     no_idempotence: bool,
+    /// Before producing, write a tenants file for the generated tenants (legal entity,
+    /// currency, GL accounts) for a consumer's `--tenants-file`. --erp-url and --webhook-url add
+    /// ERP targets and webhooks; their secrets (derived from --seed, for tests only) are
+    /// written to `<stem>.secrets/` beside FILE, which only references them.
+    #[arg(long, value_name = "FILE")]
+    tenants_file: Option<PathBuf>,
+    /// ERP base URL for the tenants file: each tenant posts to `URL/<kind>/<tenant>`, the kind
+    /// rotating over netsuite, dynamics365, s4hana and oracle_fusion.
+    #[arg(long, value_name = "URL", requires = "tenants_file")]
+    erp_url: Option<String>,
+    /// Webhook base URL for the tenants file: each tenant gets one endpoint, id `default`,
+    /// at `URL/<tenant>`, with a Standard Webhooks `whsec_` secret.
+    #[arg(long, value_name = "URL", requires = "tenants_file")]
+    webhook_url: Option<String>,
 }
 
 pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
@@ -75,6 +93,26 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let workload = Workload::new(config).context("invalid workload")?;
     if !(args.rate >= 0.0 && args.rate.is_finite()) {
         anyhow::bail!("--rate must be a non-negative number, got {}", args.rate);
+    }
+    // Before producing, so a consumer can be started on it while the records flow.
+    if let Some(path) = &args.tenants_file {
+        let spec = TenantsFileSpec {
+            path,
+            erp_url: args.erp_url.as_deref(),
+            webhook_url: args.webhook_url.as_deref(),
+            seed: args.seed,
+        };
+        let written = tenants_file::write(&spec, workload.tenants())
+            .with_context(|| format!("writing the tenants file {}", path.display()))?;
+        match &written.secrets_dir {
+            Some(dir) => eprintln!(
+                "wrote {} tenants to {} (secrets in {})",
+                written.tenants,
+                path.display(),
+                dir.display()
+            ),
+            None => eprintln!("wrote {} tenants to {}", written.tenants, path.display()),
+        }
     }
     let client =
         RegistryClient::new(&args.registry, Duration::from_secs(10)).map_err(anyhow::Error::msg)?;

@@ -31,9 +31,20 @@ pub struct Envelope {
 
 impl Envelope {
     /// Wraps a decoded event, computing its payload hash.
-    pub fn new(meta: EventMeta, event: Event, schema_id: SchemaId, coordinates: Coordinates) -> Self {
+    pub fn new(
+        meta: EventMeta,
+        event: Event,
+        schema_id: SchemaId,
+        coordinates: Coordinates,
+    ) -> Self {
         let payload_hash = payload_hash(&event);
-        Self { meta, event, schema_id, payload_hash, coordinates }
+        Self {
+            meta,
+            event,
+            schema_id,
+            payload_hash,
+            coordinates,
+        }
     }
 }
 

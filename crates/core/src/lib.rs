@@ -10,11 +10,11 @@ mod failure;
 mod ids;
 mod money;
 
+pub use envelope::{Coordinates, Envelope, payload_hash};
 pub use event::{
     CreditMemoIssued, CustomerUpserted, Event, EventMeta, EventType, InvoiceFinalized, InvoiceLine,
     PaymentCaptured, SubscriptionActivated, SubscriptionCanceled, TaxLine, UsageAggregated,
 };
-pub use envelope::{Coordinates, Envelope, payload_hash};
 pub use failure::{Failure, ReasonCode};
 pub use ids::{EventId, SchemaId, TenantId};
 pub use money::{Currency, Money, format_minor};

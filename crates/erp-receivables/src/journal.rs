@@ -194,7 +194,9 @@ fn unbalanced(detail: String) -> Failure {
 /// Nets signed amounts per account into lines: a positive net is a credit, a negative one a
 /// debit (a discount line larger than the rest of its family), zero is dropped. Accounts keep
 /// the order of their first appearance so the lines read like the source document.
-pub(crate) fn net_credits(amounts: impl IntoIterator<Item = (String, i128)>) -> Vec<(String, i128)> {
+pub(crate) fn net_credits(
+    amounts: impl IntoIterator<Item = (String, i128)>,
+) -> Vec<(String, i128)> {
     let mut order: Vec<(String, i128)> = Vec::new();
     for (account, amount) in amounts {
         match order.iter_mut().find(|(a, _)| *a == account) {
@@ -225,7 +227,9 @@ mod tests {
         // Pinned: a change of namespace or name format would re-key every ERP delivery.
         assert_eq!(
             journal_id(&event_id(), JournalKind::Invoice).to_string(),
-            journal_id(&event_id(), JournalKind::Invoice).hyphenated().to_string()
+            journal_id(&event_id(), JournalKind::Invoice)
+                .hyphenated()
+                .to_string()
         );
         assert_eq!(idempotency_key(&a), format!("ledgerflow-{a}"));
     }

@@ -218,6 +218,26 @@ async fn write_batch(
     };
 
     // 1. Position check, with the row locked on Postgres (SQLite has one writer anyway).
+    //    The row is created first when missing, as a placeholder that step 6 overwrites, so
+    //    there is always a row to lock: with no row, `FOR UPDATE` locks nothing, and two
+    //    instances racing on a partition's first batch both passed the check and both committed
+    //    (the loser's records audited as duplicates, the position possibly moved backwards).
+    //    Now the loser blocks on this insert until the winner commits, then reads the winner's
+    //    position and is stale. On SQLite the insert makes the transaction a writer from its
+    //    first statement, so the reads below never come from an outdated snapshot.
+    let now = now_micros();
+    sqlx::query(
+        "INSERT INTO positions (consumer, topic, partition, next_offset, updated_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (consumer, topic, partition) DO NOTHING",
+    )
+    .bind(name)
+    .bind(&batch.topic)
+    .bind(batch.partition)
+    .bind(first_offset)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::query("creating the position"))?;
     let lock = if backend == Backend::Postgres {
         " FOR UPDATE"
     } else {
@@ -243,7 +263,6 @@ async fn write_batch(
     }
 
     // 2. Inbox.
-    let now = now_micros();
     let mapped: Vec<&Envelope> = batch
         .records
         .iter()

@@ -117,7 +117,7 @@ impl Store {
     }
 
     /// Applies a consumer's idempotent DDL.
-    pub async fn apply_schema(&self, statements: &[&str]) -> Result<(), StoreError> {
+    pub async fn apply_schema<S: AsRef<str>>(&self, statements: &[S]) -> Result<(), StoreError> {
         schema::apply(self, statements).await
     }
 }

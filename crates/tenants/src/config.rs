@@ -95,7 +95,9 @@ pub struct AccountMapping {
 impl AccountMapping {
     /// Revenue account for a product family.
     pub fn revenue_for(&self, family: &str) -> &str {
-        self.revenue_by_family.get(family).map_or(&self.revenue_default, String::as_str)
+        self.revenue_by_family
+            .get(family)
+            .map_or(&self.revenue_default, String::as_str)
     }
 }
 

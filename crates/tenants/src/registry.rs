@@ -153,3 +153,182 @@ fn read_tenants(path: &Path) -> Result<TenantMap, TenantsError> {
     let file = TenantsFile::parse(&text, path)?;
     validate(file, Some(&base_dir(path)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SecretRef;
+    use crate::fixtures::{FULL, minimal, write_atomically};
+
+    fn tenant_id(raw: &str) -> TenantId {
+        TenantId::parse(raw).unwrap()
+    }
+
+    #[test]
+    fn loads_a_file_and_resolves_relative_secrets_against_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenants.toml");
+        std::fs::write(&path, FULL).unwrap();
+        let registry = TenantRegistry::load(&path).unwrap();
+        assert_eq!(registry.version(), 1);
+        assert_eq!(registry.path(), Some(path.clone()));
+        let ids: Vec<String> = registry
+            .tenant_ids()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ids, ["acme", "globex", "initech", "soylent", "umbrella-01"]);
+        let acme = registry.get(&tenant_id("acme")).unwrap();
+        assert_eq!(
+            acme.webhooks[0].secret,
+            SecretRef::File {
+                file: dir.path().join("secrets/acme-billing.whsec")
+            }
+        );
+        assert!(registry.get(&tenant_id("nobody")).is_none());
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.toml");
+        let err = TenantRegistry::load(&path).unwrap_err();
+        assert!(matches!(err, TenantsError::Read { .. }), "{err:?}");
+        assert!(err.to_string().contains("missing.toml"), "{err}");
+
+        std::fs::write(&path, "[[tenants]]\ntenant_id = 7\n").unwrap();
+        let err = TenantRegistry::load(&path).unwrap_err();
+        assert!(matches!(err, TenantsError::Parse { .. }), "{err:?}");
+        assert!(err.to_string().contains("missing.toml at line 2"), "{err}");
+    }
+
+    #[test]
+    fn from_config_and_empty_do_not_reload() {
+        let file = TenantsFile::parse(&minimal("acme"), Path::new("inline")).unwrap();
+        let registry = TenantRegistry::from_config(file).unwrap();
+        assert_eq!(registry.version(), 1);
+        assert!(registry.get(&tenant_id("acme")).is_some());
+        assert!(matches!(registry.reload(), Err(TenantsError::NoFile)));
+
+        let empty = TenantRegistry::empty();
+        assert_eq!(empty.version(), 0);
+        assert!(empty.tenant_ids().is_empty());
+        assert!(matches!(empty.reload(), Err(TenantsError::NoFile)));
+    }
+
+    #[test]
+    fn from_config_validates() {
+        let text = format!("{}{}", minimal("acme"), minimal("acme"));
+        let file = TenantsFile::parse(&text, Path::new("inline")).unwrap();
+        assert!(matches!(
+            TenantRegistry::from_config(file),
+            Err(TenantsError::DuplicateTenant { .. })
+        ));
+    }
+
+    #[test]
+    fn reload_swaps_the_snapshot_and_bumps_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenants.toml");
+        std::fs::write(&path, minimal("acme")).unwrap();
+        let registry = TenantRegistry::load(&path).unwrap();
+        let reader = registry.clone();
+        let before = reader.get(&tenant_id("acme")).unwrap();
+
+        // Same tenants, different text: nothing to swap.
+        write_atomically(&path, &format!("# a comment\n{}", minimal("acme")));
+        assert!(!registry.reload().unwrap());
+        assert_eq!(reader.version(), 1);
+
+        let edited = minimal("acme").replace("\"1200\"", "\"1201\"") + &minimal("globex");
+        write_atomically(&path, &edited);
+        assert!(registry.reload().unwrap());
+        assert_eq!(reader.version(), 2, "clones share the snapshot");
+        assert_eq!(
+            reader.get(&tenant_id("acme")).unwrap().accounts.receivable,
+            "1201"
+        );
+        assert!(reader.get(&tenant_id("globex")).is_some());
+        assert_eq!(
+            before.accounts.receivable, "1200",
+            "a held config is not mutated"
+        );
+
+        write_atomically(&path, &minimal("globex"));
+        assert!(registry.reload().unwrap());
+        assert_eq!(reader.version(), 3);
+        assert!(
+            reader.get(&tenant_id("acme")).is_none(),
+            "removed tenants disappear"
+        );
+    }
+
+    #[test]
+    fn a_broken_reload_keeps_the_old_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenants.toml");
+        std::fs::write(&path, minimal("acme")).unwrap();
+        let registry = TenantRegistry::load(&path).unwrap();
+
+        for broken in [
+            "[[tenants]\n".to_owned(),
+            format!("{}{}", minimal("globex"), minimal("globex")),
+            minimal("acme").replace("\"2200\"", "\"\""),
+        ] {
+            write_atomically(&path, &broken);
+            assert!(registry.reload().is_err(), "{broken}");
+            assert_eq!(registry.version(), 1);
+            assert_eq!(registry.tenant_ids(), [tenant_id("acme")]);
+            assert_eq!(
+                registry
+                    .get(&tenant_id("acme"))
+                    .unwrap()
+                    .accounts
+                    .tax_payable,
+                "2200"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(registry.reload(), Err(TenantsError::Read { .. })));
+        assert_eq!(registry.tenant_ids(), [tenant_id("acme")]);
+    }
+
+    #[test]
+    fn debug_prints_the_shape_only() {
+        let file = TenantsFile::parse(&minimal("acme"), Path::new("inline")).unwrap();
+        let registry = TenantRegistry::from_config(file).unwrap();
+        assert_eq!(
+            format!("{registry:?}"),
+            "TenantRegistry { version: 1, path: None, tenants: 1 }"
+        );
+    }
+
+    /// The annotated example shipped for operators must stay loadable.
+    #[test]
+    fn the_deploy_example_loads() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/tenants.example.toml"
+        ));
+        let registry = TenantRegistry::load(path).unwrap();
+        let ids: Vec<String> = registry
+            .tenant_ids()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ids, ["acme", "globex", "initech"]);
+        let acme = registry.get(&tenant_id("acme")).unwrap();
+        let erp = acme.erp.as_ref().unwrap();
+        assert_eq!(
+            erp.credential,
+            SecretRef::Env {
+                env: "LEDGERFLOW_ACME_NETSUITE_TOKEN".into()
+            },
+            "secrets are referenced by name, not read, at load"
+        );
+        assert!(!acme.webhooks.is_empty());
+        assert!(!acme.accounts.revenue_by_family.is_empty());
+        assert!(acme.rate_limit_per_sec.is_some());
+        assert!(registry.get(&tenant_id("initech")).unwrap().erp.is_none());
+    }
+}

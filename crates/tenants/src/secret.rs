@@ -65,14 +65,21 @@ mod tests {
     }
 
     fn fake_env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
-        let vars: HashMap<String, OsString> =
-            vars.iter().map(|(k, v)| ((*k).to_owned(), OsString::from(v))).collect();
+        let vars: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
+            .collect();
         move |name| vars.get(name).cloned()
     }
 
     #[test]
     fn reads_an_env_secret_trimming_one_trailing_newline() {
-        let env = fake_env(&[("A", VALUE), ("B", "tok\n"), ("C", "tok\r\n"), ("D", " tok\n\n")]);
+        let env = fake_env(&[
+            ("A", VALUE),
+            ("B", "tok\n"),
+            ("C", "tok\r\n"),
+            ("D", " tok\n\n"),
+        ]);
         assert_eq!(read_secret_with_env(&env_ref("A"), &env).unwrap(), VALUE);
         assert_eq!(read_secret_with_env(&env_ref("B"), &env).unwrap(), "tok");
         assert_eq!(read_secret_with_env(&env_ref("C"), &env).unwrap(), "tok");
@@ -103,14 +110,20 @@ mod tests {
         let path = dir.path().join("absent.token");
         let err = read_secret(&SecretRef::File { file: path.clone() }).unwrap_err();
         assert!(matches!(&err, TenantsError::SecretFile { .. }), "{err:?}");
-        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]
     fn empty_secrets_are_rejected_without_the_value() {
         let env = fake_env(&[("EMPTY", "\n")]);
         let err = read_secret_with_env(&env_ref("EMPTY"), env).unwrap_err();
-        assert_eq!(err.to_string(), "secret from environment variable EMPTY is empty");
+        assert_eq!(
+            err.to_string(),
+            "secret from environment variable EMPTY is empty"
+        );
     }
 
     /// Every error path renders (Display, Debug and the whole source chain) without the value.

@@ -54,7 +54,10 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 /// Validates every tenant and resolves relative secret files against `base_dir` (the tenants
 /// file's directory; `None` leaves them relative to the working directory).
-pub(crate) fn validate(file: TenantsFile, base_dir: Option<&Path>) -> Result<TenantMap, TenantsError> {
+pub(crate) fn validate(
+    file: TenantsFile,
+    base_dir: Option<&Path>,
+) -> Result<TenantMap, TenantsError> {
     let mut tenants = TenantMap::with_capacity(file.tenants.len());
     for mut tenant in file.tenants {
         validate_tenant(&tenant)?;
@@ -101,8 +104,7 @@ fn validate_tenant(tenant: &TenantConfig) -> Result<(), TenantsError> {
 
     if let Some(erp) = &tenant.erp {
         check_url(&erp.endpoint).map_err(|reason| invalid("erp.endpoint", reason))?;
-        check_secret_ref(&erp.credential)
-            .map_err(|reason| invalid("erp.credential", reason))?;
+        check_secret_ref(&erp.credential).map_err(|reason| invalid("erp.credential", reason))?;
     }
 
     let mut webhook_ids = HashSet::with_capacity(tenant.webhooks.len());
@@ -133,7 +135,10 @@ fn validate_tenant(tenant: &TenantConfig) -> Result<(), TenantsError> {
 fn check_url(raw: &str) -> Result<(), String> {
     let url = url::Url::parse(raw).map_err(|e| format!("is not a valid url ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("must be an http or https url, got scheme {:?}", url.scheme()));
+        return Err(format!(
+            "must be an http or https url, got scheme {:?}",
+            url.scheme()
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("must have a host".to_owned());
@@ -153,7 +158,9 @@ fn check_webhook_id(id: &str) -> Result<(), String> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     {
-        return Err(format!("{id:?} must use only letters, digits, '-', '_' and '.'"));
+        return Err(format!(
+            "{id:?} must use only letters, digits, '-', '_' and '.'"
+        ));
     }
     Ok(())
 }
@@ -228,7 +235,11 @@ mod tests {
 
     fn invalid_field(result: Result<TenantMap, TenantsError>) -> (String, String) {
         match result {
-            Err(TenantsError::Invalid { tenant, field, reason }) => {
+            Err(TenantsError::Invalid {
+                tenant,
+                field,
+                reason,
+            }) => {
                 assert_eq!(tenant.as_str(), "acme");
                 (field, reason)
             }
@@ -254,14 +265,21 @@ mod tests {
             }
         );
         assert_eq!(acme.accounts.revenue_for("usage"), "4010");
-        assert_eq!(acme.accounts.revenue_for("addons"), "4000", "falls back to the default");
+        assert_eq!(
+            acme.accounts.revenue_for("addons"),
+            "4000",
+            "falls back to the default"
+        );
         assert_eq!(acme.webhooks.len(), 2);
         assert_eq!(acme.webhooks[0].id, "billing");
         assert_eq!(
             acme.webhooks[0].events,
             [EventType::InvoiceFinalized, EventType::PaymentCaptured]
         );
-        assert!(acme.webhooks[1].events.is_empty(), "no filter means all events");
+        assert!(
+            acme.webhooks[1].events.is_empty(),
+            "no filter means all events"
+        );
         assert_eq!(
             acme.webhooks[1].secret,
             SecretRef::Env {
@@ -275,7 +293,12 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            [ErpKind::Netsuite, ErpKind::Dynamics365, ErpKind::S4hana, ErpKind::OracleFusion]
+            [
+                ErpKind::Netsuite,
+                ErpKind::Dynamics365,
+                ErpKind::S4hana,
+                ErpKind::OracleFusion
+            ]
         );
         let soylent = &tenants[&tenant_id("soylent")];
         assert!(soylent.erp.is_none());
@@ -298,7 +321,12 @@ mod tests {
 
     #[test]
     fn rejects_duplicate_tenant_ids_naming_the_duplicate() {
-        let text = format!("{}{}{}", minimal("acme"), minimal("globex"), minimal("globex"));
+        let text = format!(
+            "{}{}{}",
+            minimal("acme"),
+            minimal("globex"),
+            minimal("globex")
+        );
         let err = parse_and_validate(&text).unwrap_err();
         assert!(
             matches!(&err, TenantsError::DuplicateTenant { tenant } if tenant.as_str() == "globex"),
@@ -316,18 +344,28 @@ mod tests {
         };
         assert_eq!(*location, Some((4, 1)), "the misspelt key is on line 4");
         let message = err.to_string();
-        assert!(message.contains("/etc/ledgerflow/tenants.toml"), "{message}");
+        assert!(
+            message.contains("/etc/ledgerflow/tenants.toml"),
+            "{message}"
+        );
         assert!(message.contains("line 4, column 1"), "{message}");
         let source = std::error::Error::source(&err).unwrap().to_string();
         assert!(source.contains("unknown field `legal_entty`"), "{source}");
-        assert!(source.contains("line 4"), "toml's own rendering keeps the position: {source}");
+        assert!(
+            source.contains("line 4"),
+            "toml's own rendering keeps the position: {source}"
+        );
     }
 
     #[test]
     fn rejects_unknown_keys_in_nested_tables() {
         let err = validate_edited("payment_fees", "payment_fee").unwrap_err();
         assert!(matches!(err, TenantsError::Parse { .. }), "{err:?}");
-        let text = FULL.replacen("kind = \"netsuite\"", "kind = \"netsuite\"\nregion = \"eu\"", 1);
+        let text = FULL.replacen(
+            "kind = \"netsuite\"",
+            "kind = \"netsuite\"\nregion = \"eu\"",
+            1,
+        );
         assert!(matches!(parse(&text), Err(TenantsError::Parse { .. })));
         let text = minimal("acme").replace("[[tenants]]", "version = 2\n[[tenants]]");
         assert!(matches!(parse(&text), Err(TenantsError::Parse { .. })));
@@ -349,10 +387,16 @@ mod tests {
     fn rejects_bad_ids_currencies_and_kinds_at_parse_time() {
         for (from, to) in [
             (r#"tenant_id = "acme""#, r#"tenant_id = "Acme Corp""#),
-            (r#"functional_currency = "USD""#, r#"functional_currency = "usd""#),
+            (
+                r#"functional_currency = "USD""#,
+                r#"functional_currency = "usd""#,
+            ),
         ] {
             let result = validate_edited(from, to);
-            assert!(matches!(result, Err(TenantsError::Parse { .. })), "{to}: {result:?}");
+            assert!(
+                matches!(result, Err(TenantsError::Parse { .. })),
+                "{to}: {result:?}"
+            );
         }
         let text = FULL.replacen(r#"kind = "netsuite""#, r#"kind = "quickbooks""#, 1);
         assert!(matches!(parse(&text), Err(TenantsError::Parse { .. })));
@@ -411,7 +455,10 @@ mod tests {
             ("ftp://erp.example/api", "must be an http or https url"),
             ("erp.example/api", "is not a valid url"),
             ("", "is not a valid url"),
-            ("https://user:pw@erp.example/api", "must not embed credentials"),
+            (
+                "https://user:pw@erp.example/api",
+                "must not embed credentials",
+            ),
         ] {
             let (field, reason) = invalid_field(with_endpoint(endpoint));
             assert_eq!(field, "erp.endpoint");
@@ -445,7 +492,10 @@ mod tests {
                 if tenant.as_str() == "acme" && id == "a"),
             "{err:?}"
         );
-        assert_eq!(err.to_string(), "tenant acme: duplicate webhook endpoint id \"a\"");
+        assert_eq!(
+            err.to_string(),
+            "tenant acme: duplicate webhook endpoint id \"a\""
+        );
         // The same endpoint id under two tenants is fine.
         let text = FULL.replace("id = \"audit\"", "id = \"ops\"");
         assert!(parse_and_validate(&text).is_ok());
@@ -455,7 +505,10 @@ mod tests {
     fn rejects_bad_webhook_urls_and_ids() {
         let (field, reason) = invalid_field(with_webhooks(&[("ops", "mailto:ops@acme.example")]));
         assert_eq!(field, "webhooks[ops].url");
-        assert!(reason.starts_with("must be an http or https url"), "{reason}");
+        assert!(
+            reason.starts_with("must be an http or https url"),
+            "{reason}"
+        );
         let (field, _) = invalid_field(with_webhooks(&[("ops", "not a url")]));
         assert_eq!(field, "webhooks[ops].url");
         let (field, _) = invalid_field(with_webhooks(&[("", "https://x.example")]));
@@ -467,7 +520,10 @@ mod tests {
     #[test]
     fn rejects_a_zero_rate_limit() {
         let set = |limit: &str| {
-            validate_edited("accounts =", &format!("rate_limit_per_sec = {limit}\naccounts ="))
+            validate_edited(
+                "accounts =",
+                &format!("rate_limit_per_sec = {limit}\naccounts ="),
+            )
         };
         assert_eq!(
             set("1").unwrap()[&tenant_id("acme")].rate_limit_per_sec,
@@ -509,7 +565,11 @@ mod tests {
         // Without a base directory nothing is rewritten.
         let unresolved = validate(file, None).unwrap();
         assert_eq!(
-            unresolved[&tenant_id("umbrella-01")].erp.as_ref().unwrap().credential,
+            unresolved[&tenant_id("umbrella-01")]
+                .erp
+                .as_ref()
+                .unwrap()
+                .credential,
             SecretRef::File {
                 file: "umbrella.token".into()
             }
@@ -518,7 +578,10 @@ mod tests {
 
     #[test]
     fn base_dir_is_absolute() {
-        assert_eq!(base_dir(Path::new("/etc/lf/tenants.toml")), Path::new("/etc/lf"));
+        assert_eq!(
+            base_dir(Path::new("/etc/lf/tenants.toml")),
+            Path::new("/etc/lf")
+        );
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(base_dir(Path::new("conf/tenants.toml")), cwd.join("conf"));
         assert!(base_dir(Path::new("tenants.toml")).is_absolute());
@@ -528,14 +591,20 @@ mod tests {
     fn line_column_counts_from_one_in_characters() {
         assert_eq!(line_column("abc", 0), (1, 1));
         assert_eq!(line_column("a\nbc", 3), (2, 2));
-        assert_eq!(line_column("é\nx", 1), (1, 1), "inside a character rounds down");
+        assert_eq!(
+            line_column("é\nx", 1),
+            (1, 1),
+            "inside a character rounds down"
+        );
         assert_eq!(line_column("ab", 99), (1, 3));
     }
 
     #[test]
     fn rejects_empty_legal_entity() {
-        let (field, reason) =
-            invalid_field(validate_edited(r#"legal_entity = "acme Inc.""#, r#"legal_entity = " ""#));
+        let (field, reason) = invalid_field(validate_edited(
+            r#"legal_entity = "acme Inc.""#,
+            r#"legal_entity = " ""#,
+        ));
         assert_eq!(field, "legal_entity");
         assert_eq!(reason, "must not be empty");
     }

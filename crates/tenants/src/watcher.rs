@@ -12,7 +12,7 @@ use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinHandle;
@@ -122,7 +122,7 @@ impl TenantRegistry {
         tracing::debug!(path = %path.display(), "tenants watcher stopped");
     }
 
-    async fn reload_and_log(&self, path: &PathBuf, trigger: Trigger) {
+    async fn reload_and_log(&self, path: &Path, trigger: Trigger) {
         let registry = self.clone();
         let result = tokio::task::spawn_blocking(move || registry.reload()).await;
         let path = path.display();
@@ -220,5 +220,171 @@ impl Hangup {
             return;
         }
         std::future::pending().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use ledgerflow_core::TenantId;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::fixtures::{minimal, write_atomically};
+
+    const POLL: Duration = Duration::from_millis(50);
+    /// Generous: the builders share two cores with the test run.
+    const DEADLINE: Duration = Duration::from_secs(5);
+
+    fn tenant_id(raw: &str) -> TenantId {
+        TenantId::parse(raw).unwrap()
+    }
+
+    /// A shutdown future and the sender that resolves it.
+    fn shutdown() -> (
+        oneshot::Sender<()>,
+        impl Future<Output = ()> + Send + 'static,
+    ) {
+        let (tx, rx) = oneshot::channel::<()>();
+        (tx, async move {
+            let _ = rx.await;
+        })
+    }
+
+    async fn wait_for_version(registry: &TenantRegistry, version: u64) -> Duration {
+        let started = Instant::now();
+        while registry.version() < version {
+            assert!(
+                started.elapsed() < DEADLINE,
+                "version {} did not reach {version} within {DEADLINE:?}",
+                registry.version()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        started.elapsed()
+    }
+
+    fn loaded(text: &str) -> (tempfile::TempDir, PathBuf, TenantRegistry) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenants.toml");
+        std::fs::write(&path, text).unwrap();
+        let registry = TenantRegistry::load(&path).unwrap();
+        (dir, path, registry)
+    }
+
+    #[tokio::test]
+    async fn the_watcher_picks_up_file_changes_and_survives_broken_ones() {
+        let (_dir, path, registry) = loaded(&minimal("acme"));
+        let (stop, until) = shutdown();
+        let watcher = registry.spawn_watcher(POLL, until);
+
+        write_atomically(&path, &format!("{}{}", minimal("acme"), minimal("globex")));
+        let took = wait_for_version(&registry, 2).await;
+        assert!(registry.get(&tenant_id("globex")).is_some());
+        eprintln!("reload seen after {took:?}");
+
+        // A broken file is reported and ignored: the tenants stay as they were.
+        write_atomically(&path, "[[tenants]]\ntenant_id = \"acme\"\n");
+        tokio::time::sleep(POLL * 6).await;
+        assert_eq!(registry.version(), 2);
+        assert_eq!(
+            registry.tenant_ids(),
+            [tenant_id("acme"), tenant_id("globex")]
+        );
+
+        // Fixing it is picked up again.
+        write_atomically(&path, &minimal("initech"));
+        wait_for_version(&registry, 3).await;
+        assert_eq!(registry.tenant_ids(), [tenant_id("initech")]);
+
+        stop.send(()).unwrap();
+        tokio::time::timeout(DEADLINE, watcher)
+            .await
+            .expect("the watcher stops on shutdown")
+            .unwrap();
+    }
+
+    /// An edit that keeps the length and the mtime is still seen, through the content hash.
+    #[tokio::test]
+    async fn the_watcher_sees_an_edit_with_the_same_length_and_mtime() {
+        let (_dir, path, registry) = loaded(&minimal("acme"));
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let (stop, until) = shutdown();
+        let watcher = registry.spawn_watcher(POLL, until);
+        // Let the first poll record the original fingerprint.
+        tokio::time::sleep(POLL * 4).await;
+        assert_eq!(registry.version(), 1);
+
+        let edited = minimal("acme").replace("\"1200\"", "\"1201\"");
+        assert_eq!(edited.len(), minimal("acme").len());
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut &file, edited.as_bytes()).unwrap();
+        file.set_modified(mtime).unwrap();
+        drop(file);
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+
+        wait_for_version(&registry, 2).await;
+        assert_eq!(
+            registry
+                .get(&tenant_id("acme"))
+                .unwrap()
+                .accounts
+                .receivable,
+            "1201"
+        );
+        stop.send(()).unwrap();
+        watcher.await.unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn sighup_triggers_a_reload() {
+        let (_dir, path, registry) = loaded(&minimal("acme"));
+        let (stop, until) = shutdown();
+        // Polling disabled: only the signal can trigger the reload.
+        let watcher = registry.spawn_watcher(Duration::ZERO, until);
+
+        write_atomically(&path, &format!("{}{}", minimal("acme"), minimal("globex")));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(registry.version(), 1, "no reload without a trigger");
+
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_for_version(&registry, 2).await;
+        assert!(registry.get(&tenant_id("globex")).is_some());
+
+        stop.send(()).unwrap();
+        watcher.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_watcher_without_a_file_waits_for_shutdown() {
+        let registry = TenantRegistry::empty();
+        let (stop, until) = shutdown();
+        let watcher = registry.spawn_watcher(POLL, until);
+        tokio::time::sleep(POLL * 2).await;
+        assert!(!watcher.is_finished());
+        stop.send(()).unwrap();
+        watcher.await.unwrap();
+    }
+
+    #[test]
+    fn error_chain_renders_every_source() {
+        let err = crate::TenantsError::Read {
+            path: "t.toml".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        assert_eq!(
+            ErrorChain(&err).to_string(),
+            "cannot read tenants file t.toml: gone"
+        );
     }
 }

@@ -1,0 +1,198 @@
+//! `ledgerflow run`: every enabled consumer in one process, each with its own group, positions
+//! and loop, so a slow consumer never holds back another.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use ledgerflow_codec::{Decoder, DecoderConfig, RegistryClient};
+use ledgerflow_runtime::{RuntimeConfig, TopicSelector, run_consumer};
+use ledgerflow_store::Store;
+use ledgerflow_tenants::TenantRegistry;
+use tokio::sync::watch;
+
+use crate::consumers;
+use crate::output::Format;
+use crate::settings::{PipelineArgs, PipelineSettings};
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Consumer to run, repeatable (default: the config's `consumers`, else all).
+    #[arg(long = "consumer", value_parser = consumers::parse_name)]
+    consumers: Vec<String>,
+    /// Summary format printed on exit.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// Everything a pipeline command needs, opened once.
+pub(crate) struct Pipeline {
+    pub(crate) settings: PipelineSettings,
+    pub(crate) store: Store,
+    pub(crate) decoder: Arc<Decoder>,
+    pub(crate) tenants: TenantRegistry,
+}
+
+impl Pipeline {
+    pub(crate) async fn open(args: &PipelineArgs) -> anyhow::Result<Self> {
+        let settings = args.resolve()?;
+        let store = Store::open(&settings.database).await.with_context(|| {
+            format!(
+                "opening the store {}",
+                ledgerflow_store::redact(&settings.database)
+            )
+        })?;
+        let client = RegistryClient::new(&settings.registry, Duration::from_secs(10))
+            .map_err(anyhow::Error::msg)?;
+        let decoder = Arc::new(Decoder::new(client, DecoderConfig::default()));
+        let tenants = match &settings.tenants {
+            Some(path) => TenantRegistry::load(path)
+                .with_context(|| format!("loading tenants from {}", path.display()))?,
+            None => {
+                tracing::warn!(
+                    "no tenants file: every event will be dead-lettered as unknown_tenant"
+                );
+                TenantRegistry::empty()
+            }
+        };
+        Ok(Self {
+            settings,
+            store,
+            decoder,
+            tenants,
+        })
+    }
+
+    pub(crate) fn runtime_config(&self) -> RuntimeConfig {
+        let s = &self.settings;
+        RuntimeConfig {
+            brokers: s.brokers.clone(),
+            group_prefix: s.group_prefix.clone(),
+            topics: s.topics.iter().map(|t| TopicSelector::parse(t)).collect(),
+            batch_max_records: s.batch_max_records,
+            batch_max_wait: s.batch_max_wait,
+            exit_when_idle: s.exit_when_idle,
+            kafka_properties: s.kafka_properties.clone(),
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(10),
+        }
+    }
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = Pipeline::open(&args.pipeline).await?;
+    let names = if !args.consumers.is_empty() {
+        args.consumers.clone()
+    } else if !pipeline.settings.consumers_from_file.is_empty() {
+        pipeline.settings.consumers_from_file.clone()
+    } else {
+        consumers::ALL.iter().map(|s| (*s).to_owned()).collect()
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        crate::shutdown::signal().await;
+        tracing::info!("shutdown requested: draining");
+        let _ = stop_tx.send(true);
+    });
+    let mut watcher_stop = stop_rx.clone();
+    let watcher = pipeline
+        .tenants
+        .spawn_watcher(Duration::from_secs(2), async move {
+            let _ = watcher_stop.wait_for(|v| *v).await;
+        });
+
+    // Companions (outbox dispatchers) stop after the consumers, so nothing a consumer wrote in
+    // its last batch waits for the next run without need.
+    let (companion_tx, companion_rx) = watch::channel(false);
+    let config = pipeline.runtime_config();
+    let mut tasks = Vec::new();
+    for name in &names {
+        let consumer = consumers::build(name)?;
+        pipeline
+            .store
+            .apply_schema(&consumer.schema(pipeline.store.backend()))
+            .await
+            .with_context(|| format!("schema of {name}"))?;
+        let extras = consumers::spawn_companions(name, &pipeline, companion_rx.clone());
+        tasks.push((
+            name.clone(),
+            tokio::spawn(run_consumer(
+                consumer,
+                pipeline.store.clone(),
+                Arc::clone(&pipeline.decoder),
+                pipeline.tenants.clone(),
+                config.clone(),
+                stop_rx.clone(),
+            )),
+            extras,
+        ));
+    }
+    let mut failed = false;
+    let mut summaries = Vec::new();
+    let mut companions = Vec::new();
+    for (name, task, extras) in tasks {
+        match task.await {
+            Ok(Ok(summary)) => summaries.push(summary),
+            Ok(Err(e)) => {
+                failed = true;
+                eprintln!(
+                    "consumer {name} failed: {}",
+                    ledgerflow_codec::error_chain(&e)
+                );
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("consumer {name} panicked: {e}");
+            }
+        }
+        companions.extend(extras);
+    }
+    if !*stop_rx.borrow()
+        && pipeline.settings.exit_when_idle.is_some()
+        && names
+            .iter()
+            .any(|n| n == ledgerflow_erp_receivables::CONSUMER_NAME)
+    {
+        crate::erp::drain_outbox(&pipeline.store, Duration::from_secs(60)).await;
+    }
+    let _ = companion_tx.send(true);
+    for companion in companions {
+        companion.finish().await;
+    }
+    watcher.abort();
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&summaries)?),
+        Format::Text => {
+            for s in &summaries {
+                println!(
+                    "{}: {} batches, {} applied, {} duplicates, {} dead-lettered, {} skipped, {} retries, {} stale",
+                    s.consumer,
+                    s.batches,
+                    s.applied,
+                    s.duplicates,
+                    s.dead_lettered,
+                    s.skipped,
+                    s.retries,
+                    s.stale_batches
+                );
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,282 @@
+//! Settings shared by every command that runs consumers or reads the database.
+//!
+//! Precedence: command-line flag, then `LEDGERFLOW_*` environment variable (clap reads both),
+//! then the TOML file given with `--config`, then the defaults named below. The file rejects
+//! unknown keys so a typo is an error, not a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+
+/// `--database` for commands that only read or fix the store.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DatabaseArgs {
+    /// Store: `sqlite://FILE` (created when missing) or `postgres://user@host/db`.
+    #[arg(long, env = "LEDGERFLOW_DATABASE_URL")]
+    pub(crate) database: Option<String>,
+    /// TOML config file (its `database_url` is used when `--database` is absent).
+    #[arg(long, env = "LEDGERFLOW_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+impl DatabaseArgs {
+    /// The database URL from flag, environment, file or the default.
+    pub(crate) fn url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.database {
+            return Ok(url.clone());
+        }
+        let file = FileConfig::load(self.config.as_deref())?;
+        Ok(file.database_url.unwrap_or_else(default_database_url))
+    }
+}
+
+/// Everything `ledgerflow run` (and the pipeline tools) can be told.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct PipelineArgs {
+    /// TOML config file (see deploy/ledgerflow.toml).
+    #[arg(long, env = "LEDGERFLOW_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Bootstrap brokers.
+    #[arg(long, env = "LEDGERFLOW_BROKERS")]
+    pub(crate) brokers: Option<String>,
+    /// Schema registry URL.
+    #[arg(long, env = "LEDGERFLOW_SCHEMA_REGISTRY_URL")]
+    pub(crate) registry: Option<String>,
+    /// Store URL: `sqlite://FILE` or `postgres://...`.
+    #[arg(long, env = "LEDGERFLOW_DATABASE_URL")]
+    pub(crate) database: Option<String>,
+    /// Topic to consume, repeatable; a value starting with `^` is a regex.
+    #[arg(long = "topic", env = "LEDGERFLOW_TOPICS", value_delimiter = ',')]
+    pub(crate) topics: Vec<String>,
+    /// Tenants file (TOML, reloaded on SIGHUP and on change).
+    #[arg(long = "tenants", env = "LEDGERFLOW_TENANTS_FILE")]
+    pub(crate) tenants: Option<PathBuf>,
+    /// Consumer group prefix; each consumer's group is `<prefix>.<consumer>`.
+    #[arg(long, env = "LEDGERFLOW_GROUP_PREFIX")]
+    pub(crate) group_prefix: Option<String>,
+    /// Records per batch at most.
+    #[arg(long, env = "LEDGERFLOW_BATCH_MAX_RECORDS")]
+    pub(crate) batch_max_records: Option<usize>,
+    /// Longest a record waits for its batch, e.g. `200ms`.
+    #[arg(long, env = "LEDGERFLOW_BATCH_MAX_WAIT", value_parser = parse_duration)]
+    pub(crate) batch_max_wait: Option<Duration>,
+    /// Exit when nothing arrived for this long and nothing is pending, e.g. `5s`.
+    #[arg(long, env = "LEDGERFLOW_EXIT_WHEN_IDLE", value_parser = parse_duration)]
+    pub(crate) exit_when_idle: Option<Duration>,
+    /// Extra librdkafka property, repeatable: `--kafka-property security.protocol=SSL`.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub(crate) kafka_properties: Vec<(String, String)>,
+}
+
+/// The TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    brokers: Option<String>,
+    schema_registry_url: Option<String>,
+    database_url: Option<String>,
+    #[serde(default)]
+    topics: Vec<String>,
+    tenants_file: Option<PathBuf>,
+    group_prefix: Option<String>,
+    #[serde(default)]
+    consumers: Vec<String>,
+    #[serde(default)]
+    batch: BatchFile,
+    exit_when_idle: Option<String>,
+    #[serde(default)]
+    kafka: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchFile {
+    max_records: Option<usize>,
+    max_wait: Option<String>,
+}
+
+impl FileConfig {
+    fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let mut cfg: Self =
+            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        // Relative paths in the file are relative to the file.
+        if let (Some(t), Some(dir)) = (&cfg.tenants_file, path.parent())
+            && t.is_relative()
+        {
+            cfg.tenants_file = Some(dir.join(t));
+        }
+        Ok(cfg)
+    }
+}
+
+/// Merged, validated settings.
+#[derive(Debug, Clone)]
+pub(crate) struct PipelineSettings {
+    pub(crate) brokers: String,
+    pub(crate) registry: String,
+    pub(crate) database: String,
+    pub(crate) topics: Vec<String>,
+    pub(crate) tenants: Option<PathBuf>,
+    pub(crate) group_prefix: String,
+    pub(crate) consumers_from_file: Vec<String>,
+    pub(crate) batch_max_records: usize,
+    pub(crate) batch_max_wait: Duration,
+    pub(crate) exit_when_idle: Option<Duration>,
+    pub(crate) kafka_properties: Vec<(String, String)>,
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".to_owned()
+}
+fn default_registry() -> String {
+    "http://127.0.0.1:8081".to_owned()
+}
+pub(crate) fn default_database_url() -> String {
+    "sqlite://ledgerflow.db".to_owned()
+}
+fn default_topics() -> Vec<String> {
+    vec!["billing.events".to_owned()]
+}
+fn default_group_prefix() -> String {
+    "ledgerflow".to_owned()
+}
+fn default_batch_max_records() -> usize {
+    500
+}
+fn default_batch_max_wait() -> Duration {
+    Duration::from_millis(200)
+}
+
+impl PipelineArgs {
+    /// Flags and environment over the file over the defaults.
+    pub(crate) fn resolve(&self) -> anyhow::Result<PipelineSettings> {
+        let file = FileConfig::load(self.config.as_deref())?;
+        let file_wait = file
+            .batch
+            .max_wait
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(anyhow::Error::msg)
+            .context("batch.max_wait in the config file")?;
+        let file_idle = file
+            .exit_when_idle
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(anyhow::Error::msg)
+            .context("exit_when_idle in the config file")?;
+        let topics = if !self.topics.is_empty() {
+            self.topics.clone()
+        } else if !file.topics.is_empty() {
+            file.topics.clone()
+        } else {
+            default_topics()
+        };
+        let mut kafka_properties: Vec<(String, String)> = file.kafka.into_iter().collect();
+        kafka_properties.extend(self.kafka_properties.iter().cloned());
+        let settings = PipelineSettings {
+            brokers: self
+                .brokers
+                .clone()
+                .or(file.brokers)
+                .unwrap_or_else(default_brokers),
+            registry: self
+                .registry
+                .clone()
+                .or(file.schema_registry_url)
+                .unwrap_or_else(default_registry),
+            database: self
+                .database
+                .clone()
+                .or(file.database_url)
+                .unwrap_or_else(default_database_url),
+            topics,
+            tenants: self.tenants.clone().or(file.tenants_file),
+            group_prefix: self
+                .group_prefix
+                .clone()
+                .or(file.group_prefix)
+                .unwrap_or_else(default_group_prefix),
+            consumers_from_file: file.consumers,
+            batch_max_records: self
+                .batch_max_records
+                .or(file.batch.max_records)
+                .unwrap_or_else(default_batch_max_records),
+            batch_max_wait: self
+                .batch_max_wait
+                .or(file_wait)
+                .unwrap_or_else(default_batch_max_wait),
+            exit_when_idle: self.exit_when_idle.or(file_idle),
+            kafka_properties,
+        };
+        if settings.batch_max_records == 0 || settings.batch_max_records > 10_000 {
+            anyhow::bail!(
+                "batch max records must be 1..=10000, got {}",
+                settings.batch_max_records
+            );
+        }
+        Ok(settings)
+    }
+}
+
+/// `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+pub(crate) fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let (num, unit) = raw
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((raw, "s"), |i| (&raw[..i], &raw[i..]));
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration like 500ms, 5s, 2m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{raw:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{raw:?} is not a non-negative duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_property(raw: &str) -> Result<(String, String), String> {
+    let (k, v) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("{raw:?} is not KEY=VALUE"))?;
+    Ok((k.trim().to_owned(), v.trim().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations_with_units() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn the_shipped_example_config_parses_and_rejects_unknown_keys() {
+        let text = include_str!("../../../deploy/ledgerflow.toml");
+        let cfg: FileConfig = toml::from_str(text).expect("deploy/ledgerflow.toml parses");
+        assert!(cfg.brokers.is_some());
+        assert!(toml::from_str::<FileConfig>("brokerz = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,1036 @@
+//! Reconciliation: is every event posted exactly once, does every journal balance, did every
+//! journal reach the ERP?
+//!
+//! Expected documents come from one of two sources:
+//!
+//! - [`ReconcileSource::AuditLog`]: the store's `audit_log`. Every event of type
+//!   `invoice_finalized`, `payment_captured` or `credit_memo_issued` with decision `applied` for
+//!   consumer `erp-receivables` must have exactly one journal of its kind (`invoice`, `receipt`,
+//!   `credit_memo`) and no such journal may exist without that event. Lists are event ids.
+//! - [`ReconcileSource::Manifest`]: the JSON manifest a `produce` run wrote: counts and exact
+//!   totals per tenant and document type are compared (the manifest has no ids).
+//!
+//! Whatever the source, the ledger is also checked on its own terms: documents whose journal
+//! is missing or disagrees with them, open balances and unapplied amounts that differ from what
+//! their applications and credit memos say (**mismatched**), more than one journal per (event,
+//! kind) or per document, and documents re-sent under a new event id (**double**), journals
+//! whose debits differ from their credits (**unbalanced**). Payments not applied because their
+//! currency differs from the invoice's, payments still waiting for their invoice, and the
+//! posted-vs-ERP picture (journals of ERP tenants without an outbox row, outbox rows pending or
+//! failed) are reported but do not make the report unclean.
+//!
+//! `from`/`to` (micros, inclusive/exclusive) filter by business time: documents by issue or
+//! capture time, journals by `posted_at`. Audit events that have no journal at all are always
+//! counted (they cannot be dated from the ledger). The outbox is not time-filtered.
+
+use std::collections::BTreeMap;
+
+use ledgerflow_core::{Currency, format_minor};
+use ledgerflow_store::Backend;
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+
+use crate::ErpError;
+use crate::mapping::CONSUMER_NAME;
+
+/// Where the expected documents come from.
+#[derive(Debug, Clone)]
+pub enum ReconcileSource {
+    /// The store's audit log (exact, by event id).
+    AuditLog,
+    /// A produce manifest (counts and totals only).
+    Manifest(Manifest),
+}
+
+/// The parts of the loadgen manifest JSON reconcile reads; other fields are ignored.
+///
+/// ```json
+/// {"tenants": {"t001": {"currency": "USD",
+///   "invoices": {"count": 10, "total": "1234.56"},
+///   "payments": {"count": 8, "total": "1000.00", "fees": "23.10"},
+///   "credit_memos": {"count": 1, "total": "12.34"}}}}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Per tenant.
+    pub tenants: BTreeMap<String, ManifestTenant>,
+}
+
+/// One tenant of a [`Manifest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestTenant {
+    /// Currency of every total.
+    pub currency: String,
+    /// `invoice_finalized`: count and sum of totals.
+    pub invoices: ManifestDocuments,
+    /// `payment_captured`: count, sum of gross amounts and of fees.
+    pub payments: ManifestPayments,
+    /// `credit_memo_issued`: count and sum of totals.
+    pub credit_memos: ManifestDocuments,
+}
+
+/// Count and total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestDocuments {
+    /// Documents.
+    pub count: u64,
+    /// Exact decimal total.
+    pub total: String,
+}
+
+/// Count, total and fees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestPayments {
+    /// Payments.
+    pub count: u64,
+    /// Exact decimal sum of gross amounts.
+    pub total: String,
+    /// Exact decimal sum of fees.
+    pub fees: String,
+}
+
+impl Manifest {
+    /// Reads the manifest from its JSON.
+    pub fn from_json(value: serde_json::Value) -> Result<Self, ErpError> {
+        serde_json::from_value(value).map_err(|e| ErpError::Manifest(e.to_string()))
+    }
+}
+
+/// What to reconcile.
+#[derive(Debug, Clone)]
+pub struct ReconcileOptions {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Business time from (micros, inclusive).
+    pub from: Option<i64>,
+    /// Business time to (micros, exclusive).
+    pub to: Option<i64>,
+    /// Expected documents.
+    pub source: ReconcileSource,
+    /// Longest id list in the report (counts are always complete). Default 100.
+    pub max_listed: usize,
+}
+
+impl ReconcileOptions {
+    /// All tenants, all time, up to 100 ids per list.
+    pub fn new(source: ReconcileSource) -> Self {
+        Self {
+            tenant: None,
+            from: None,
+            to: None,
+            source,
+            max_listed: 100,
+        }
+    }
+}
+
+/// The report (`--format json` serializes it as is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconcileReport {
+    /// `audit_log` or `manifest`.
+    pub source: &'static str,
+    /// Tenant filter.
+    pub tenant: Option<String>,
+    /// Time filter.
+    pub from: Option<i64>,
+    /// Time filter.
+    pub to: Option<i64>,
+    /// [`ReconcileReport::is_clean`], for scripts.
+    pub clean: bool,
+    /// Per tenant.
+    pub tenants: BTreeMap<String, TenantReconciliation>,
+}
+
+impl ReconcileReport {
+    /// True iff nothing is missing, extra, mismatched, double or unbalanced, in any tenant.
+    pub fn is_clean(&self) -> bool {
+        self.tenants.values().all(TenantReconciliation::is_clean)
+    }
+}
+
+/// One tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TenantReconciliation {
+    /// Invoices (journal kind `invoice`).
+    pub invoices: DocumentReconciliation,
+    /// Payments (journal kind `receipt`; application mismatches are listed here too).
+    pub payments: DocumentReconciliation,
+    /// Credit memos (journal kind `credit_memo`).
+    pub credit_memos: DocumentReconciliation,
+    /// Applications of payments to invoices.
+    pub applications: AmountSummary,
+    /// Cash received and not applied (over-payments, held, currency mismatches), per currency.
+    pub unapplied_cash: BTreeMap<String, String>,
+    /// Payments waiting for an invoice that has not arrived.
+    pub held_payments: Vec<String>,
+    /// Number of held payments.
+    pub held_payments_count: u64,
+    /// Payments not applied because their currency differs from their invoice's.
+    pub currency_mismatch_payments: Vec<String>,
+    /// More than one journal per (event, kind) or per document, or a document re-sent under
+    /// another event id.
+    pub double_postings: Vec<DoublePosting>,
+    /// Journals whose debits differ from their credits (or from their recorded total).
+    pub unbalanced_journals: Vec<String>,
+    /// Posted vs ERP.
+    pub erp: ErpReconciliation,
+}
+
+impl TenantReconciliation {
+    /// See [`ReconcileReport::is_clean`].
+    pub fn is_clean(&self) -> bool {
+        [&self.invoices, &self.payments, &self.credit_memos]
+            .iter()
+            .all(|d| d.is_clean())
+            && self.double_postings.is_empty()
+            && self.unbalanced_journals.is_empty()
+    }
+}
+
+/// Expected vs posted for one document type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DocumentReconciliation {
+    /// Expected documents (audit events or manifest count).
+    pub expected_count: Option<u64>,
+    /// Posted documents.
+    pub posted_count: u64,
+    /// Expected total (manifest only), exact decimal.
+    pub expected_total: Option<String>,
+    /// Posted total per currency, exact decimals.
+    pub posted_total: BTreeMap<String, String>,
+    /// Expected fees (payments, manifest only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_fees: Option<String>,
+    /// Posted fees per currency (payments only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub posted_fees: Option<BTreeMap<String, String>>,
+    /// Manifest: whether the counts agree.
+    pub count_matches: Option<bool>,
+    /// Manifest: whether the totals (and fees) agree.
+    pub total_matches: Option<bool>,
+    /// Expected but not posted (event ids, audit source).
+    pub missing: Vec<String>,
+    /// All missing, listed or not.
+    pub missing_count: u64,
+    /// Posted without an expected event (event ids).
+    pub extra: Vec<String>,
+    /// All extra.
+    pub extra_count: u64,
+    /// Posted but inconsistent: journal missing or disagreeing with the document, balances
+    /// that do not follow from applications and credit memos (document ids).
+    pub mismatched: Vec<String>,
+    /// All mismatched.
+    pub mismatched_count: u64,
+}
+
+impl DocumentReconciliation {
+    fn is_clean(&self) -> bool {
+        self.missing_count == 0
+            && self.extra_count == 0
+            && self.mismatched_count == 0
+            && self.count_matches != Some(false)
+            && self.total_matches != Some(false)
+    }
+}
+
+/// Count and totals per currency.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AmountSummary {
+    /// Rows.
+    pub count: u64,
+    /// Exact decimal totals per currency.
+    pub total: BTreeMap<String, String>,
+}
+
+/// One double posting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DoublePosting {
+    /// Journal kind, or the event type of a re-sent document.
+    pub kind: String,
+    /// The event, when the double is per event.
+    pub event_id: Option<String>,
+    /// The document, when the double is per document.
+    pub document_id: Option<String>,
+    /// Journals found (1 for a re-sent document that was refused).
+    pub journals: u64,
+    /// What kind of double.
+    pub detail: String,
+}
+
+/// Posted vs ERP for one tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ErpReconciliation {
+    /// Journals of the tenant posted while it had an ERP, that have no outbox row.
+    pub journals_without_outbox: Vec<String>,
+    /// Outbox rows still pending.
+    pub pending: u64,
+    /// Outbox rows acknowledged.
+    pub acked: u64,
+    /// Outbox rows parked as failed.
+    pub failed: u64,
+    /// Failed rows: journal id, last status, last error.
+    pub failed_deliveries: Vec<FailedDelivery>,
+}
+
+/// One failed outbox row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedDelivery {
+    /// Journal id.
+    pub journal_id: String,
+    /// Last HTTP status, when there was a response.
+    pub last_status: Option<i64>,
+    /// Last error (status and body excerpt, secrets redacted).
+    pub last_error: Option<String>,
+    /// Attempts made.
+    pub attempts: i64,
+}
+
+/// Tenant and time filter, rendered as SQL conditions with numbered parameters.
+struct Scope<'a> {
+    tenant: Option<&'a str>,
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+impl Scope<'_> {
+    /// ` AND tenant_col = $1 AND time_col >= $2 ...` and its parameters.
+    fn clause(&self, tenant_col: &str, time_col: Option<&str>) -> (String, Vec<Param>) {
+        let mut sql = String::new();
+        let mut params = Vec::new();
+        if let Some(t) = self.tenant {
+            params.push(Param::Text(t.to_owned()));
+            sql.push_str(&format!(" AND {tenant_col} = ${}", params.len()));
+        }
+        if let Some(col) = time_col {
+            if let Some(from) = self.from {
+                params.push(Param::Int(from));
+                sql.push_str(&format!(" AND {col} >= ${}", params.len()));
+            }
+            if let Some(to) = self.to {
+                params.push(Param::Int(to));
+                sql.push_str(&format!(" AND {col} < ${}", params.len()));
+            }
+        }
+        (sql, params)
+    }
+}
+
+async fn fetch(
+    pool: &AnyPool,
+    action: &'static str,
+    sql: &str,
+    params: Vec<Param>,
+) -> Result<Vec<AnyRow>, ErpError> {
+    let mut query = sqlx::query(sql);
+    for p in params {
+        query = match p {
+            Param::Text(s) => query.bind(s),
+            Param::Int(i) => query.bind(i),
+        };
+    }
+    query.fetch_all(pool).await.map_err(ErpError::db(action))
+}
+
+fn text(row: &AnyRow, i: usize) -> Result<String, ErpError> {
+    row.try_get(i)
+        .map_err(|e| ErpError::Corrupt(format!("reconcile column {i}: {e}")))
+}
+
+fn int(row: &AnyRow, i: usize) -> Result<i64, ErpError> {
+    row.try_get::<Option<i64>, _>(i)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| ErpError::Corrupt(format!("reconcile column {i}: {e}")))
+}
+
+fn decimal(minor: i128, currency: &str) -> Result<String, ErpError> {
+    let c = Currency::parse(currency).map_err(ErpError::Corrupt)?;
+    Ok(format_minor(minor, c.exponent()))
+}
+
+/// Parses an exact decimal string into minor units of `exponent` digits.
+fn parse_decimal(text: &str, exponent: u8) -> Result<i128, ErpError> {
+    let bad = || {
+        ErpError::Manifest(format!(
+            "{text:?} is not a decimal with at most {exponent} fraction digits"
+        ))
+    };
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty()
+        || !digits(whole)
+        || !digits(fraction)
+        || fraction.len() > usize::from(exponent)
+    {
+        return Err(bad());
+    }
+    let padded = format!("{whole}{fraction:0<width$}", width = usize::from(exponent));
+    let magnitude: i128 = padded.parse().map_err(|_| bad())?;
+    Ok(if negative { -magnitude } else { magnitude })
+}
+
+/// Which document type a journal kind or event type belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DocType {
+    Invoice,
+    Payment,
+    CreditMemo,
+}
+
+impl DocType {
+    fn from_kind(kind: &str) -> Option<Self> {
+        match kind {
+            "invoice" | "invoice_finalized" => Some(Self::Invoice),
+            "receipt" | "application" | "payment" | "payment_captured" => Some(Self::Payment),
+            "credit_memo" | "credit_memo_issued" => Some(Self::CreditMemo),
+            _ => None,
+        }
+    }
+
+    fn of<'a>(self, t: &'a mut TenantReconciliation) -> &'a mut DocumentReconciliation {
+        match self {
+            Self::Invoice => &mut t.invoices,
+            Self::Payment => &mut t.payments,
+            Self::CreditMemo => &mut t.credit_memos,
+        }
+    }
+}
+
+/// Maps an audit event type to the journal kind it must produce, in SQL.
+const KIND_OF_EVENT_TYPE: &str = "CASE a.event_type WHEN 'invoice_finalized' THEN 'invoice'
+    WHEN 'payment_captured' THEN 'receipt' WHEN 'credit_memo_issued' THEN 'credit_memo' END";
+
+/// Compares the ledger with the expected documents. See the module docs.
+pub async fn reconcile(
+    pool: &AnyPool,
+    backend: Backend,
+    opts: &ReconcileOptions,
+) -> Result<ReconcileReport, ErpError> {
+    let _ = backend; // The same SQL runs on both backends.
+    let scope = Scope {
+        tenant: opts.tenant.as_deref(),
+        from: opts.from,
+        to: opts.to,
+    };
+    let limit = opts.max_listed;
+    let mut tenants: BTreeMap<String, TenantReconciliation> = BTreeMap::new();
+    if let Some(t) = &opts.tenant {
+        tenants.entry(t.clone()).or_default();
+    }
+
+    posted_totals(pool, &scope, &mut tenants).await?;
+    mismatches(pool, &scope, limit, &mut tenants).await?;
+    doubles(pool, &scope, limit, &mut tenants).await?;
+    unbalanced(pool, &scope, limit, &mut tenants).await?;
+    payment_status(pool, &scope, limit, &mut tenants).await?;
+    erp_status(pool, &scope, limit, &mut tenants).await?;
+
+    let source = match &opts.source {
+        ReconcileSource::AuditLog => {
+            against_audit(pool, &scope, limit, &mut tenants).await?;
+            "audit_log"
+        }
+        ReconcileSource::Manifest(manifest) => {
+            against_manifest(manifest, opts.tenant.as_deref(), &mut tenants)?;
+            "manifest"
+        }
+    };
+    let mut report = ReconcileReport {
+        source,
+        tenant: opts.tenant.clone(),
+        from: opts.from,
+        to: opts.to,
+        clean: false,
+        tenants,
+    };
+    report.clean = report.is_clean();
+    Ok(report)
+}
+
+async fn posted_totals(
+    pool: &AnyPool,
+    scope: &Scope<'_>,
+    tenants: &mut BTreeMap<String, TenantReconciliation>,
+) -> Result<(), ErpError> {
+    let (clause, params) = scope.clause("tenant_id", Some("issued_at"));
+    let sql = format!(
+        "SELECT tenant_id, doc_type, currency, COUNT(*), CAST(SUM(total_minor) AS BIGINT)
+         FROM erp_ar_documents WHERE 1 = 1{clause} GROUP BY tenant_id, doc_type, currency"
+    );
+    for row in fetch(pool, "summing posted documents", &sql, params).await? {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        let Some(doc) = DocType::from_kind(&text(&row, 1)?) else {
+            continue;
+        };
+        let currency = text(&row, 2)?;
+        let d = doc.of(tenant);
+        d.posted_count += u64::try_from(int(&row, 3)?).unwrap_or(0);
+        d.posted_total.insert(
+            currency.clone(),
+            decimal(i128::from(int(&row, 4)?), &currency)?,
+        );
+    }
+
+    let (clause, params) = scope.clause("tenant_id", Some("captured_at"));
+    let sql = format!(
+        "SELECT tenant_id, currency, COUNT(*), CAST(SUM(amount_minor) AS BIGINT),
+                CAST(SUM(fee_minor) AS BIGINT), CAST(SUM(unapplied_minor) AS BIGINT)
+         FROM erp_payments WHERE 1 = 1{clause} GROUP BY tenant_id, currency"
+    );
+    for row in fetch(pool, "summing posted payments", &sql, params).await? {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        let currency = text(&row, 1)?;
+        tenant.payments.posted_count += u64::try_from(int(&row, 2)?).unwrap_or(0);
+        tenant.payments.posted_total.insert(
+            currency.clone(),
+            decimal(i128::from(int(&row, 3)?), &currency)?,
+        );
+        tenant
+            .payments
+            .posted_fees
+            .get_or_insert_with(BTreeMap::new)
+            .insert(
+                currency.clone(),
+                decimal(i128::from(int(&row, 4)?), &currency)?,
+            );
+        tenant.unapplied_cash.insert(
+            currency.clone(),
+            decimal(i128::from(int(&row, 5)?), &currency)?,
+        );
+    }
+
+    let (clause, params) = scope.clause("tenant_id", Some("applied_at"));
+    let sql = format!(
+        "SELECT tenant_id, currency, COUNT(*), CAST(SUM(amount_minor) AS BIGINT)
+         FROM erp_applications WHERE 1 = 1{clause} GROUP BY tenant_id, currency"
+    );
+    for row in fetch(pool, "summing applications", &sql, params).await? {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        let currency = text(&row, 1)?;
+        tenant.applications.count += u64::try_from(int(&row, 2)?).unwrap_or(0);
+        tenant.applications.total.insert(
+            currency.clone(),
+            decimal(i128::from(int(&row, 3)?), &currency)?,
+        );
+    }
+    Ok(())
+}
+
+/// Adds `id` to a capped list and counts it.
+fn listed(list: &mut Vec<String>, count: &mut u64, id: String, limit: usize) {
+    *count += 1;
+    if list.len() < limit {
+        list.push(id);
+    }
+}
+
+async fn mismatches(
+    pool: &AnyPool,
+    scope: &Scope<'_>,
+    limit: usize,
+    tenants: &mut BTreeMap<String, TenantReconciliation>,
+) -> Result<(), ErpError> {
+    // Documents: the journal exists, is in the document's currency, its receivable line
+    // carries the document total, and an invoice's open balance is total - applied - credited.
+    let (clause, params) = scope.clause("d.tenant_id", Some("d.issued_at"));
+    let sql = format!(
+        "SELECT d.tenant_id, d.doc_type, d.doc_id FROM erp_ar_documents d
+         LEFT JOIN erp_journal_entries j ON j.id = d.journal_id
+         WHERE (j.id IS NULL OR j.currency <> d.currency OR j.tenant_id <> d.tenant_id
+            OR d.total_minor <> COALESCE((
+                SELECT CAST(SUM(CASE WHEN d.doc_type = 'invoice' THEN l.debit_minor
+                                     ELSE l.credit_minor END) AS BIGINT)
+                FROM erp_journal_lines l
+                WHERE l.entry_id = d.journal_id AND l.account = d.receivable_account), 0)
+            OR (d.doc_type = 'invoice' AND d.open_minor <> d.total_minor
+                - COALESCE((SELECT CAST(SUM(a.amount_minor) AS BIGINT) FROM erp_applications a
+                            WHERE a.tenant_id = d.tenant_id AND a.invoice_id = d.doc_id), 0)
+                - COALESCE((SELECT CAST(SUM(c.total_minor) AS BIGINT) FROM erp_ar_documents c
+                            WHERE c.tenant_id = d.tenant_id AND c.doc_type = 'credit_memo'
+                              AND c.applies_to = d.doc_id), 0))){clause}
+         ORDER BY d.tenant_id, d.doc_type, d.doc_id"
+    );
+    for row in fetch(pool, "checking documents against journals", &sql, params).await? {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        let Some(doc) = DocType::from_kind(&text(&row, 1)?) else {
+            continue;
+        };
+        let d = doc.of(tenant);
+        listed(
+            &mut d.mismatched,
+            &mut d.mismatched_count,
+            text(&row, 2)?,
+            limit,
+        );
+    }
+
+    // Payments: the receipt journal credits the amount to unapplied cash, unapplied = amount -
+    // applied, never negative; an application's journal carries its amount.
+    let (clause, params) = scope.clause("p.tenant_id", Some("p.captured_at"));
+    let sql = format!(
+        "SELECT p.tenant_id, p.payment_id FROM erp_payments p
+         LEFT JOIN erp_journal_entries j ON j.id = p.journal_id
+         WHERE (j.id IS NULL OR j.currency <> p.currency
+            OR p.amount_minor <> COALESCE((SELECT CAST(SUM(l.credit_minor) AS BIGINT)
+                FROM erp_journal_lines l
+                WHERE l.entry_id = p.journal_id AND l.account = p.unapplied_account), 0)
+            OR p.unapplied_minor < 0
+            OR p.unapplied_minor <> p.amount_minor
+                - COALESCE((SELECT CAST(SUM(a.amount_minor) AS BIGINT) FROM erp_applications a
+                            WHERE a.tenant_id = p.tenant_id AND a.payment_id = p.payment_id), 0)
+            OR EXISTS (SELECT 1 FROM erp_applications a
+                       LEFT JOIN erp_journal_entries aj ON aj.id = a.journal_id
+                       WHERE a.tenant_id = p.tenant_id AND a.payment_id = p.payment_id
+                         AND (aj.id IS NULL OR aj.total_minor <> a.amount_minor
+                              OR aj.kind <> 'application'))){clause}
+         ORDER BY p.tenant_id, p.payment_id"
+    );
+    for row in fetch(pool, "checking payments against journals", &sql, params).await? {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        let d = &mut tenant.payments;
+        listed(
+            &mut d.mismatched,
+            &mut d.mismatched_count,
+            text(&row, 1)?,
+            limit,
+        );
+    }
+    Ok(())
+}
+
+async fn doubles(
+    pool: &AnyPool,
+    scope: &Scope<'_>,
+    limit: usize,
+    tenants: &mut BTreeMap<String, TenantReconciliation>,
+) -> Result<(), ErpError> {
+    let (clause, params) = scope.clause("tenant_id", Some("posted_at"));
+    let sql = format!(
+        "SELECT tenant_id, event_id, kind, COUNT(*) FROM erp_journal_entries WHERE 1 = 1{clause}
+         GROUP BY tenant_id, event_id, kind HAVING COUNT(*) > 1 ORDER BY tenant_id, event_id"
+    );
+    for row in fetch(
+        pool,
+        "finding journals posted twice per event",
+        &sql,
+        params,
+    )
+    .await?
+    {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        if tenant.double_postings.len() < limit {
+            tenant.double_postings.push(DoublePosting {
+                kind: text(&row, 2)?,
+                event_id: Some(text(&row, 1)?),
+                document_id: None,
+                journals: u64::try_from(int(&row, 3)?).unwrap_or(0),
+                detail: "more than one journal for one event and kind".into(),
+            });
+        }
+    }
+    let (clause, params) = scope.clause("tenant_id", Some("posted_at"));
+    let sql = format!(
+        "SELECT tenant_id, kind, document_id, COUNT(*) FROM erp_journal_entries WHERE 1 = 1{clause}
+         GROUP BY tenant_id, kind, document_id HAVING COUNT(*) > 1
+         ORDER BY tenant_id, kind, document_id"
+    );
+    for row in fetch(pool, "finding documents posted twice", &sql, params).await? {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        if tenant.double_postings.len() < limit {
+            tenant.double_postings.push(DoublePosting {
+                kind: text(&row, 1)?,
+                event_id: None,
+                document_id: Some(text(&row, 2)?),
+                journals: u64::try_from(int(&row, 3)?).unwrap_or(0),
+                detail: "more than one journal for one document".into(),
+            });
+        }
+    }
+    let (clause, params) = scope.clause("tenant_id", None);
+    let sql = format!(
+        "SELECT tenant_id, event_type, event_id, document_id, existing_event_id
+         FROM erp_conflicts WHERE 1 = 1{clause} ORDER BY tenant_id, event_id"
+    );
+    for row in fetch(pool, "listing refused re-sent documents", &sql, params).await? {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        if tenant.double_postings.len() < limit {
+            tenant.double_postings.push(DoublePosting {
+                kind: text(&row, 1)?,
+                event_id: Some(text(&row, 2)?),
+                document_id: Some(text(&row, 3)?),
+                journals: 1,
+                detail: format!(
+                    "document already posted by event {}; this event was not posted",
+                    text(&row, 4)?
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn unbalanced(
+    pool: &AnyPool,
+    scope: &Scope<'_>,
+    limit: usize,
+    tenants: &mut BTreeMap<String, TenantReconciliation>,
+) -> Result<(), ErpError> {
+    let (clause, params) = scope.clause("j.tenant_id", Some("j.posted_at"));
+    let sql = format!(
+        "SELECT j.tenant_id, j.id FROM erp_journal_entries j
+         LEFT JOIN (SELECT entry_id, SUM(debit_minor) AS dr, SUM(credit_minor) AS cr,
+                           COUNT(*) AS n, MIN(debit_minor) AS min_dr, MIN(credit_minor) AS min_cr
+                    FROM erp_journal_lines GROUP BY entry_id) s ON s.entry_id = j.id
+         WHERE ((s.entry_id IS NULL AND j.line_count > 0)
+             OR (s.entry_id IS NOT NULL AND (s.dr <> s.cr OR s.dr <> j.total_minor
+                 OR s.n <> j.line_count OR s.min_dr < 0 OR s.min_cr < 0))){clause}
+         ORDER BY j.tenant_id, j.id"
+    );
+    for row in fetch(pool, "finding unbalanced journals", &sql, params).await? {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        if tenant.unbalanced_journals.len() < limit {
+            tenant.unbalanced_journals.push(text(&row, 1)?);
+        }
+    }
+    Ok(())
+}
+
+async fn payment_status(
+    pool: &AnyPool,
+    scope: &Scope<'_>,
+    limit: usize,
+    tenants: &mut BTreeMap<String, TenantReconciliation>,
+) -> Result<(), ErpError> {
+    let (clause, params) = scope.clause("p.tenant_id", Some("p.captured_at"));
+    let sql = format!(
+        "SELECT p.tenant_id, p.payment_id, d.doc_id FROM erp_payments p
+         LEFT JOIN erp_ar_documents d ON d.tenant_id = p.tenant_id AND d.doc_type = 'invoice'
+              AND d.doc_id = p.invoice_id
+         WHERE (d.doc_id IS NULL OR d.currency <> p.currency){clause}
+         ORDER BY p.tenant_id, p.payment_id"
+    );
+    for row in fetch(pool, "finding unapplicable payments", &sql, params).await? {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        let payment = text(&row, 1)?;
+        let invoice: Option<String> = row
+            .try_get(2)
+            .map_err(|e| ErpError::Corrupt(format!("reconcile column 2: {e}")))?;
+        if invoice.is_none() {
+            tenant.held_payments_count += 1;
+            if tenant.held_payments.len() < limit {
+                tenant.held_payments.push(payment);
+            }
+        } else if tenant.currency_mismatch_payments.len() < limit {
+            tenant.currency_mismatch_payments.push(payment);
+        }
+    }
+    Ok(())
+}
+
+async fn erp_status(
+    pool: &AnyPool,
+    scope: &Scope<'_>,
+    limit: usize,
+    tenants: &mut BTreeMap<String, TenantReconciliation>,
+) -> Result<(), ErpError> {
+    let (clause, params) = scope.clause("j.tenant_id", Some("j.posted_at"));
+    let sql = format!(
+        "SELECT j.tenant_id, j.id FROM erp_journal_entries j
+         WHERE j.erp_kind IS NOT NULL AND j.line_count > 0
+           AND NOT EXISTS (SELECT 1 FROM erp_outbox o WHERE o.journal_id = j.id){clause}
+         ORDER BY j.tenant_id, j.id"
+    );
+    for row in fetch(pool, "finding journals never enqueued", &sql, params).await? {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        if tenant.erp.journals_without_outbox.len() < limit {
+            tenant.erp.journals_without_outbox.push(text(&row, 1)?);
+        }
+    }
+    let (clause, params) = scope.clause("tenant_id", None);
+    let sql = format!(
+        "SELECT tenant_id, status, COUNT(*) FROM erp_outbox WHERE 1 = 1{clause}
+         GROUP BY tenant_id, status"
+    );
+    for row in fetch(pool, "counting erp deliveries", &sql, params).await? {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        let n = u64::try_from(int(&row, 2)?).unwrap_or(0);
+        match text(&row, 1)?.as_str() {
+            "pending" => tenant.erp.pending += n,
+            "acked" => tenant.erp.acked += n,
+            "failed" => tenant.erp.failed += n,
+            other => return Err(ErpError::Corrupt(format!("outbox status {other:?}"))),
+        }
+    }
+    let (clause, params) = scope.clause("tenant_id", None);
+    let sql = format!(
+        "SELECT tenant_id, journal_id, last_status, last_error, attempts FROM erp_outbox
+         WHERE status = 'failed'{clause} ORDER BY tenant_id, journal_id"
+    );
+    for row in fetch(pool, "listing failed erp deliveries", &sql, params).await? {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        if tenant.erp.failed_deliveries.len() < limit {
+            tenant.erp.failed_deliveries.push(FailedDelivery {
+                journal_id: text(&row, 1)?,
+                last_status: row
+                    .try_get(2)
+                    .map_err(|e| ErpError::Corrupt(format!("outbox last_status: {e}")))?,
+                last_error: row
+                    .try_get(3)
+                    .map_err(|e| ErpError::Corrupt(format!("outbox last_error: {e}")))?,
+                attempts: int(&row, 4)?,
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn against_audit(
+    pool: &AnyPool,
+    scope: &Scope<'_>,
+    limit: usize,
+    tenants: &mut BTreeMap<String, TenantReconciliation>,
+) -> Result<(), ErpError> {
+    let applied = format!(
+        "(SELECT DISTINCT tenant_id, event_type, event_id FROM audit_log
+          WHERE consumer = '{CONSUMER_NAME}' AND decision = 'applied'
+            AND event_type IN ('invoice_finalized', 'payment_captured', 'credit_memo_issued'))"
+    );
+    // Expected: applied events whose journal is in the window, or that have none.
+    let (clause, params) = scope.clause("a.tenant_id", None);
+    let window = time_window(scope, "j.posted_at", params.len());
+    let mut all = params;
+    all.extend(window.1);
+    let sql = format!(
+        "SELECT a.tenant_id, a.event_type, COUNT(*) FROM {applied} a
+         LEFT JOIN erp_journal_entries j ON j.tenant_id = a.tenant_id AND j.event_id = a.event_id
+              AND j.kind = {KIND_OF_EVENT_TYPE}
+         WHERE (j.id IS NULL{window_sql}){clause}
+         GROUP BY a.tenant_id, a.event_type",
+        window_sql = window.0
+    );
+    for row in fetch(pool, "counting applied events in the audit log", &sql, all).await? {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        let Some(doc) = DocType::from_kind(&text(&row, 1)?) else {
+            continue;
+        };
+        let d = doc.of(tenant);
+        *d.expected_count.get_or_insert(0) += u64::try_from(int(&row, 2)?).unwrap_or(0);
+    }
+    for t in tenants.values_mut() {
+        for d in [&mut t.invoices, &mut t.payments, &mut t.credit_memos] {
+            d.expected_count.get_or_insert(0);
+        }
+    }
+
+    // Missing: applied, no journal of the kind, and not refused as a re-sent document.
+    let (clause, params) = scope.clause("a.tenant_id", None);
+    let sql = format!(
+        "SELECT a.tenant_id, a.event_type, a.event_id FROM {applied} a
+         WHERE NOT EXISTS (SELECT 1 FROM erp_journal_entries j
+                           WHERE j.tenant_id = a.tenant_id AND j.event_id = a.event_id
+                             AND j.kind = {KIND_OF_EVENT_TYPE})
+           AND NOT EXISTS (SELECT 1 FROM erp_conflicts c
+                           WHERE c.tenant_id = a.tenant_id AND c.event_id = a.event_id){clause}
+         ORDER BY a.tenant_id, a.event_id"
+    );
+    for row in fetch(
+        pool,
+        "finding applied events without a journal",
+        &sql,
+        params,
+    )
+    .await?
+    {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        let Some(doc) = DocType::from_kind(&text(&row, 1)?) else {
+            continue;
+        };
+        let d = doc.of(tenant);
+        listed(&mut d.missing, &mut d.missing_count, text(&row, 2)?, limit);
+    }
+
+    // Extra: a document journal without its applied event; an application journal without
+    // its application row or its payment's receipt journal.
+    let (clause, params) = scope.clause("j.tenant_id", Some("j.posted_at"));
+    let sql = format!(
+        "SELECT j.tenant_id, j.kind, j.event_id FROM erp_journal_entries j
+         WHERE ((j.kind IN ('invoice', 'receipt', 'credit_memo')
+                 AND NOT EXISTS (SELECT 1 FROM {applied} a
+                                 WHERE a.tenant_id = j.tenant_id AND a.event_id = j.event_id
+                                   AND {KIND_OF_EVENT_TYPE} = j.kind))
+             OR (j.kind = 'application'
+                 AND (NOT EXISTS (SELECT 1 FROM erp_applications x WHERE x.journal_id = j.id)
+                      OR NOT EXISTS (SELECT 1 FROM erp_journal_entries r
+                                     WHERE r.tenant_id = j.tenant_id AND r.event_id = j.event_id
+                                       AND r.kind = 'receipt')))){clause}
+         ORDER BY j.tenant_id, j.event_id"
+    );
+    for row in fetch(
+        pool,
+        "finding journals without an applied event",
+        &sql,
+        params,
+    )
+    .await?
+    {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        let Some(doc) = DocType::from_kind(&text(&row, 1)?) else {
+            continue;
+        };
+        let d = doc.of(tenant);
+        listed(&mut d.extra, &mut d.extra_count, text(&row, 2)?, limit);
+    }
+    Ok(())
+}
+
+/// ` OR (col >= $n AND col < $m)` for the window, numbered after `offset` parameters.
+fn time_window(scope: &Scope<'_>, col: &str, offset: usize) -> (String, Vec<Param>) {
+    let mut conds = Vec::new();
+    let mut params = Vec::new();
+    if let Some(from) = scope.from {
+        params.push(Param::Int(from));
+        conds.push(format!("{col} >= ${}", offset + params.len()));
+    }
+    if let Some(to) = scope.to {
+        params.push(Param::Int(to));
+        conds.push(format!("{col} < ${}", offset + params.len()));
+    }
+    if conds.is_empty() {
+        return (" OR j.id IS NOT NULL".into(), params);
+    }
+    (format!(" OR ({})", conds.join(" AND ")), params)
+}
+
+fn against_manifest(
+    manifest: &Manifest,
+    only: Option<&str>,
+    tenants: &mut BTreeMap<String, TenantReconciliation>,
+) -> Result<(), ErpError> {
+    for id in manifest.tenants.keys() {
+        if only.is_some_and(|t| t != id) {
+            continue;
+        }
+        tenants.entry(id.clone()).or_default();
+    }
+    for (id, tenant) in tenants.iter_mut() {
+        let Some(expected) = manifest.tenants.get(id) else {
+            // Posted for a tenant the manifest never sent to: everything is unexpected.
+            for d in [
+                &mut tenant.invoices,
+                &mut tenant.payments,
+                &mut tenant.credit_memos,
+            ] {
+                d.expected_count = Some(0);
+                d.count_matches = Some(d.posted_count == 0);
+                d.total_matches = Some(d.posted_count == 0);
+            }
+            continue;
+        };
+        let currency = Currency::parse(&expected.currency)
+            .map_err(|e| ErpError::Manifest(format!("tenant {id}: {e}")))?;
+        let exp = currency.exponent();
+        let matches = |posted: &BTreeMap<String, String>, total: i128| -> bool {
+            let expected_text = format_minor(total, exp);
+            match posted.len() {
+                0 => total == 0,
+                1 => posted.get(currency.code()) == Some(&expected_text),
+                _ => false,
+            }
+        };
+        for (d, e) in [
+            (&mut tenant.invoices, &expected.invoices),
+            (&mut tenant.credit_memos, &expected.credit_memos),
+        ] {
+            let total = parse_decimal(&e.total, exp)?;
+            d.expected_count = Some(e.count);
+            d.expected_total = Some(format_minor(total, exp));
+            d.count_matches = Some(d.posted_count == e.count);
+            d.total_matches = Some(matches(&d.posted_total, total));
+        }
+        let p = &mut tenant.payments;
+        let total = parse_decimal(&expected.payments.total, exp)?;
+        let fees = parse_decimal(&expected.payments.fees, exp)?;
+        p.expected_count = Some(expected.payments.count);
+        p.expected_total = Some(format_minor(total, exp));
+        p.expected_fees = Some(format_minor(fees, exp));
+        p.count_matches = Some(p.posted_count == expected.payments.count);
+        let posted_fees = p.posted_fees.clone().unwrap_or_default();
+        p.total_matches = Some(matches(&p.posted_total, total) && matches(&posted_fees, fees));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_parse_exactly_with_the_currency_exponent() {
+        assert_eq!(parse_decimal("1234.56", 2).unwrap(), 123_456);
+        assert_eq!(parse_decimal("1500", 0).unwrap(), 1500);
+        assert_eq!(parse_decimal("1.25", 3).unwrap(), 1250);
+        assert_eq!(parse_decimal("-0.05", 2).unwrap(), -5);
+        for bad in ["", "1.234", "1e5", "12a", ".5", "1,00"] {
+            assert!(parse_decimal(bad, 2).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scope_numbers_parameters_in_order() {
+        let scope = Scope {
+            tenant: Some("t1"),
+            from: Some(5),
+            to: None,
+        };
+        let (sql, params) = scope.clause("d.tenant_id", Some("d.issued_at"));
+        assert_eq!(sql, " AND d.tenant_id = $1 AND d.issued_at >= $2");
+        assert_eq!(params.len(), 2);
+        let (sql, _) = time_window(&scope, "j.posted_at", 1);
+        assert_eq!(sql, " OR (j.posted_at >= $2)");
+    }
+
+    #[test]
+    fn manifest_totals_are_compared_exactly() {
+        let manifest = Manifest::from_json(serde_json::json!({
+            "seed": 1,
+            "tenants": {"t1": {
+                "currency": "USD",
+                "events": {},
+                "invoices": {"count": 2, "total": "10.00"},
+                "payments": {"count": 1, "total": "5.00", "fees": "0.10"},
+                "credit_memos": {"count": 0, "total": "0.00"}
+            }}
+        }))
+        .unwrap();
+        let mut tenants = BTreeMap::new();
+        let mut t = TenantReconciliation::default();
+        t.invoices.posted_count = 2;
+        t.invoices.posted_total.insert("USD".into(), "10.00".into());
+        t.payments.posted_count = 1;
+        t.payments.posted_total.insert("USD".into(), "5.00".into());
+        t.payments.posted_fees = Some(BTreeMap::from([("USD".into(), "0.11".into())]));
+        tenants.insert("t1".to_owned(), t);
+        against_manifest(&manifest, None, &mut tenants).unwrap();
+        let t = &tenants["t1"];
+        assert_eq!(t.invoices.count_matches, Some(true));
+        assert_eq!(t.invoices.total_matches, Some(true));
+        assert_eq!(t.credit_memos.total_matches, Some(true));
+        assert_eq!(t.payments.count_matches, Some(true));
+        assert_eq!(
+            t.payments.total_matches,
+            Some(false),
+            "fees differ by one cent"
+        );
+        assert!(!t.is_clean());
+    }
+}

@@ -1,0 +1,537 @@
+//! Payment application, planned in memory over the stored state of the touched documents.
+//!
+//! The batch's effects are replayed **in batch order** against the stored state the writer
+//! loaded (invoice open balances, held payments, credit memos of invoices not yet seen). The
+//! result is exactly what processing the events one by one would give, so a ledger does not
+//! depend on where batch boundaries fall:
+//!
+//! - an invoice opens with its total less any credit memos that arrived before it, then takes
+//!   the payments that were waiting for it (held), oldest capture first;
+//! - a payment whose invoice is known applies `min(unapplied, open)` when the currencies match
+//!   and the invoice is open; the rest stays unapplied (over-payment: a customer credit). A
+//!   payment whose invoice is unknown is held; a currency mismatch is never applied;
+//! - a credit memo reduces its invoice's open balance, or waits for the invoice.
+//!
+//! A payment is applied at most once (its only chance is the first moment both it and its
+//! invoice are known, and an invoice's open balance never grows), which is what lets the
+//! application journal be keyed by the payment's event.
+
+use std::collections::{HashMap, HashSet};
+
+use ledgerflow_core::{Currency, EventId};
+
+use crate::journal::{JournalEntry, JournalKind, JournalLine, journal_id};
+use crate::mapping::{ErpEffect, ErpRoute, Posting};
+
+/// (tenant id, business id).
+pub(crate) type Key = (String, String);
+
+fn key(tenant: &str, id: &str) -> Key {
+    (tenant.to_owned(), id.to_owned())
+}
+
+/// A stored invoice, as loaded by the writer.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredInvoice {
+    pub(crate) event_id: String,
+    pub(crate) currency: String,
+    pub(crate) open: i128,
+    pub(crate) receivable_account: String,
+    pub(crate) issued_at: i64,
+}
+
+/// A payment not applied yet (stored and held, or new in this batch).
+#[derive(Debug, Clone)]
+pub(crate) struct HeldPayment {
+    pub(crate) payment_id: String,
+    pub(crate) event_id: EventId,
+    pub(crate) currency: String,
+    pub(crate) unapplied: i128,
+    pub(crate) captured_at: i64,
+    pub(crate) unapplied_account: String,
+}
+
+/// What the writer loaded before planning.
+#[derive(Debug, Default)]
+pub(crate) struct Stored {
+    /// Invoices referenced by the batch that exist.
+    pub(crate) invoices: HashMap<Key, StoredInvoice>,
+    /// Event id of payments of the batch that exist already.
+    pub(crate) payments: HashMap<Key, String>,
+    /// Event id of credit memos of the batch that exist already.
+    pub(crate) credit_memos: HashMap<Key, String>,
+    /// Held payments (no application) of invoices posted in this batch, by invoice.
+    pub(crate) held: HashMap<Key, Vec<HeldPayment>>,
+    /// Sum of stored credit memos of invoices posted in this batch, by invoice.
+    pub(crate) credits: HashMap<Key, i128>,
+}
+
+/// One application of a payment to its invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Application {
+    pub(crate) tenant_id: String,
+    pub(crate) payment_id: String,
+    pub(crate) invoice_id: String,
+    pub(crate) currency: String,
+    pub(crate) amount: i64,
+    pub(crate) journal_id: String,
+    pub(crate) applied_at: i64,
+}
+
+/// An event skipped because its document exists under another event id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Conflict {
+    pub(crate) tenant_id: String,
+    pub(crate) event_id: String,
+    pub(crate) event_type: &'static str,
+    pub(crate) document_id: String,
+    pub(crate) existing_event_id: String,
+}
+
+/// Everything the writer inserts and checks for one batch.
+#[derive(Debug, Default)]
+pub(crate) struct Plan<'a> {
+    /// Effects to insert (documents, payments, customers), in batch order, conflicts removed.
+    pub(crate) accepted: Vec<&'a ErpEffect>,
+    /// Journals to insert: the accepted effects' and the applications', with their route.
+    pub(crate) journals: Vec<(JournalEntry, Option<ErpRoute>)>,
+    pub(crate) applications: Vec<Application>,
+    pub(crate) conflicts: Vec<Conflict>,
+    /// Open balance after the batch of every invoice the batch posted or changed.
+    pub(crate) invoice_open: HashMap<Key, i128>,
+    /// Unapplied amount after the batch of every payment the batch posted or applied.
+    pub(crate) payment_unapplied: HashMap<Key, i128>,
+}
+
+/// Something that can only be a bug or a bypassed inbox: the batch must not commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PlanError(pub(crate) String);
+
+#[derive(Debug)]
+struct OpenInvoice {
+    currency: String,
+    open: i128,
+    receivable_account: String,
+    issued_at: i64,
+}
+
+/// Plans the batch. See the module docs for the rules.
+pub(crate) fn plan<'a>(
+    effects: &[&'a ErpEffect],
+    mut stored: Stored,
+) -> Result<Plan<'a>, PlanError> {
+    let mut out = Plan::default();
+    let mut invoices: HashMap<Key, OpenInvoice> = stored
+        .invoices
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                OpenInvoice {
+                    currency: v.currency.clone(),
+                    open: v.open,
+                    receivable_account: v.receivable_account.clone(),
+                    issued_at: v.issued_at,
+                },
+            )
+        })
+        .collect();
+    // Business ids seen so far (stored or earlier in the batch) -> event id.
+    let mut invoice_events: HashMap<Key, String> = stored
+        .invoices
+        .iter()
+        .map(|(k, v)| (k.clone(), v.event_id.clone()))
+        .collect();
+    let mut payment_events = std::mem::take(&mut stored.payments);
+    let mut memo_events = std::mem::take(&mut stored.credit_memos);
+    let mut seen_events: HashSet<(String, EventId)> = HashSet::new();
+
+    for effect in effects {
+        let tenant = effect.tenant_id.as_str();
+        let event = effect.event_id.to_string();
+        if !seen_events.insert((tenant.to_owned(), effect.event_id)) {
+            return Err(PlanError(format!(
+                "event {event} of tenant {tenant} appears twice in one batch"
+            )));
+        }
+        match &effect.posting {
+            Posting::Customer(_) => out.accepted.push(effect),
+            Posting::Invoice(p) => {
+                let k = key(tenant, &p.invoice_id);
+                if let Some(existing) = invoice_events.get(&k) {
+                    out.conflict(effect, "invoice_finalized", &p.invoice_id, existing)?;
+                    continue;
+                }
+                invoice_events.insert(k.clone(), event.clone());
+                out.accepted.push(effect);
+                out.journals.push((p.journal.clone(), effect.route.clone()));
+                let credited = stored.credits.remove(&k).unwrap_or(0);
+                let mut invoice = OpenInvoice {
+                    currency: p.currency.code().to_owned(),
+                    open: i128::from(p.total_minor) - credited,
+                    receivable_account: p.receivable_account.clone(),
+                    issued_at: p.issued_at,
+                };
+                let mut held = stored.held.remove(&k).unwrap_or_default();
+                held.sort_by(|a, b| {
+                    (a.captured_at, &a.payment_id).cmp(&(b.captured_at, &b.payment_id))
+                });
+                for payment in held {
+                    out.apply(tenant, &p.invoice_id, &mut invoice, &payment, &effect.route)?;
+                }
+                out.invoice_open.insert(k.clone(), invoice.open);
+                invoices.insert(k, invoice);
+            }
+            Posting::Payment(p) => {
+                let pk = key(tenant, &p.payment_id);
+                if let Some(existing) = payment_events.get(&pk) {
+                    out.conflict(effect, "payment_captured", &p.payment_id, existing)?;
+                    continue;
+                }
+                payment_events.insert(pk.clone(), event.clone());
+                out.accepted.push(effect);
+                out.journals.push((p.journal.clone(), effect.route.clone()));
+                let payment = HeldPayment {
+                    payment_id: p.payment_id.clone(),
+                    event_id: effect.event_id,
+                    currency: p.currency.code().to_owned(),
+                    unapplied: i128::from(p.amount_minor),
+                    captured_at: p.captured_at,
+                    unapplied_account: p.unapplied_account.clone(),
+                };
+                out.payment_unapplied.insert(pk, payment.unapplied);
+                let ik = key(tenant, &p.invoice_id);
+                match invoices.get_mut(&ik) {
+                    Some(invoice) => {
+                        out.apply(tenant, &p.invoice_id, invoice, &payment, &effect.route)?;
+                        out.invoice_open.insert(ik, invoice.open);
+                    }
+                    None => stored.held.entry(ik).or_default().push(payment),
+                }
+            }
+            Posting::CreditMemo(p) => {
+                let mk = key(tenant, &p.credit_memo_id);
+                if let Some(existing) = memo_events.get(&mk) {
+                    out.conflict(effect, "credit_memo_issued", &p.credit_memo_id, existing)?;
+                    continue;
+                }
+                memo_events.insert(mk, event.clone());
+                out.accepted.push(effect);
+                out.journals.push((p.journal.clone(), effect.route.clone()));
+                let ik = key(tenant, &p.invoice_id);
+                match invoices.get_mut(&ik) {
+                    Some(invoice) => {
+                        invoice.open -= i128::from(p.total_minor);
+                        out.invoice_open.insert(ik, invoice.open);
+                    }
+                    None => *stored.credits.entry(ik).or_insert(0) += i128::from(p.total_minor),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Plan<'_> {
+    fn conflict(
+        &mut self,
+        effect: &ErpEffect,
+        event_type: &'static str,
+        document_id: &str,
+        existing_event_id: &str,
+    ) -> Result<(), PlanError> {
+        let event = effect.event_id.to_string();
+        if existing_event_id == event {
+            // The same event a second time: the inbox lets no duplicate through, so this is a
+            // bypassed or broken inbox. Refuse the batch rather than post twice.
+            return Err(PlanError(format!(
+                "event {event} of tenant {} ({event_type} {document_id}) is already posted",
+                effect.tenant_id
+            )));
+        }
+        tracing::warn!(
+            tenant = %effect.tenant_id,
+            event_id = %event,
+            existing_event_id,
+            event_type,
+            document_id,
+            "document already posted by another event; nothing posted for this one"
+        );
+        self.conflicts.push(Conflict {
+            tenant_id: effect.tenant_id.clone(),
+            event_id: event,
+            event_type,
+            document_id: document_id.to_owned(),
+            existing_event_id: existing_event_id.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Applies `payment` to `invoice` as far as possible.
+    fn apply(
+        &mut self,
+        tenant: &str,
+        invoice_id: &str,
+        invoice: &mut OpenInvoice,
+        payment: &HeldPayment,
+        route: &Option<ErpRoute>,
+    ) -> Result<(), PlanError> {
+        if payment.currency != invoice.currency || invoice.open <= 0 || payment.unapplied <= 0 {
+            // Currency mismatch (flagged by reconcile), or nothing left to pay: the payment
+            // stays unapplied cash, a customer credit.
+            return Ok(());
+        }
+        let amount = payment.unapplied.min(invoice.open);
+        let amount_i64 = i64::try_from(amount)
+            .map_err(|_| PlanError(format!("application of {amount} does not fit 64 bits")))?;
+        let currency = Currency::parse(&payment.currency).map_err(PlanError)?;
+        let id = journal_id(&payment.event_id, JournalKind::Application);
+        let applied_at = payment.captured_at.max(invoice.issued_at);
+        let journal = JournalEntry {
+            id,
+            tenant_id: tenant.to_owned(),
+            event_id: payment.event_id,
+            kind: JournalKind::Application,
+            currency,
+            posted_at: applied_at,
+            document_type: "payment",
+            document_id: payment.payment_id.clone(),
+            memo: format!(
+                "payment {} applied to invoice {invoice_id}",
+                payment.payment_id
+            ),
+            lines: vec![
+                JournalLine::debit(&payment.unapplied_account, amount_i64),
+                JournalLine::credit(&invoice.receivable_account, amount_i64),
+            ],
+        };
+        journal
+            .check_balanced()
+            .map_err(|f| PlanError(f.to_string()))?;
+        invoice.open -= amount;
+        self.payment_unapplied
+            .insert(key(tenant, &payment.payment_id), payment.unapplied - amount);
+        self.applications.push(Application {
+            tenant_id: tenant.to_owned(),
+            payment_id: payment.payment_id.clone(),
+            invoice_id: invoice_id.to_owned(),
+            currency: payment.currency.clone(),
+            amount: amount_i64,
+            journal_id: id.to_string(),
+            applied_at,
+        });
+        self.journals.push((journal, route.clone()));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ledgerflow_core::Event;
+
+    use super::*;
+    use crate::mapping::map_event;
+    use crate::mapping::tests::{credit_memo, envelope, invoice, line, payment, tenant};
+
+    fn eid(n: u32) -> String {
+        format!("00000000-0000-4000-8000-{n:012}")
+    }
+
+    fn effect(event: Event) -> ErpEffect {
+        map_event(&envelope(event), &tenant("acme", None)).unwrap()
+    }
+
+    fn inv(n: u32, id: &str, total: i64) -> ErpEffect {
+        effect(invoice(
+            &eid(n),
+            id,
+            vec![line("l", "platform", 1, total)],
+            0,
+        ))
+    }
+
+    fn pay(n: u32, id: &str, invoice_id: &str, amount: i64) -> ErpEffect {
+        effect(payment(&eid(n), id, invoice_id, amount, 0))
+    }
+
+    fn k(id: &str) -> Key {
+        key("acme", id)
+    }
+
+    fn applied(plan: &Plan<'_>) -> Vec<(String, String, i64)> {
+        plan.applications
+            .iter()
+            .map(|a| (a.payment_id.clone(), a.invoice_id.clone(), a.amount))
+            .collect()
+    }
+
+    #[test]
+    fn invoice_then_payment_in_one_batch_applies() {
+        let effects = [inv(1, "i1", 1000), pay(2, "p1", "i1", 1000)];
+        let refs: Vec<_> = effects.iter().collect();
+        let plan = plan(&refs, Stored::default()).unwrap();
+        assert_eq!(applied(&plan), [("p1".into(), "i1".into(), 1000)]);
+        assert_eq!(plan.invoice_open[&k("i1")], 0);
+        assert_eq!(plan.payment_unapplied[&k("p1")], 0);
+        assert_eq!(plan.journals.len(), 3);
+        let app = &plan.journals[2].0;
+        assert_eq!(app.kind, JournalKind::Application);
+        assert_eq!(
+            app.id,
+            journal_id(&effects[1].event_id, JournalKind::Application)
+        );
+        app.check_balanced().unwrap();
+    }
+
+    #[test]
+    fn payment_before_invoice_in_one_batch_is_held_then_applied() {
+        let effects = [pay(2, "p1", "i1", 400), inv(1, "i1", 1000)];
+        let refs: Vec<_> = effects.iter().collect();
+        let plan = plan(&refs, Stored::default()).unwrap();
+        assert_eq!(applied(&plan), [("p1".into(), "i1".into(), 400)]);
+        assert_eq!(plan.invoice_open[&k("i1")], 600);
+        assert_eq!(plan.payment_unapplied[&k("p1")], 0);
+    }
+
+    #[test]
+    fn stored_held_payments_apply_oldest_first_up_to_the_open_balance() {
+        let mut stored = Stored::default();
+        let held = |id: &str, n: u32, amount: i128, at: i64| HeldPayment {
+            payment_id: id.into(),
+            event_id: EventId::parse(&eid(n)).unwrap(),
+            currency: "USD".into(),
+            unapplied: amount,
+            captured_at: at,
+            unapplied_account: "2400".into(),
+        };
+        stored.held.insert(
+            k("i1"),
+            vec![held("late", 8, 700, 20), held("early", 9, 600, 10)],
+        );
+        stored.credits.insert(k("i1"), 100);
+        let effects = [inv(1, "i1", 1000)];
+        let refs: Vec<_> = effects.iter().collect();
+        let plan = plan(&refs, stored).unwrap();
+        // open 1000 - 100 credited = 900: early takes 600, late 300 of its 700.
+        assert_eq!(
+            applied(&plan),
+            [
+                ("early".into(), "i1".into(), 600),
+                ("late".into(), "i1".into(), 300)
+            ]
+        );
+        assert_eq!(plan.invoice_open[&k("i1")], 0);
+        assert_eq!(plan.payment_unapplied[&k("late")], 400);
+    }
+
+    #[test]
+    fn partial_over_and_mismatched_payments() {
+        let mut stored = Stored::default();
+        stored.invoices.insert(
+            k("i1"),
+            StoredInvoice {
+                event_id: eid(1),
+                currency: "USD".into(),
+                open: 1000,
+                receivable_account: "1100".into(),
+                issued_at: 0,
+            },
+        );
+        let mut eur = pay(4, "p3", "i1", 50);
+        if let Posting::Payment(p) = &mut eur.posting {
+            p.currency = Currency::parse("EUR").unwrap();
+        }
+        let effects = [
+            pay(2, "p1", "i1", 300),
+            pay(3, "p2", "i1", 900),
+            eur,
+            pay(5, "p4", "i1", 10),
+        ];
+        let refs: Vec<_> = effects.iter().collect();
+        let plan = plan(&refs, stored).unwrap();
+        assert_eq!(
+            applied(&plan),
+            [
+                ("p1".into(), "i1".into(), 300),
+                ("p2".into(), "i1".into(), 700)
+            ]
+        );
+        assert_eq!(plan.invoice_open[&k("i1")], 0);
+        assert_eq!(
+            plan.payment_unapplied[&k("p2")],
+            200,
+            "over-payment stays unapplied"
+        );
+        assert_eq!(
+            plan.payment_unapplied[&k("p3")],
+            50,
+            "currency mismatch is never applied"
+        );
+        assert_eq!(plan.payment_unapplied[&k("p4")], 10, "nothing left to pay");
+    }
+
+    #[test]
+    fn credit_memos_reduce_the_open_balance_before_or_after_the_invoice() {
+        let memo_first = effect(credit_memo(&eid(3), "cm1", "i1", 100, 0));
+        let effects = [
+            memo_first,
+            inv(1, "i1", 1000),
+            effect(credit_memo(&eid(4), "cm2", "i1", 50, 0)),
+        ];
+        let refs: Vec<_> = effects.iter().collect();
+        let plan = plan(&refs, Stored::default()).unwrap();
+        assert_eq!(plan.invoice_open[&k("i1")], 850);
+        assert!(plan.applications.is_empty());
+    }
+
+    #[test]
+    fn order_within_a_batch_is_respected() {
+        // Paid in full, then credited: the credit leaves the invoice at -30 (customer credit on
+        // the receivable); credited first, the payment over-pays by 30 instead.
+        let paid_then_credited = [
+            inv(1, "i1", 100),
+            pay(2, "p1", "i1", 100),
+            effect(credit_memo(&eid(3), "cm", "i1", 30, 0)),
+        ];
+        let refs: Vec<_> = paid_then_credited.iter().collect();
+        let plan_a = plan(&refs, Stored::default()).unwrap();
+        assert_eq!(plan_a.invoice_open[&k("i1")], -30);
+        assert_eq!(plan_a.payment_unapplied[&k("p1")], 0);
+
+        let credited_then_paid = [
+            inv(1, "i1", 100),
+            effect(credit_memo(&eid(3), "cm", "i1", 30, 0)),
+            pay(2, "p1", "i1", 100),
+        ];
+        let refs: Vec<_> = credited_then_paid.iter().collect();
+        let plan_b = plan(&refs, Stored::default()).unwrap();
+        assert_eq!(plan_b.invoice_open[&k("i1")], 0);
+        assert_eq!(plan_b.payment_unapplied[&k("p1")], 30);
+    }
+
+    #[test]
+    fn a_document_under_a_new_event_id_is_a_conflict_and_the_same_event_an_error() {
+        let mut stored = Stored::default();
+        stored.payments.insert(k("p1"), eid(7));
+        let effects = [pay(2, "p1", "i1", 10)];
+        let refs: Vec<_> = effects.iter().collect();
+        let plan_a = plan(&refs, stored).unwrap();
+        assert!(plan_a.accepted.is_empty() && plan_a.journals.is_empty());
+        assert_eq!(plan_a.conflicts[0].existing_event_id, eid(7));
+
+        let mut stored = Stored::default();
+        stored.payments.insert(k("p1"), eid(2));
+        let err = plan(&refs, stored).unwrap_err();
+        assert!(err.0.contains("already posted"), "{err:?}");
+
+        let twice = [inv(1, "i1", 10), inv(1, "i1", 10)];
+        let refs: Vec<_> = twice.iter().collect();
+        assert!(plan(&refs, Stored::default()).is_err());
+
+        let same_doc = [inv(1, "i1", 10), inv(2, "i1", 10)];
+        let refs: Vec<_> = same_doc.iter().collect();
+        let plan_c = plan(&refs, Stored::default()).unwrap();
+        assert_eq!(plan_c.accepted.len(), 1);
+        assert_eq!(plan_c.conflicts.len(), 1);
+    }
+}

@@ -1,0 +1,717 @@
+//! The set-based writer: a batch's effects into the `erp_` tables, inside the caller's
+//! transaction.
+//!
+//! 1. Postgres only: a transaction-scoped advisory lock per tenant of the batch (sorted, so two
+//!    writers cannot deadlock). Tenants are partition-keyed, so this is normally uncontended;
+//!    it makes payment application correct even when two batches of one tenant race (a payment
+//!    committed by one while the other posts its invoice). It relies on READ COMMITTED, the
+//!    Postgres default, so reads after the lock see what the previous holder committed.
+//! 2. Load the stored state the batch touches, a few `(tenant_id, id) IN (VALUES ...)` queries.
+//! 3. Plan in memory, in batch order ([`crate::settle`]).
+//! 4. Multi-row inserts: customers (upsert, newest wins), documents, payments, journals,
+//!    lines, applications, conflicts, outbox rows. Chunked under [`MAX_BINDS`] parameters.
+//! 5. Recompute the open balances of touched invoices and the unapplied amounts of touched
+//!    payments from the source rows (applications, credit memos) and compare them with the
+//!    plan; any difference is an invariant violation and the batch rolls back.
+
+use std::collections::{BTreeSet, HashMap};
+
+use ledgerflow_core::{Envelope, EventId};
+use ledgerflow_store::{Backend, StoreError, Values};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::journal::idempotency_key;
+use crate::mapping::{CustomerRecord, ErpEffect, Posting};
+use crate::payloads;
+use crate::settle::{self, HeldPayment, Key, Plan, Stored, StoredInvoice};
+
+/// Most bind parameters per statement; below SQLite's 32,766 and Postgres' 65,535.
+pub(crate) const MAX_BINDS: usize = 30_000;
+
+/// Advisory lock class of the per-tenant write lock (`pg_advisory_xact_lock(int, int)`, a key
+/// space apart from the single-`bigint` locks the store uses).
+const TENANT_LOCK_CLASS: i32 = 0x4552; // "ER"
+
+/// Microseconds since the Unix epoch, wall clock (outbox bookkeeping only, never ledger data).
+pub(crate) fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Writes a batch's effects. See the module docs.
+pub(crate) async fn write(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    effects: &[(&Envelope, ErpEffect)],
+) -> Result<(), StoreError> {
+    if effects.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<&ErpEffect> = effects.iter().map(|(_, e)| e).collect();
+    if backend == Backend::Postgres {
+        let tenants: BTreeSet<&str> = list.iter().map(|e| e.tenant_id.as_str()).collect();
+        for tenant in tenants {
+            sqlx::query(
+                "SELECT CAST(1 AS BIGINT) FROM (SELECT pg_advisory_xact_lock($1, hashtext($2))) AS l",
+            )
+            .bind(TENANT_LOCK_CLASS)
+            .bind(tenant.to_owned())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(StoreError::query("locking a tenant's receivables"))?;
+        }
+    }
+    let stored = load(conn, &list).await?;
+    let plan = settle::plan(&list, stored).map_err(|e| StoreError::Invariant(e.0))?;
+    insert_customers(conn, &plan).await?;
+    insert_documents(conn, &plan).await?;
+    insert_payments(conn, &plan).await?;
+    insert_journals(conn, &plan).await?;
+    insert_applications(conn, &plan).await?;
+    insert_conflicts(conn, &plan).await?;
+    insert_outbox(conn, &plan).await?;
+    verify_balances(conn, &plan).await?;
+    Ok(())
+}
+
+/// Runs `prefix VALUES (...) suffix` over `rows` in chunks; `bind` pushes one row.
+async fn insert_rows<T>(
+    conn: &mut AnyConnection,
+    action: &'static str,
+    cols: usize,
+    prefix: &str,
+    suffix: &str,
+    rows: &[T],
+    mut bind: impl FnMut(&mut Values, &T),
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks((MAX_BINDS / cols).max(1)) {
+        let mut values = Values::new(cols);
+        for row in chunk {
+            bind(&mut values, row);
+        }
+        let (sql, args) = values.finish(prefix, suffix);
+        sqlx::query_with(&sql, args)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::query(action))?;
+    }
+    Ok(())
+}
+
+/// Runs `prefix (tenant_id, id) IN (VALUES ...) suffix` for `keys` in chunks and collects rows.
+pub(crate) async fn fetch_by_keys(
+    conn: &mut AnyConnection,
+    action: &'static str,
+    prefix: &str,
+    suffix: &str,
+    keys: &[Key],
+) -> Result<Vec<AnyRow>, StoreError> {
+    let mut rows = Vec::new();
+    for chunk in keys.chunks(MAX_BINDS / 2) {
+        let mut values = Values::new(2);
+        for (tenant, id) in chunk {
+            values.push(tenant.clone()).push(id.clone());
+        }
+        let (sql, args) = values.finish(prefix, suffix);
+        rows.extend(
+            sqlx::query_with(&sql, args)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(StoreError::query(action))?,
+        );
+    }
+    Ok(rows)
+}
+
+fn dedup(keys: impl IntoIterator<Item = Key>) -> Vec<Key> {
+    keys.into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn corrupt(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| StoreError::Corrupt(format!("{action}: {e}"))
+}
+
+/// Loads the stored state the batch touches.
+async fn load(conn: &mut AnyConnection, effects: &[&ErpEffect]) -> Result<Stored, StoreError> {
+    let mut invoice_refs = Vec::new();
+    let mut new_invoices = Vec::new();
+    let mut payment_ids = Vec::new();
+    let mut memo_ids = Vec::new();
+    for e in effects {
+        let t = e.tenant_id.clone();
+        match &e.posting {
+            Posting::Invoice(p) => {
+                invoice_refs.push((t.clone(), p.invoice_id.clone()));
+                new_invoices.push((t, p.invoice_id.clone()));
+            }
+            Posting::Payment(p) => {
+                invoice_refs.push((t.clone(), p.invoice_id.clone()));
+                payment_ids.push((t, p.payment_id.clone()));
+            }
+            Posting::CreditMemo(p) => {
+                invoice_refs.push((t.clone(), p.invoice_id.clone()));
+                memo_ids.push((t, p.credit_memo_id.clone()));
+            }
+            Posting::Customer(_) => {}
+        }
+    }
+    let mut stored = Stored::default();
+
+    let action = "loading the batch's invoices";
+    for row in fetch_by_keys(
+        conn,
+        action,
+        "SELECT tenant_id, doc_id, event_id, currency, open_minor, receivable_account, issued_at
+         FROM erp_ar_documents WHERE doc_type = 'invoice' AND (tenant_id, doc_id) IN (",
+        ")",
+        &dedup(invoice_refs),
+    )
+    .await?
+    {
+        let k: Key = (
+            row.try_get(0).map_err(corrupt(action))?,
+            row.try_get(1).map_err(corrupt(action))?,
+        );
+        stored.invoices.insert(
+            k,
+            StoredInvoice {
+                event_id: row.try_get(2).map_err(corrupt(action))?,
+                currency: row.try_get(3).map_err(corrupt(action))?,
+                open: i128::from(row.try_get::<i64, _>(4).map_err(corrupt(action))?),
+                receivable_account: row.try_get(5).map_err(corrupt(action))?,
+                issued_at: row.try_get(6).map_err(corrupt(action))?,
+            },
+        );
+    }
+
+    let action = "loading the batch's payments";
+    for row in fetch_by_keys(
+        conn,
+        action,
+        "SELECT tenant_id, payment_id, event_id FROM erp_payments WHERE (tenant_id, payment_id) IN (",
+        ")",
+        &dedup(payment_ids),
+    )
+    .await?
+    {
+        stored.payments.insert(
+            (row.try_get(0).map_err(corrupt(action))?, row.try_get(1).map_err(corrupt(action))?),
+            row.try_get(2).map_err(corrupt(action))?,
+        );
+    }
+
+    let action = "loading the batch's credit memos";
+    for row in fetch_by_keys(
+        conn,
+        action,
+        "SELECT tenant_id, doc_id, event_id FROM erp_ar_documents
+         WHERE doc_type = 'credit_memo' AND (tenant_id, doc_id) IN (",
+        ")",
+        &dedup(memo_ids),
+    )
+    .await?
+    {
+        stored.credit_memos.insert(
+            (
+                row.try_get(0).map_err(corrupt(action))?,
+                row.try_get(1).map_err(corrupt(action))?,
+            ),
+            row.try_get(2).map_err(corrupt(action))?,
+        );
+    }
+
+    // Only invoices that do not exist yet can have held payments or waiting credit memos.
+    let arriving: Vec<Key> = dedup(new_invoices)
+        .into_iter()
+        .filter(|k| !stored.invoices.contains_key(k))
+        .collect();
+    if arriving.is_empty() {
+        return Ok(stored);
+    }
+    let action = "loading held payments";
+    for row in fetch_by_keys(
+        conn,
+        action,
+        "SELECT p.tenant_id, p.invoice_id, p.payment_id, p.event_id, p.currency,
+                p.unapplied_minor, p.captured_at, p.unapplied_account
+         FROM erp_payments p
+         WHERE NOT EXISTS (SELECT 1 FROM erp_applications a
+                           WHERE a.tenant_id = p.tenant_id AND a.payment_id = p.payment_id)
+           AND (p.tenant_id, p.invoice_id) IN (",
+        ")",
+        &arriving,
+    )
+    .await?
+    {
+        let event: String = row.try_get(3).map_err(corrupt(action))?;
+        let held = HeldPayment {
+            payment_id: row.try_get(2).map_err(corrupt(action))?,
+            event_id: EventId::parse(&event).map_err(StoreError::Corrupt)?,
+            currency: row.try_get(4).map_err(corrupt(action))?,
+            unapplied: i128::from(row.try_get::<i64, _>(5).map_err(corrupt(action))?),
+            captured_at: row.try_get(6).map_err(corrupt(action))?,
+            unapplied_account: row.try_get(7).map_err(corrupt(action))?,
+        };
+        stored
+            .held
+            .entry((
+                row.try_get(0).map_err(corrupt(action))?,
+                row.try_get(1).map_err(corrupt(action))?,
+            ))
+            .or_default()
+            .push(held);
+    }
+    let action = "loading credit memos of arriving invoices";
+    for row in fetch_by_keys(
+        conn,
+        action,
+        "SELECT tenant_id, applies_to, CAST(SUM(total_minor) AS BIGINT) FROM erp_ar_documents
+         WHERE doc_type = 'credit_memo' AND (tenant_id, applies_to) IN (",
+        ") GROUP BY tenant_id, applies_to",
+        &arriving,
+    )
+    .await?
+    {
+        stored.credits.insert(
+            (
+                row.try_get(0).map_err(corrupt(action))?,
+                row.try_get(1).map_err(corrupt(action))?,
+            ),
+            i128::from(row.try_get::<i64, _>(2).map_err(corrupt(action))?),
+        );
+    }
+    Ok(stored)
+}
+
+async fn insert_customers(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+    // Newest (occurred_at, event_id) per customer; one row per key, as Postgres refuses to
+    // upsert a row twice in one statement.
+    let mut newest: HashMap<(&str, &str), (&CustomerRecord, EventId)> = HashMap::new();
+    for e in &plan.accepted {
+        if let Posting::Customer(c) = &e.posting {
+            let slot = newest.entry((e.tenant_id.as_str(), c.customer_id.as_str()));
+            slot.and_modify(|cur| {
+                if (c.updated_at, e.event_id.to_string()) > (cur.0.updated_at, cur.1.to_string()) {
+                    *cur = (c, e.event_id);
+                }
+            })
+            .or_insert((c, e.event_id));
+        }
+    }
+    let mut rows: Vec<_> = newest.into_iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    insert_rows(
+        conn,
+        "upserting customers",
+        9,
+        "INSERT INTO erp_customers (tenant_id, customer_id, name, email, country, currency, tax_id,
+         updated_at, event_id)",
+        "ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
+            name = excluded.name, email = excluded.email, country = excluded.country,
+            currency = excluded.currency, tax_id = excluded.tax_id,
+            updated_at = excluded.updated_at, event_id = excluded.event_id
+         WHERE erp_customers.updated_at < excluded.updated_at
+            OR (erp_customers.updated_at = excluded.updated_at
+                AND erp_customers.event_id < excluded.event_id)",
+        &rows,
+        |v, ((tenant, _), (c, event))| {
+            v.push((*tenant).to_owned())
+                .push(c.customer_id.clone())
+                .push(c.name.clone())
+                .push(c.email.clone())
+                .push(c.country.clone())
+                .push(c.currency.clone())
+                .push(c.tax_id.clone())
+                .push(c.updated_at)
+                .push(event.to_string());
+        },
+    )
+    .await
+}
+
+async fn insert_documents(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+    struct Doc<'a> {
+        tenant: &'a str,
+        doc_type: &'static str,
+        id: &'a str,
+        number: &'a str,
+        customer: &'a str,
+        currency: &'a str,
+        total: i64,
+        open: i64,
+        applies_to: Option<&'a str>,
+        receivable: &'a str,
+        issued_at: i64,
+        event: String,
+        journal: String,
+    }
+    let mut docs = Vec::new();
+    for e in &plan.accepted {
+        match &e.posting {
+            Posting::Invoice(p) => {
+                let open = plan
+                    .invoice_open
+                    .get(&(e.tenant_id.clone(), p.invoice_id.clone()))
+                    .copied()
+                    .unwrap_or(i128::from(p.total_minor));
+                docs.push(Doc {
+                    tenant: &e.tenant_id,
+                    doc_type: "invoice",
+                    id: &p.invoice_id,
+                    number: &p.number,
+                    customer: &p.customer_id,
+                    currency: p.currency.code(),
+                    total: p.total_minor,
+                    open: i64::try_from(open).map_err(|_| {
+                        StoreError::Invariant(format!("open balance {open} does not fit 64 bits"))
+                    })?,
+                    applies_to: None,
+                    receivable: &p.receivable_account,
+                    issued_at: p.issued_at,
+                    event: e.event_id.to_string(),
+                    journal: p.journal.id.to_string(),
+                });
+            }
+            Posting::CreditMemo(p) => docs.push(Doc {
+                tenant: &e.tenant_id,
+                doc_type: "credit_memo",
+                id: &p.credit_memo_id,
+                number: &p.number,
+                customer: &p.customer_id,
+                currency: p.currency.code(),
+                total: p.total_minor,
+                open: 0,
+                applies_to: Some(&p.invoice_id),
+                receivable: &p.receivable_account,
+                issued_at: p.issued_at,
+                event: e.event_id.to_string(),
+                journal: p.journal.id.to_string(),
+            }),
+            Posting::Payment(_) | Posting::Customer(_) => {}
+        }
+    }
+    insert_rows(
+        conn,
+        "inserting ar documents",
+        13,
+        "INSERT INTO erp_ar_documents (tenant_id, doc_type, doc_id, doc_number, customer_id,
+         currency, total_minor, open_minor, applies_to, receivable_account, issued_at, event_id,
+         journal_id)",
+        "",
+        &docs,
+        |v, d| {
+            v.push(d.tenant.to_owned())
+                .push(d.doc_type.to_owned())
+                .push(d.id.to_owned())
+                .push(d.number.to_owned())
+                .push(d.customer.to_owned())
+                .push(d.currency.to_owned())
+                .push(d.total)
+                .push(d.open)
+                .push(d.applies_to.map(str::to_owned))
+                .push(d.receivable.to_owned())
+                .push(d.issued_at)
+                .push(d.event.clone())
+                .push(d.journal.clone());
+        },
+    )
+    .await
+}
+
+async fn insert_payments(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+    let payments: Vec<_> = plan
+        .accepted
+        .iter()
+        .filter_map(|e| match &e.posting {
+            Posting::Payment(p) => Some((*e, p)),
+            _ => None,
+        })
+        .collect();
+    let mut unapplied = Vec::with_capacity(payments.len());
+    for (e, p) in &payments {
+        let left = plan
+            .payment_unapplied
+            .get(&(e.tenant_id.clone(), p.payment_id.clone()))
+            .copied()
+            .unwrap_or(i128::from(p.amount_minor));
+        unapplied.push(i64::try_from(left).map_err(|_| {
+            StoreError::Invariant(format!("unapplied amount {left} does not fit 64 bits"))
+        })?);
+    }
+    let rows: Vec<_> = payments.iter().zip(unapplied).collect();
+    insert_rows(
+        conn,
+        "inserting payments",
+        12,
+        "INSERT INTO erp_payments (tenant_id, payment_id, invoice_id, customer_id, currency,
+         amount_minor, fee_minor, unapplied_minor, unapplied_account, captured_at, event_id,
+         journal_id)",
+        "",
+        &rows,
+        |v, ((e, p), left)| {
+            v.push(e.tenant_id.clone())
+                .push(p.payment_id.clone())
+                .push(p.invoice_id.clone())
+                .push(p.customer_id.clone())
+                .push(p.currency.code().to_owned())
+                .push(p.amount_minor)
+                .push(p.fee_minor)
+                .push(*left)
+                .push(p.unapplied_account.clone())
+                .push(p.captured_at)
+                .push(e.event_id.to_string())
+                .push(p.journal.id.to_string());
+        },
+    )
+    .await
+}
+
+async fn insert_journals(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+    let mut totals = Vec::with_capacity(plan.journals.len());
+    for (j, _) in &plan.journals {
+        let total = j.total_debit();
+        totals.push(i64::try_from(total).map_err(|_| {
+            StoreError::Invariant(format!(
+                "journal {} total {total} does not fit 64 bits",
+                j.id
+            ))
+        })?);
+    }
+    let rows: Vec<_> = plan.journals.iter().zip(totals).collect();
+    insert_rows(
+        conn,
+        "inserting journal entries",
+        12,
+        "INSERT INTO erp_journal_entries (id, tenant_id, event_id, kind, currency, posted_at,
+         document_type, document_id, memo, total_minor, line_count, erp_kind)",
+        "",
+        &rows,
+        |v, ((j, route), total)| {
+            v.push(j.id.to_string())
+                .push(j.tenant_id.clone())
+                .push(j.event_id.to_string())
+                .push(j.kind.as_str().to_owned())
+                .push(j.currency.code().to_owned())
+                .push(j.posted_at)
+                .push(j.document_type.to_owned())
+                .push(j.document_id.clone())
+                .push(j.memo.clone())
+                .push(*total)
+                .push(j.lines.len() as i64)
+                .push(route.as_ref().map(|r| r.kind.as_str().to_owned()));
+        },
+    )
+    .await?;
+    let lines: Vec<_> = plan
+        .journals
+        .iter()
+        .flat_map(|(j, _)| {
+            j.lines
+                .iter()
+                .enumerate()
+                .map(move |(i, l)| (j.id, i + 1, l))
+        })
+        .collect();
+    insert_rows(
+        conn,
+        "inserting journal lines",
+        5,
+        "INSERT INTO erp_journal_lines (entry_id, line_no, account, debit_minor, credit_minor)",
+        "",
+        &lines,
+        |v, (id, no, l)| {
+            v.push(id.to_string())
+                .push(*no as i64)
+                .push(l.account.clone())
+                .push(l.debit_minor)
+                .push(l.credit_minor);
+        },
+    )
+    .await
+}
+
+async fn insert_applications(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+    insert_rows(
+        conn,
+        "inserting payment applications",
+        7,
+        "INSERT INTO erp_applications (tenant_id, payment_id, invoice_id, currency, amount_minor,
+         journal_id, applied_at)",
+        "",
+        &plan.applications,
+        |v, a| {
+            v.push(a.tenant_id.clone())
+                .push(a.payment_id.clone())
+                .push(a.invoice_id.clone())
+                .push(a.currency.clone())
+                .push(a.amount)
+                .push(a.journal_id.clone())
+                .push(a.applied_at);
+        },
+    )
+    .await
+}
+
+async fn insert_conflicts(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+    insert_rows(
+        conn,
+        "recording document conflicts",
+        5,
+        "INSERT INTO erp_conflicts (tenant_id, event_id, event_type, document_id,
+         existing_event_id)",
+        "ON CONFLICT (tenant_id, event_id) DO NOTHING",
+        &plan.conflicts,
+        |v, c| {
+            v.push(c.tenant_id.clone())
+                .push(c.event_id.clone())
+                .push(c.event_type.to_owned())
+                .push(c.document_id.clone())
+                .push(c.existing_event_id.clone());
+        },
+    )
+    .await
+}
+
+async fn insert_outbox(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+    let now = now_micros();
+    let mut rows = Vec::new();
+    for (journal, route) in &plan.journals {
+        let Some(route) = route else { continue };
+        if journal.lines.is_empty() {
+            // A zero-amount document: recorded in the subledger, nothing for the ERP.
+            continue;
+        }
+        let payload = payloads::render(journal, route);
+        let credential = serde_json::to_string(&route.credential)
+            .map_err(|e| StoreError::Invariant(format!("credential reference: {e}")))?;
+        rows.push((journal, route, payload.to_string(), credential));
+    }
+    insert_rows(
+        conn,
+        "enqueueing erp deliveries",
+        13,
+        "INSERT INTO erp_outbox (id, tenant_id, journal_id, erp_kind, endpoint, credential,
+         rate_limit_per_sec, idempotency_key, payload, status, attempts, next_attempt_at,
+         created_at)",
+        "",
+        &rows,
+        |v, (j, route, payload, credential)| {
+            v.push(j.id.to_string())
+                .push(j.tenant_id.clone())
+                .push(j.id.to_string())
+                .push(route.kind.as_str().to_owned())
+                .push(route.endpoint.clone())
+                .push(credential.clone())
+                .push(route.rate_limit_per_sec.map(i64::from))
+                .push(idempotency_key(&j.id))
+                .push(payload.clone())
+                .push("pending".to_owned())
+                .push(0_i64)
+                .push(now)
+                .push(now);
+        },
+    )
+    .await
+}
+
+/// Recomputes balances from the source rows and checks them against the plan.
+async fn verify_balances(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+    let invoices: Vec<Key> = dedup(plan.invoice_open.keys().cloned());
+    if !invoices.is_empty() {
+        fetch_by_keys(
+            conn,
+            "recomputing invoice open balances",
+            "UPDATE erp_ar_documents SET open_minor = total_minor
+                - COALESCE((SELECT CAST(SUM(a.amount_minor) AS BIGINT) FROM erp_applications a
+                            WHERE a.tenant_id = erp_ar_documents.tenant_id
+                              AND a.invoice_id = erp_ar_documents.doc_id), 0)
+                - COALESCE((SELECT CAST(SUM(c.total_minor) AS BIGINT) FROM erp_ar_documents c
+                            WHERE c.tenant_id = erp_ar_documents.tenant_id
+                              AND c.doc_type = 'credit_memo'
+                              AND c.applies_to = erp_ar_documents.doc_id), 0)
+             WHERE doc_type = 'invoice' AND (tenant_id, doc_id) IN (",
+            ")",
+            &invoices,
+        )
+        .await?;
+        let action = "reading back invoice open balances";
+        let rows = fetch_by_keys(
+            conn,
+            action,
+            "SELECT tenant_id, doc_id, open_minor FROM erp_ar_documents
+             WHERE doc_type = 'invoice' AND (tenant_id, doc_id) IN (",
+            ")",
+            &invoices,
+        )
+        .await?;
+        check(rows, &plan.invoice_open, "invoice open balance", action)?;
+    }
+    let payments: Vec<Key> = dedup(plan.payment_unapplied.keys().cloned());
+    if !payments.is_empty() {
+        fetch_by_keys(
+            conn,
+            "recomputing unapplied payment amounts",
+            "UPDATE erp_payments SET unapplied_minor = amount_minor
+                - COALESCE((SELECT CAST(SUM(a.amount_minor) AS BIGINT) FROM erp_applications a
+                            WHERE a.tenant_id = erp_payments.tenant_id
+                              AND a.payment_id = erp_payments.payment_id), 0)
+             WHERE (tenant_id, payment_id) IN (",
+            ")",
+            &payments,
+        )
+        .await?;
+        let action = "reading back unapplied payment amounts";
+        let rows = fetch_by_keys(
+            conn,
+            action,
+            "SELECT tenant_id, payment_id, unapplied_minor FROM erp_payments
+             WHERE (tenant_id, payment_id) IN (",
+            ")",
+            &payments,
+        )
+        .await?;
+        check(
+            rows,
+            &plan.payment_unapplied,
+            "unapplied payment amount",
+            action,
+        )?;
+    }
+    Ok(())
+}
+
+fn check(
+    rows: Vec<AnyRow>,
+    expected: &HashMap<Key, i128>,
+    what: &str,
+    action: &'static str,
+) -> Result<(), StoreError> {
+    if rows.len() != expected.len() {
+        return Err(StoreError::Invariant(format!(
+            "{what}: {} rows found for {} planned",
+            rows.len(),
+            expected.len()
+        )));
+    }
+    for row in rows {
+        let k: Key = (
+            row.try_get(0).map_err(corrupt(action))?,
+            row.try_get(1).map_err(corrupt(action))?,
+        );
+        let stored = i128::from(row.try_get::<i64, _>(2).map_err(corrupt(action))?);
+        if expected.get(&k) != Some(&stored) {
+            return Err(StoreError::Invariant(format!(
+                "{what} of {}/{} is {stored} after recomputation, planned {:?}",
+                k.0,
+                k.1,
+                expected.get(&k)
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! ledgerflow-runtime: the consumer loop.
+//!
+//! # Commit discipline
+//!
+//! Kafka gives at-least-once delivery; the database makes it effect-once. For each consumer:
+//!
+//! 1. **Positions of record live in the database.** On assignment a partition is "unsynced";
+//!    before its first batch is processed the runtime reads the stored next offset and, if the
+//!    broker delivered from somewhere else, seeks there and discards what it had buffered. Kafka's
+//!    committed offsets are never trusted for correctness.
+//! 2. **One transaction per partition batch** ([`ledgerflow_store::Store::commit_batch`]): inbox,
+//!    effects of new events only, dead letters, one audit row per record and the new position
+//!    commit together. A crash before COMMIT loses the whole batch, which is then re-read from the
+//!    stored position; a crash after COMMIT loses nothing.
+//! 3. **Nothing is skipped silently.** Every record of a batch gets a decision (applied, duplicate,
+//!    dead-lettered, skipped) in the audit log, and the position only moves past records that have
+//!    one. A transient failure (database down, registry unreachable) retries the same batch with
+//!    exponential backoff and jitter and never produces a dead letter.
+//! 4. **Fencing.** The batch transaction locks the position row and refuses a batch that starts
+//!    before the stored position (it is stale: another instance, or this one before a rebalance,
+//!    already committed it). The runtime then seeks to the stored position. This makes a
+//!    revoked partition's in-flight batch harmless whether it commits before or after the new
+//!    owner's: it is either first (and the new owner resumes after it) or rejected.
+//! 5. **Kafka commit mirrors the database** after each batch (async) so lag tooling works.
+//!
+//! These rules are pinned by the store conformance suite and the crash tests in `tests/`.
+
+mod backoff;
+mod config;
+mod error;
+mod pipeline;
+mod worker;
+
+pub use backoff::Backoff;
+pub use config::{RuntimeConfig, TopicSelector};
+pub use error::RuntimeError;
+pub use pipeline::{RawRecord, prepare_record};
+pub use worker::{ConsumerSummary, run_consumer};
