@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole local path with nothing installed by hand: a Tansu broker (memory storage), the
-# built-in schema registry (SQLite), a few tenants' worth of produced events, then tail.
+# built-in schema registry (SQLite), a local ERP receiver, a few tenants' worth of produced
+# events, every consumer run until idle, then stats, reconcile and audit verify.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -25,6 +26,7 @@ wait_port() {
 
 BROKER_PORT=$(free_port)
 REGISTRY_PORT=$(free_port)
+ERP_PORT=$(free_port)
 TOPIC=billing.events
 
 echo "== starting tansu broker on 127.0.0.1:$BROKER_PORT (memory storage)"
@@ -40,6 +42,12 @@ echo "== starting the schema registry on 127.0.0.1:$REGISTRY_PORT (sqlite)"
 pids+=($!)
 wait_port "$REGISTRY_PORT"
 
+echo "== starting a local ERP receiver on 127.0.0.1:$ERP_PORT (stands in for the tenants' ERPs)"
+python3 scripts/erp_receiver.py "$ERP_PORT" "$WORK/erp-summary.json" &
+pids+=($!)
+wait_port "$ERP_PORT"
+
+export LEDGERFLOW_DATABASE_URL="sqlite://$WORK/ledgerflow.db"
 export LEDGERFLOW_BROKERS="127.0.0.1:$BROKER_PORT"
 export LEDGERFLOW_SCHEMA_REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT"
 
@@ -48,7 +56,8 @@ tansu topic create --broker "tcp://127.0.0.1:$BROKER_PORT" --partitions 6 "$TOPI
 
 echo "== producing 2,000 events for 8 tenants, 5% exact duplicates"
 "$LEDGERFLOW" produce --topic "$TOPIC" --tenants 8 --events 2000 --duplicates 0.05 --seed 42 \
-  --manifest "$WORK/manifest.json"
+  --manifest "$WORK/manifest.json" --tenants-file "$WORK/tenants.toml" \
+  --erp-url "http://127.0.0.1:$ERP_PORT"
 
 echo "== registered subjects (TopicRecordNameStrategy)"
 curl -s "$LEDGERFLOW_SCHEMA_REGISTRY_URL/subjects" | python3 -m json.tool
@@ -74,4 +83,24 @@ echo "== all $((2000)) records decode back (tail --exit-at-end --format json)"
 rows=[json.loads(l) for l in sys.stdin]
 c=collections.Counter(r.get("event_type","ERROR") for r in rows)
 print(f"{len(rows)} records:", dict(sorted(c.items())))'
+echo "== running every consumer until idle (SQLite store: $LEDGERFLOW_DATABASE_URL)"
+LEDGERFLOW_ERP_POLL_MS=100 "$LEDGERFLOW" run --tenants "$WORK/tenants.toml" --topic "$TOPIC" \
+  --exit-when-idle 4s --log warn
+
+echo "== ledgerflow stats"
+"$LEDGERFLOW" stats
+
+echo "== ledgerflow reconcile --source manifest.json (exit 0 = the ledger matches what was produced)"
+"$LEDGERFLOW" reconcile --source "$WORK/manifest.json"
+
+echo "== ledgerflow audit verify"
+"$LEDGERFLOW" audit verify
+
+echo "== running again: every event is already applied, nothing new is posted"
+"$LEDGERFLOW" run --tenants "$WORK/tenants.toml" --topic "$TOPIC" --exit-when-idle 3s --log warn
+
+echo "== ERP receiver"
+kill "${pids[2]}" 2>/dev/null || true
+for _ in $(seq 1 50); do [ -f "$WORK/erp-summary.json" ] && break; sleep 0.1; done
+cat "$WORK/erp-summary.json" 2>/dev/null && echo
 echo "== demo done"

@@ -153,23 +153,104 @@ pub(crate) async fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         .context("reconciling")?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => {
-            let value = serde_json::to_value(&report)?;
-            println!(
-                "reconcile against {}: {}",
-                report.source,
-                if report.clean { "CLEAN" } else { "DIFFERENCES" }
-            );
-            if let Some(tenants) = value["tenants"].as_object() {
-                for (tenant, detail) in tenants {
-                    println!("{tenant}: {}", serde_json::to_string(detail)?);
-                }
-            }
-        }
+        Format::Text => print_report(&report),
     }
     Ok(if report.clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn print_report(report: &ledgerflow_erp_receivables::ReconcileReport) {
+    use ledgerflow_erp_receivables::DocumentReconciliation;
+    let verdict = if report.clean {
+        "CLEAN"
+    } else {
+        "DIFFERENCES FOUND"
+    };
+    println!(
+        "reconcile erp-receivables against {}: {verdict}",
+        report.source
+    );
+    let totals = |m: &std::collections::BTreeMap<String, String>| {
+        if m.is_empty() {
+            "0".to_owned()
+        } else {
+            m.iter()
+                .map(|(c, v)| format!("{v} {c}"))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        }
+    };
+    let doc = |label: &str, d: &DocumentReconciliation| {
+        let expected = match (d.expected_count, &d.expected_total) {
+            (Some(n), Some(t)) => format!("expected {n} / {t}"),
+            (Some(n), None) => format!("expected {n}"),
+            _ => "expected ?".to_owned(),
+        };
+        let mark = if d.missing_count + d.extra_count + d.mismatched_count == 0
+            && d.count_matches != Some(false)
+            && d.total_matches != Some(false)
+        {
+            "ok"
+        } else {
+            "MISMATCH"
+        };
+        println!(
+            "  {label:<13} {mark:<8} posted {} / {:<28} {expected}  missing {} extra {} mismatched {}",
+            d.posted_count,
+            totals(&d.posted_total),
+            d.missing_count,
+            d.extra_count,
+            d.mismatched_count
+        );
+        for id in d.missing.iter().take(5) {
+            println!("      missing  {id}");
+        }
+        for id in d.extra.iter().take(5) {
+            println!("      extra    {id}");
+        }
+        for id in d.mismatched.iter().take(5) {
+            println!("      mismatch {id}");
+        }
+    };
+    for (tenant, t) in &report.tenants {
+        println!("{tenant}:");
+        doc("invoices", &t.invoices);
+        doc("payments", &t.payments);
+        doc("credit memos", &t.credit_memos);
+        println!(
+            "  applications  {} / {}   unapplied cash {}   held payments {}",
+            t.applications.count,
+            totals(&t.applications.total),
+            totals(&t.unapplied_cash),
+            t.held_payments_count
+        );
+        if !t.double_postings.is_empty() {
+            println!("  DOUBLE POSTINGS: {}", t.double_postings.len());
+            for d in t.double_postings.iter().take(5) {
+                println!("      {} {}", d.kind, d.detail);
+            }
+        }
+        if !t.unbalanced_journals.is_empty() {
+            println!("  UNBALANCED JOURNALS: {:?}", t.unbalanced_journals);
+        }
+        if !t.currency_mismatch_payments.is_empty() {
+            println!(
+                "  payments not applied (currency differs): {:?}",
+                t.currency_mismatch_payments
+            );
+        }
+        let erp = &t.erp;
+        if erp.acked + erp.pending + erp.failed > 0 || !erp.journals_without_outbox.is_empty() {
+            println!(
+                "  erp delivery  acked {} pending {} failed {} journals without outbox {}",
+                erp.acked,
+                erp.pending,
+                erp.failed,
+                erp.journals_without_outbox.len()
+            );
+        }
+    }
 }

@@ -75,6 +75,8 @@ fn init_logging(format: LogFormat, filter: &str) {
 }
 
 fn main() -> ExitCode {
+    // `ledgerflow ... | head` must end quietly like any Unix tool, not panic on EPIPE.
+    sigpipe::reset();
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -397,7 +397,7 @@ impl DocType {
         }
     }
 
-    fn of<'a>(self, t: &'a mut TenantReconciliation) -> &'a mut DocumentReconciliation {
+    fn of(self, t: &mut TenantReconciliation) -> &mut DocumentReconciliation {
         match self {
             Self::Invoice => &mut t.invoices,
             Self::Payment => &mut t.payments,
