@@ -272,7 +272,11 @@ async fn write_batch(
         })
         .collect();
     let mut inserted: HashSet<String> = HashSet::new();
-    for chunk in mapped.chunks(CHUNK_ROWS) {
+    // Insert in event-id order: two batches (different partitions) carrying the same ids then
+    // take their inbox row locks in the same order and cannot deadlock each other.
+    let mut by_id: Vec<&Envelope> = mapped.clone();
+    by_id.sort_by_key(|e| e.meta.event_id);
+    for chunk in by_id.chunks(CHUNK_ROWS) {
         let mut values = Values::new(9);
         for env in chunk {
             values

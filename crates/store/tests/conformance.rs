@@ -10,7 +10,6 @@
 //! extra row instead of being hidden by a constraint error.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -105,38 +104,36 @@ impl ConsumerLogic for TestConsumer {
         ]
     }
 
-    fn write<'a>(
+    async fn write<'a>(
         &'a self,
         conn: &'a mut AnyConnection,
         _backend: Backend,
         effects: &'a [(&'a Envelope, TestEffect)],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
-        async move {
-            for chunk in effects.chunks(1000) {
-                let mut values = Values::new(4);
-                for (_, effect) in chunk {
-                    values
-                        .push(self.name.to_owned())
-                        .push(effect.event_id.clone())
-                        .push(effect.tenant_id.clone())
-                        .push(effect.amount);
-                }
-                let (sql, args) = values.finish(
-                    "INSERT INTO test_effects (consumer, event_id, tenant_id, amount)",
-                    "",
-                );
-                sqlx::query_with(&sql, args)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(StoreError::query("writing test effects"))?;
+    ) -> Result<(), StoreError> {
+        for chunk in effects.chunks(1000) {
+            let mut values = Values::new(4);
+            for (_, effect) in chunk {
+                values
+                    .push(self.name.to_owned())
+                    .push(effect.event_id.clone())
+                    .push(effect.tenant_id.clone())
+                    .push(effect.amount);
             }
-            if self.fail_write {
-                return Err(StoreError::Invariant(
-                    "test consumer fails its write on purpose".to_owned(),
-                ));
-            }
-            Ok(())
+            let (sql, args) = values.finish(
+                "INSERT INTO test_effects (consumer, event_id, tenant_id, amount)",
+                "",
+            );
+            sqlx::query_with(&sql, args)
+                .execute(&mut *conn)
+                .await
+                .map_err(StoreError::query("writing test effects"))?;
         }
+        if self.fail_write {
+            return Err(StoreError::Invariant(
+                "test consumer fails its write on purpose".to_owned(),
+            ));
+        }
+        Ok(())
     }
 }
 
