@@ -53,10 +53,7 @@ pub(crate) fn partitions<C: ConsumerContext, K: Consumer<C>>(
         .find(|t| t.name() == topic)
         .with_context(|| format!("topic {topic} is not in the broker metadata"))?;
     if let Some(err) = t.error() {
-        anyhow::bail!(
-            "topic {topic}: {:?}",
-            rdkafka::types::RDKafkaRespErr::from(err)
-        );
+        anyhow::bail!("topic {topic}: {err:?}");
     }
     let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
     ids.sort_unstable();
