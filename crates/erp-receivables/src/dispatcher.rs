@@ -19,7 +19,8 @@
 //! Requests carry `Authorization: Bearer <secret>`, read through the row's [`SecretRef`] at
 //! send time (so rotation needs no restart). The secret is never logged, never stored, and is
 //! redacted from response excerpts. Each tenant is limited to its `rate_limit_per_sec` by a
-//! token bucket (burst = the rate).
+//! token bucket (burst = the rate) held by the [`Dispatcher`] and shared by its clones: the
+//! limit is per process, so N dispatcher processes may reach N times the rate.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;

@@ -421,6 +421,32 @@ mod tests {
         assert_eq!(row["CURRENCY_CONVERSION_TYPE"], "Corporate");
     }
 
+    /// `PAYLOADS.md` shows exactly what [`render`] produces for the example invoice.
+    #[test]
+    fn payloads_md_shows_the_rendered_examples() {
+        let doc = include_str!("../PAYLOADS.md");
+        let mut missing = Vec::new();
+        for kind in [
+            ErpKind::Netsuite,
+            ErpKind::Dynamics365,
+            ErpKind::S4hana,
+            ErpKind::OracleFusion,
+        ] {
+            let (j, route) = invoice_journal(kind);
+            let pretty = serde_json::to_string_pretty(&render(&j, &route)).unwrap();
+            if std::env::var_os("PRINT_PAYLOADS").is_some() {
+                println!("### {kind}\n{pretty}\n");
+            }
+            if !doc.contains(&pretty) {
+                missing.push(kind);
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "PAYLOADS.md lacks the examples of {missing:?}"
+        );
+    }
+
     #[test]
     fn amounts_use_the_currency_exponent() {
         let (mut j, route) = invoice_journal(ErpKind::Netsuite);

@@ -42,7 +42,10 @@ pub struct RuntimeConfig {
     pub batch_max_records: usize,
     /// A partition's batch is committed at the latest this long after its first record.
     pub batch_max_wait: Duration,
-    /// Exit once no record has arrived for this long and nothing is pending.
+    /// Exit once no record has arrived for this long, nothing is pending and no rebalance is in
+    /// progress. With peers in the group, make it longer than `session.timeout.ms` plus a
+    /// heartbeat, or a survivor can leave before the coordinator hands it a dead peer's
+    /// partitions.
     pub exit_when_idle: Option<Duration>,
     /// Extra librdkafka properties (security, tuning), applied last.
     pub kafka_properties: Vec<(String, String)>,

@@ -149,6 +149,10 @@ pub async fn run_consumer(
     };
     let mut parts: BTreeMap<Key, PartitionState> = BTreeMap::new();
     let mut last_activity = Instant::now();
+    // Between a revoke and the assignment that follows it the group is rebalancing: this member
+    // holds no partitions only because the coordinator has not handed them out yet (after a
+    // peer died, they include the dead peer's). Never idle out in that gap.
+    let mut rebalancing = false;
     let tick = config
         .batch_max_wait
         .min(Duration::from_millis(200))
@@ -161,6 +165,7 @@ pub async fn run_consumer(
                     for key in list {
                         parts.insert(key, PartitionState::default());
                     }
+                    rebalancing = false;
                     last_activity = Instant::now();
                 }
                 Membership::Revoked(list) => {
@@ -168,6 +173,8 @@ pub async fn run_consumer(
                     for key in list {
                         parts.remove(&key);
                     }
+                    rebalancing = true;
+                    last_activity = Instant::now();
                 }
             }
         }
@@ -251,7 +258,7 @@ pub async fn run_consumer(
         }
         if let Some(idle) = config.exit_when_idle {
             let pending = parts.values().any(|s| !s.buffer.is_empty());
-            if !pending && last_activity.elapsed() >= idle {
+            if !pending && !rebalancing && last_activity.elapsed() >= idle {
                 info!(consumer = name, "idle, exiting");
                 break;
             }

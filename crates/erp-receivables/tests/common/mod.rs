@@ -65,11 +65,17 @@ impl TestDb {
             _dir: dir,
         };
         for statement in ErpReceivables.schema(backend) {
-            sqlx::query(&statement).execute(&db.pool).await.expect("ddl");
+            sqlx::query(&statement)
+                .execute(&db.pool)
+                .await
+                .expect("ddl");
         }
         // Twice: the DDL is idempotent.
         for statement in ErpReceivables.schema(backend) {
-            sqlx::query(&statement).execute(&db.pool).await.expect("ddl again");
+            sqlx::query(&statement)
+                .execute(&db.pool)
+                .await
+                .expect("ddl again");
         }
         // The minimal audit_log the reconcile reads (the store owns the real one).
         sqlx::query(
@@ -87,7 +93,9 @@ impl TestDb {
     pub async fn drop_db(self) {
         self.pool.close().await;
         if let Some(name) = self.pg_name {
-            let mut admin = sqlx::PgConnection::connect(PG_ADMIN_URL).await.expect("admin");
+            let mut admin = sqlx::PgConnection::connect(PG_ADMIN_URL)
+                .await
+                .expect("admin");
             admin
                 .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
                 .await
@@ -96,7 +104,11 @@ impl TestDb {
     }
 
     /// Maps and writes one batch in its own transaction.
-    pub async fn write(&self, events: &[Event], tenants: &[TenantConfig]) -> Result<(), StoreError> {
+    pub async fn write(
+        &self,
+        events: &[Event],
+        tenants: &[TenantConfig],
+    ) -> Result<(), StoreError> {
         let envelopes: Vec<Envelope> = events.iter().cloned().map(envelope).collect();
         let effects: Vec<_> = envelopes
             .iter()
@@ -110,7 +122,9 @@ impl TestDb {
             .collect();
         let mut conn = self.pool.acquire().await.expect("connection");
         let mut tx = conn.begin().await.expect("begin");
-        ErpReceivables.write(&mut *tx, self.backend, &effects).await?;
+        ErpReceivables
+            .write(&mut tx, self.backend, &effects)
+            .await?;
         tx.commit().await.expect("commit");
         Ok(())
     }
@@ -202,7 +216,11 @@ pub fn envelope(event: Event) -> Envelope {
     )
 }
 
-pub fn tenant(id: &str, erp: Option<(ErpKind, String, SecretRef)>, rate: Option<u32>) -> TenantConfig {
+pub fn tenant(
+    id: &str,
+    erp: Option<(ErpKind, String, SecretRef)>,
+    rate: Option<u32>,
+) -> TenantConfig {
     tenant_in(id, "USD", erp, rate)
 }
 
@@ -244,7 +262,14 @@ pub fn invoice(tenant: &str, n: u64, invoice_id: &str, net: i64, tax: i64) -> Ev
     invoice_at(tenant, n, invoice_id, net, tax, "USD")
 }
 
-pub fn invoice_at(tenant: &str, n: u64, invoice_id: &str, net: i64, tax: i64, currency: &str) -> Event {
+pub fn invoice_at(
+    tenant: &str,
+    n: u64,
+    invoice_id: &str,
+    net: i64,
+    tax: i64,
+    currency: &str,
+) -> Event {
     let half = net / 2;
     let lines = vec![
         InvoiceLine {
@@ -292,7 +317,14 @@ pub fn invoice_at(tenant: &str, n: u64, invoice_id: &str, net: i64, tax: i64, cu
     })
 }
 
-pub fn payment(tenant: &str, n: u64, payment_id: &str, invoice_id: &str, amount: i64, fee: i64) -> Event {
+pub fn payment(
+    tenant: &str,
+    n: u64,
+    payment_id: &str,
+    invoice_id: &str,
+    amount: i64,
+    fee: i64,
+) -> Event {
     payment_in(tenant, n, payment_id, invoice_id, amount, fee, "USD")
 }
 
@@ -325,7 +357,14 @@ pub fn payment_in(
     })
 }
 
-pub fn credit_memo(tenant: &str, n: u64, memo_id: &str, invoice_id: &str, net: i64, tax: i64) -> Event {
+pub fn credit_memo(
+    tenant: &str,
+    n: u64,
+    memo_id: &str,
+    invoice_id: &str,
+    net: i64,
+    tax: i64,
+) -> Event {
     Event::CreditMemoIssued(CreditMemoIssued {
         event_id: eid(n),
         tenant_id: tenant.into(),
