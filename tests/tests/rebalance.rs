@@ -321,7 +321,10 @@ impl Env {
             .args(["--registry", &self.registry.url])
             .args(["--database", &self.db.url])
             .args(["--topic", &self.topic])
-            .args(["--tenants", &self.path("tenants.toml").display().to_string()])
+            .args([
+                "--tenants",
+                &self.path("tenants.toml").display().to_string(),
+            ])
             .args(["--group-prefix", &self.group_prefix])
             .args(["--consumer", CONSUMER])
             .args(["--batch-max-records", &batch.to_string()])
@@ -447,7 +450,10 @@ impl Env {
         let applied = self.db.count(&format!(
             "SELECT count(*) FROM audit_log WHERE consumer = '{CONSUMER}' AND decision = 'applied'"
         ));
-        assert_eq!(applied, expected, "applied audit rows vs distinct erp events");
+        assert_eq!(
+            applied, expected,
+            "applied audit rows vs distinct erp events"
+        );
         let audited = self.db.count(&format!(
             "SELECT count(DISTINCT (partition, \"offset\")) FROM audit_log \
              WHERE consumer = '{CONSUMER}'"
@@ -610,7 +616,10 @@ fn survivor_takes_over_a_killed_instances_partitions_without_double_postings() {
     );
 
     let status = survivor.wait_exit(deadline);
-    eprintln!("survivor exited {status} {:?} after the kill", killed.elapsed());
+    eprintln!(
+        "survivor exited {status} {:?} after the kill",
+        killed.elapsed()
+    );
     assert!(
         status.success(),
         "survivor failed: {status}\n{}",

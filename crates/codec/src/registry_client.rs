@@ -77,24 +77,7 @@ impl RegistryClient {
     /// failures and 5xx are retryable errors.
     pub async fn schema_by_id(&self, id: SchemaId) -> Result<RegisteredSchema, CodecError> {
         let url = self.url(&["schemas", "ids", &id.0.to_string()]);
-        let response = self
-            .http
-            .get(url.clone())
-            .header(reqwest::header::ACCEPT, REGISTRY_CONTENT_TYPE)
-            .send()
-            .await
-            .map_err(|source| CodecError::RegistryUnavailable {
-                url: url.to_string(),
-                source,
-            })?;
-        let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|source| CodecError::RegistryUnavailable {
-                url: url.to_string(),
-                source,
-            })?;
+        let (status, body) = send(self.http.get(url.clone()), &url).await?;
         if status == StatusCode::NOT_FOUND {
             let code = serde_json::from_str::<ErrorBody>(&body)
                 .map(|b| b.error_code)
@@ -122,25 +105,12 @@ impl RegistryClient {
     /// `POST /subjects/{subject}/versions`: registers (or finds) a schema and returns its id.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<SchemaId, CodecError> {
         let url = self.url(&["subjects", subject, "versions"]);
-        let response = self
+        let request = self
             .http
             .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, REGISTRY_CONTENT_TYPE)
-            .body(serde_json::json!({ "schema": schema }).to_string())
-            .send()
-            .await
-            .map_err(|source| CodecError::RegistryUnavailable {
-                url: url.to_string(),
-                source,
-            })?;
-        let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|source| CodecError::RegistryUnavailable {
-                url: url.to_string(),
-                source,
-            })?;
+            .body(serde_json::json!({ "schema": schema }).to_string());
+        let (status, body) = send(request, &url).await?;
         if !status.is_success() {
             return Err(CodecError::RegistryStatus {
                 status: status.as_u16(),
@@ -156,6 +126,25 @@ impl RegistryClient {
             })?;
         Ok(SchemaId(parsed.id))
     }
+}
+
+/// Sends a request and reads the whole body; transport failures are retryable.
+async fn send(
+    request: reqwest::RequestBuilder,
+    url: &Url,
+) -> Result<(StatusCode, String), CodecError> {
+    let unavailable = |source| CodecError::RegistryUnavailable {
+        url: url.to_string(),
+        source,
+    };
+    let response = request
+        .header(reqwest::header::ACCEPT, REGISTRY_CONTENT_TYPE)
+        .send()
+        .await
+        .map_err(unavailable)?;
+    let status = response.status();
+    let body = response.text().await.map_err(unavailable)?;
+    Ok((status, body))
 }
 
 fn truncate(body: &str) -> String {

@@ -102,7 +102,7 @@ impl Store {
                     .map_err(StoreError::query("sqlite pragma"))?;
             }
         }
-        schema::apply(&store, schema::core_statements(backend)).await?;
+        schema::apply(&store, &schema::core_statements(backend)).await?;
         Ok(store)
     }
 

@@ -8,13 +8,6 @@ use crate::{Backend, Store, StoreError};
 /// Advisory lock key for DDL (arbitrary, stable).
 const DDL_LOCK_KEY: i64 = 0x6c65_6467_6572; // "ledger"
 
-pub(crate) fn core_statements(backend: Backend) -> &'static [&'static str] {
-    match backend {
-        Backend::Postgres => POSTGRES,
-        Backend::Sqlite => SQLITE,
-    }
-}
-
 /// Runs statements on one connection, in a transaction, holding the DDL lock (Postgres).
 pub(crate) async fn apply<S: AsRef<str>>(
     store: &Store,
@@ -47,119 +40,107 @@ pub(crate) async fn apply<S: AsRef<str>>(
         .map_err(StoreError::query("committing ddl"))
 }
 
-const COMMON_TABLES: [&str; 4] = [
-    // The dedup store: one row per (consumer, event) ever applied.
-    "CREATE TABLE IF NOT EXISTS inbox (
-        consumer TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        payload_hash TEXT NOT NULL,
-        tenant_id TEXT NOT NULL,
-        event_type TEXT NOT NULL,
-        topic TEXT NOT NULL,
-        partition INTEGER NOT NULL,
-        \"offset\" BIGINT NOT NULL,
-        applied_at BIGINT NOT NULL,
-        PRIMARY KEY (consumer, event_id)
-    )",
-    // Positions of record: the next offset to process per consumer, topic and partition.
-    "CREATE TABLE IF NOT EXISTS positions (
-        consumer TEXT NOT NULL,
-        topic TEXT NOT NULL,
-        partition INTEGER NOT NULL,
-        next_offset BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL,
-        PRIMARY KEY (consumer, topic, partition)
-    )",
-    // The audit log: one hash chain per (consumer, topic, partition), ordered by seq.
-    "CREATE TABLE IF NOT EXISTS audit_log (
-        consumer TEXT NOT NULL,
-        topic TEXT NOT NULL,
-        partition INTEGER NOT NULL,
-        seq BIGINT NOT NULL,
-        \"offset\" BIGINT NOT NULL,
-        event_id TEXT,
-        tenant_id TEXT,
-        event_type TEXT,
-        decision TEXT NOT NULL,
-        reason TEXT,
-        payload_hash TEXT,
-        schema_id BIGINT,
-        detail TEXT,
-        recorded_at BIGINT NOT NULL,
-        prev_hash TEXT NOT NULL,
-        hash TEXT NOT NULL,
-        PRIMARY KEY (consumer, topic, partition, seq)
-    )",
-    "CREATE INDEX IF NOT EXISTS audit_log_event ON audit_log (consumer, event_id)",
-];
+/// The store's tables; only the binary column type differs between the dialects.
+fn tables(blob: &str) -> Vec<String> {
+    vec![
+        // The dedup store: one row per (consumer, event) ever applied.
+        "CREATE TABLE IF NOT EXISTS inbox (
+            consumer TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            payload_hash TEXT NOT NULL,
+            tenant_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            partition INTEGER NOT NULL,
+            \"offset\" BIGINT NOT NULL,
+            applied_at BIGINT NOT NULL,
+            PRIMARY KEY (consumer, event_id)
+        )"
+        .to_owned(),
+        // Positions of record: the next offset to process per consumer, topic and partition.
+        "CREATE TABLE IF NOT EXISTS positions (
+            consumer TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            partition INTEGER NOT NULL,
+            next_offset BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (consumer, topic, partition)
+        )"
+        .to_owned(),
+        // The audit log: one hash chain per (consumer, topic, partition), ordered by seq.
+        "CREATE TABLE IF NOT EXISTS audit_log (
+            consumer TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            partition INTEGER NOT NULL,
+            seq BIGINT NOT NULL,
+            \"offset\" BIGINT NOT NULL,
+            event_id TEXT,
+            tenant_id TEXT,
+            event_type TEXT,
+            decision TEXT NOT NULL,
+            reason TEXT,
+            payload_hash TEXT,
+            schema_id BIGINT,
+            detail TEXT,
+            recorded_at BIGINT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            PRIMARY KEY (consumer, topic, partition, seq)
+        )"
+        .to_owned(),
+        "CREATE INDEX IF NOT EXISTS audit_log_event ON audit_log (consumer, event_id)".to_owned(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS dead_letters (
+            id TEXT PRIMARY KEY,
+            consumer TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            partition INTEGER NOT NULL,
+            \"offset\" BIGINT NOT NULL,
+            reason TEXT NOT NULL,
+            error TEXT NOT NULL,
+            record_key {blob},
+            record_value {blob},
+            headers TEXT NOT NULL,
+            schema_id BIGINT,
+            event_id TEXT,
+            tenant_id TEXT,
+            event_type TEXT,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            UNIQUE (consumer, topic, partition, \"offset\")
+        )"
+        ),
+        "CREATE INDEX IF NOT EXISTS dead_letters_open ON dead_letters (consumer, status, reason)"
+            .to_owned(),
+    ]
+}
 
-const POSTGRES: &[&str] = &[
-    COMMON_TABLES[0],
-    COMMON_TABLES[1],
-    COMMON_TABLES[2],
-    COMMON_TABLES[3],
-    "CREATE TABLE IF NOT EXISTS dead_letters (
-        id TEXT PRIMARY KEY,
-        consumer TEXT NOT NULL,
-        topic TEXT NOT NULL,
-        partition INTEGER NOT NULL,
-        \"offset\" BIGINT NOT NULL,
-        reason TEXT NOT NULL,
-        error TEXT NOT NULL,
-        record_key BYTEA,
-        record_value BYTEA,
-        headers TEXT NOT NULL,
-        schema_id BIGINT,
-        event_id TEXT,
-        tenant_id TEXT,
-        event_type TEXT,
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        created_at BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL,
-        UNIQUE (consumer, topic, partition, \"offset\")
-    )",
-    "CREATE INDEX IF NOT EXISTS dead_letters_open ON dead_letters (consumer, status, reason)",
-    "CREATE OR REPLACE FUNCTION ledgerflow_audit_append_only() RETURNS trigger AS $body$
-     BEGIN
-        RAISE EXCEPTION 'audit_log is append-only: % rejected', TG_OP;
-     END
-     $body$ LANGUAGE plpgsql",
-    "CREATE OR REPLACE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
-     FOR EACH ROW EXECUTE FUNCTION ledgerflow_audit_append_only()",
-    "CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
-     FOR EACH STATEMENT EXECUTE FUNCTION ledgerflow_audit_append_only()",
-];
-
-const SQLITE: &[&str] = &[
-    COMMON_TABLES[0],
-    COMMON_TABLES[1],
-    COMMON_TABLES[2],
-    COMMON_TABLES[3],
-    "CREATE TABLE IF NOT EXISTS dead_letters (
-        id TEXT PRIMARY KEY,
-        consumer TEXT NOT NULL,
-        topic TEXT NOT NULL,
-        partition INTEGER NOT NULL,
-        \"offset\" BIGINT NOT NULL,
-        reason TEXT NOT NULL,
-        error TEXT NOT NULL,
-        record_key BLOB,
-        record_value BLOB,
-        headers TEXT NOT NULL,
-        schema_id BIGINT,
-        event_id TEXT,
-        tenant_id TEXT,
-        event_type TEXT,
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        created_at BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL,
-        UNIQUE (consumer, topic, partition, \"offset\")
-    )",
-    "CREATE INDEX IF NOT EXISTS dead_letters_open ON dead_letters (consumer, status, reason)",
-    "CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-     BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: UPDATE rejected'); END",
-    "CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-     BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: DELETE rejected'); END",
-];
+pub(crate) fn core_statements(backend: Backend) -> Vec<String> {
+    let mut statements = tables(match backend {
+        Backend::Postgres => "BYTEA",
+        Backend::Sqlite => "BLOB",
+    });
+    let triggers: &[&str] = match backend {
+        Backend::Postgres => &[
+            "CREATE OR REPLACE FUNCTION ledgerflow_audit_append_only() RETURNS trigger AS $body$
+             BEGIN
+                RAISE EXCEPTION 'audit_log is append-only: % rejected', TG_OP;
+             END
+             $body$ LANGUAGE plpgsql",
+            "CREATE OR REPLACE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+             FOR EACH ROW EXECUTE FUNCTION ledgerflow_audit_append_only()",
+            "CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+             FOR EACH STATEMENT EXECUTE FUNCTION ledgerflow_audit_append_only()",
+        ],
+        Backend::Sqlite => &[
+            "CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+             BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: UPDATE rejected'); END",
+            "CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+             BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: DELETE rejected'); END",
+        ],
+    };
+    statements.extend(triggers.iter().map(|s| (*s).to_owned()));
+    statements
+}
