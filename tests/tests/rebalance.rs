@@ -13,6 +13,9 @@
 //! second), the survivors hear of it on their next heartbeat (every second) and revoke, and the
 //! coordinator then waits `session.timeout.ms - 1 s` for them to rejoin before it assigns.
 //!
+//! `REBALANCE_KEEP_LOGS=DIR` copies every instance's log and summary, the manifest and the
+//! tenants file to DIR before the final checks.
+//!
 //! The instances run with `session.timeout.ms=6000` (the runtime's default is 10 s) and
 //! `--exit-when-idle 10s`: a survivor only learns that a peer died when the peer's session
 //! expires, so its idle window must be longer than the session timeout plus a heartbeat, or it
@@ -386,6 +389,34 @@ impl Env {
             );
         }
 
+        // Nothing skipped: every offset below a position of record has exactly one decision.
+        let gaps = self.db.pairs(&format!(
+            "SELECT p.partition::BIGINT, s.o FROM positions p \
+             CROSS JOIN LATERAL generate_series(0, p.next_offset - 1) AS s(o) \
+             WHERE p.consumer = '{CONSUMER}' AND NOT EXISTS (SELECT 1 FROM audit_log a \
+             WHERE a.consumer = p.consumer AND a.topic = p.topic \
+             AND a.partition = p.partition AND a.\"offset\" = s.o) ORDER BY 1, 2"
+        ));
+        let twice = self.db.pairs(&format!(
+            "SELECT partition::BIGINT, \"offset\" FROM audit_log WHERE consumer = '{CONSUMER}' \
+             GROUP BY partition, \"offset\" HAVING count(*) > 1 ORDER BY 1, 2"
+        ));
+        if let Some(keep) = std::env::var_os("REBALANCE_KEEP_LOGS") {
+            let keep = PathBuf::from(keep);
+            let _ = std::fs::create_dir_all(&keep);
+            for entry in std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = std::fs::copy(entry.path(), keep.join(entry.file_name()));
+            }
+        }
+        assert!(
+            gaps.is_empty() && twice.is_empty(),
+            "(partition, offset) without a decision: {gaps:?}; with several: {twice:?}"
+        );
+
         let db = self.db.url.as_str();
         let manifest_path = self.path("m.json").display().to_string();
         let out = ledgerflow()
@@ -556,6 +587,15 @@ fn parse_partitions(raw: &str) -> BTreeSet<i32> {
         .collect()
 }
 
+/// Batches an instance's position fence rejected as stale, from its log (also the killed ones).
+fn stale_rejections(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("stale batch rejected by the position fence"))
+        .count()
+}
+
 /// Polls `check` every 200 ms until it returns `Some`, panicking with `what` at the deadline.
 fn wait_for<T>(deadline: Instant, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     loop {
@@ -615,6 +655,26 @@ fn survivor_takes_over_a_killed_instances_partitions_without_double_postings() {
         spawned.elapsed()
     );
 
+    // The survivor is assigned the victim's partitions (in one or more rebalances).
+    let takeover = wait_for(deadline, "the survivor to take over", || {
+        let after: BTreeSet<i32> = survivor.assignments()[assignments_before_kill..]
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        if victim_parts.is_subset(&after) {
+            return Some(killed.elapsed());
+        }
+        if let Some(status) = survivor.try_exited() {
+            panic!(
+                "the survivor exited ({status}) without taking over {victim_parts:?} \
+                 (assigned after the kill: {after:?}); log tail:\n{}",
+                survivor.log_tail(30)
+            );
+        }
+        None
+    });
+    eprintln!("survivor took over {victim_parts:?} {takeover:?} after the kill");
     let status = survivor.wait_exit(deadline);
     eprintln!(
         "survivor exited {status} {:?} after the kill",
@@ -625,21 +685,12 @@ fn survivor_takes_over_a_killed_instances_partitions_without_double_postings() {
         "survivor failed: {status}\n{}",
         survivor.log_tail(30)
     );
-    let taken_over: BTreeSet<i32> = survivor.assignments()[assignments_before_kill..]
-        .iter()
-        .flatten()
-        .copied()
-        .collect();
-    assert!(
-        victim_parts.is_subset(&taken_over),
-        "the survivor never took over {victim_parts:?} (assigned after the kill: \
-         {taken_over:?}); log tail:\n{}",
-        survivor.log_tail(30)
-    );
     let stale = survivor.stale_batches();
     eprintln!(
-        "survivor summary: {}; stale batches rejected by the fence: {stale}",
-        survivor.summary()
+        "survivor summary: {}; stale batches rejected by the position fence: {stale} \
+         (the killed instance's log shows {})",
+        survivor.summary(),
+        stale_rejections(&victim.log)
     );
 
     env.assert_effect_once();
@@ -653,7 +704,7 @@ fn rebalance_never_double_applies_under_churn() {
     let deadline = started + Duration::from_secs(180);
     let env = Env::start("churn");
     // Records keep arriving while the instances come and go.
-    let produce_args = env.produce_args(3000, Some(250));
+    let produce_args = env.produce_args(3000, Some(100));
     let mut producer = Instance {
         name: "produce".to_owned(),
         child: Some(
@@ -672,47 +723,64 @@ fn rebalance_never_double_applies_under_churn() {
         env.path("tenants.toml").exists().then_some(())
     });
 
-    // Churners never exit on their own: they are killed, and the last one drains.
+    // Churners never exit on their own: they are killed, and a last instance drains.
     let mut instances: Vec<Instance> = (0..3)
         .map(|i| env.spawn(&format!("c{i}-r0"), 20, "600s"))
         .collect();
-    let mut stale_total = 0u64;
+    let mut logs: Vec<PathBuf> = instances.iter().map(|i| i.log.clone()).collect();
+    // The member whose assignment shows that the group has settled after the last change.
+    let mut newest = 2;
     for round in 1..=4 {
+        wait_for(
+            deadline,
+            "the newest member to be assigned partitions",
+            || {
+                instances[newest]
+                    .assignments()
+                    .last()
+                    .is_some_and(|a| !a.is_empty())
+                    .then_some(())
+            },
+        );
+        // Work a little under this assignment, then crash one member and start a replacement.
+        std::thread::sleep(Duration::from_millis(1500));
         let slot = round % 3;
-        // Let the instance join and work a little, then crash it and start a replacement.
-        let joined = Instant::now();
-        wait_for(deadline, "the instance to be assigned", || {
-            (!instances[slot].assignments().is_empty()
-                || joined.elapsed() > Duration::from_secs(15))
-            .then_some(())
-        });
-        std::thread::sleep(Duration::from_secs(2));
         instances[slot].kill();
-        let positions = env.db.positions();
         eprintln!(
-            "round {round}: killed {} after {:?}; positions {positions:?}",
+            "round {round}: killed {} after {:?}; positions {:?}",
             instances[slot].name,
-            started.elapsed()
+            started.elapsed(),
+            env.db.positions()
         );
         instances[slot] = env.spawn(&format!("c{slot}-r{round}"), 20, "600s");
+        logs.push(instances[slot].log.clone());
+        newest = slot;
     }
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(1500));
     for instance in &mut instances {
         instance.kill();
     }
     let status = producer.wait_exit(deadline);
     assert!(status.success(), "produce failed: {status}");
 
-    // Let the killed members' sessions expire, so the last instance joins an empty group and
-    // gets every partition at once instead of idling out between two rebalances.
-    std::thread::sleep(Duration::from_secs(12));
+    // Let the killed members' sessions expire (6 s, checked every second), so the last instance
+    // joins an empty group and gets every partition in one assignment.
+    std::thread::sleep(Duration::from_secs(8));
     let mut last = env.spawn("drain", 50, "10s");
+    logs.push(last.log.clone());
     let status = last.wait_exit(deadline);
-    assert!(status.success(), "the draining instance failed: {status}");
-    stale_total += last.stale_batches();
+    assert!(
+        status.success(),
+        "the draining instance failed: {status}\n{}",
+        last.log_tail(30)
+    );
+    let fenced: usize = logs.iter().map(|l| stale_rejections(l)).sum();
     eprintln!(
-        "churn: drained after {:?}; stale batches rejected (draining instance): {stale_total}",
-        started.elapsed()
+        "churn: drained after {:?}; stale batches rejected by the position fence: {} in the \
+         draining instance's summary, {fenced} in all {} instances' logs",
+        started.elapsed(),
+        last.stale_batches(),
+        logs.len()
     );
     env.assert_effect_once();
     eprintln!("churn test passed in {:?}", started.elapsed());

@@ -158,6 +158,19 @@ pub async fn run_consumer(
         .min(Duration::from_millis(200))
         .max(Duration::from_millis(5));
     loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let received = tokio::select! {
+            _ = shutdown.changed() => break,
+            r = tokio::time::timeout(tick, kafka.recv()) => r,
+        };
+        // Assignment changes before the record: librdkafka runs the rebalance callbacks inside
+        // the poll that then returns the first record of the new assignment, so by now they are
+        // in the channel. Applied after the record instead, a fresh `Assigned` state would
+        // overwrite the record buffered just before it (and a `Revoked` would drop it): that
+        // record, typically offset 0 of a partition with no stored position, would be skipped
+        // without a decision, and the next batch would start past it.
         while let Ok(change) = membership.try_recv() {
             match change {
                 Membership::Assigned(list) => {
@@ -178,13 +191,6 @@ pub async fn run_consumer(
                 }
             }
         }
-        if *shutdown.borrow() {
-            break;
-        }
-        let received = tokio::select! {
-            _ = shutdown.changed() => break,
-            r = tokio::time::timeout(tick, kafka.recv()) => r,
-        };
         match received {
             Ok(Ok(msg)) => {
                 last_activity = Instant::now();
