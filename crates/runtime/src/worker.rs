@@ -368,6 +368,20 @@ async fn flush_partition(
                 }
                 return Ok(());
             }
+            if stored.is_none()
+                && let Some(low) = low_watermark(kafka, topic, partition)
+                && first > low
+            {
+                // No position of record yet, and the broker started past the earliest record
+                // it still holds: never start a partition's history with a gap.
+                info!(
+                    low,
+                    first, "no stored position; seeking to the earliest offset"
+                );
+                state.next = Some(low);
+                seek(kafka, topic, partition, low);
+                return Ok(());
+            }
             state.next = Some(first);
         }
         // 2. Prepare every record (decode, tenant, map); a transient failure retries all.
@@ -453,6 +467,16 @@ async fn sleep_or_shutdown(
         () = tokio::time::sleep(delay) => true,
         _ = shutdown.changed() => false,
     }
+}
+
+/// The partition's earliest available offset, or None when the broker does not answer.
+fn low_watermark(kafka: &StreamConsumer<LoopContext>, topic: &str, partition: i32) -> Option<i64> {
+    // A metadata round trip, once per partition per assignment; block_in_place keeps the
+    // runtime's other tasks moving meanwhile.
+    tokio::task::block_in_place(|| kafka.fetch_watermarks(topic, partition, Duration::from_secs(5)))
+        .map(|(low, _)| low)
+        .map_err(|e| warn!(topic, partition, error = %e, "cannot read the low watermark"))
+        .ok()
 }
 
 fn seek(kafka: &StreamConsumer<LoopContext>, topic: &str, partition: i32, offset: i64) {
