@@ -116,6 +116,24 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Companions (outbox dispatchers) stop after the consumers, so nothing a consumer wrote in
     // its last batch waits for the next run without need.
     let (companion_tx, companion_rx) = watch::channel(false);
+    let ready = Arc::new(ledgerflow_telemetry::Readiness::default());
+    if let Some(addr) = &pipeline.settings.metrics_listen {
+        let handle = ledgerflow_telemetry::install().context("installing the metrics recorder")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+        tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+        let mut metrics_stop = companion_rx.clone();
+        let ready = Arc::clone(&ready);
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = metrics_stop.wait_for(|v| *v).await;
+            };
+            if let Err(e) = ledgerflow_telemetry::serve(listener, handle, ready, stop).await {
+                tracing::error!(error = %ledgerflow_codec::error_chain(&e), "metrics server stopped");
+            }
+        });
+    }
     let config = pipeline.runtime_config();
     let mut tasks = Vec::new();
     for name in &names {
@@ -139,6 +157,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             extras,
         ));
     }
+    ready.set(true);
     let mut failed = false;
     let mut summaries = Vec::new();
     let mut companions = Vec::new();

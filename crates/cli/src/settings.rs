@@ -70,6 +70,9 @@ pub(crate) struct PipelineArgs {
     /// Extra librdkafka property, repeatable: `--kafka-property security.protocol=SSL`.
     #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
     pub(crate) kafka_properties: Vec<(String, String)>,
+    /// Serve /metrics, /healthz and /readyz on this address, e.g. `127.0.0.1:9464`.
+    #[arg(long, env = "LEDGERFLOW_METRICS_LISTEN")]
+    pub(crate) metrics_listen: Option<String>,
 }
 
 /// The TOML file.
@@ -90,6 +93,7 @@ pub(crate) struct FileConfig {
     exit_when_idle: Option<String>,
     #[serde(default)]
     kafka: BTreeMap<String, String>,
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -132,6 +136,7 @@ pub(crate) struct PipelineSettings {
     pub(crate) batch_max_wait: Duration,
     pub(crate) exit_when_idle: Option<Duration>,
     pub(crate) kafka_properties: Vec<(String, String)>,
+    pub(crate) metrics_listen: Option<String>,
 }
 
 fn default_brokers() -> String {
@@ -218,6 +223,7 @@ impl PipelineArgs {
                 .unwrap_or_else(default_batch_max_wait),
             exit_when_idle: self.exit_when_idle.or(file_idle),
             kafka_properties,
+            metrics_listen: self.metrics_listen.clone().or(file.metrics_listen),
         };
         if settings.batch_max_records == 0 || settings.batch_max_records > 10_000 {
             anyhow::bail!(

@@ -20,6 +20,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::pipeline::{RawRecord, prepare_record};
 use crate::{Backoff, RuntimeConfig, RuntimeError};
+use ledgerflow_telemetry as tm;
 
 /// Totals of one consumer run.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -385,6 +386,7 @@ async fn flush_partition(
             state.next = Some(first);
         }
         // 2. Prepare every record (decode, tenant, map); a transient failure retries all.
+        let batch_started = Instant::now();
         let mut attempt_records = records;
         loop {
             let mut outcomes = Vec::with_capacity(attempt_records.len());
@@ -401,6 +403,7 @@ async fn flush_partition(
             summary.records += attempt_records.len() as u64;
             if let Some(f) = transient {
                 summary.retries += 1;
+                metrics::counter!(tm::RETRIES_TOTAL, "consumer" => consumer.name(), "stage" => "prepare").increment(1);
                 if !sleep_or_shutdown(&mut backoff, &f.to_string(), shutdown).await {
                     return Ok(());
                 }
@@ -417,6 +420,7 @@ async fn flush_partition(
                 Ok(outcome) => {
                     if let Some(position) = outcome.stale {
                         summary.stale_batches += 1;
+                        metrics::counter!(tm::STALE_BATCHES_TOTAL, "consumer" => consumer.name()).increment(1);
                         warn!(
                             position,
                             "stale batch rejected by the position fence; seeking"
@@ -426,6 +430,7 @@ async fn flush_partition(
                         return Ok(());
                     }
                     summary.add(&outcome);
+                    record_metrics(consumer.name(), topic, partition, &outcome, batch_started, last + 1);
                     state.next = Some(last + 1);
                     debug!(?outcome, "batch committed");
                     mirror_commit(kafka, topic, partition, last + 1);
@@ -433,6 +438,7 @@ async fn flush_partition(
                 }
                 Err(e) if e.is_retryable() => {
                     summary.retries += 1;
+                    metrics::counter!(tm::RETRIES_TOTAL, "consumer" => consumer.name(), "stage" => "commit").increment(1);
                     if !sleep_or_shutdown(&mut backoff, &error_text(&e), shutdown).await {
                         return Ok(());
                     }
@@ -444,6 +450,37 @@ async fn flush_partition(
     }
     .instrument(span)
     .await
+}
+
+fn record_metrics(
+    consumer: &'static str,
+    topic: &str,
+    partition: i32,
+    outcome: &BatchOutcome,
+    started: Instant,
+    next: i64,
+) {
+    let total = outcome.applied + outcome.duplicates + outcome.dead_lettered + outcome.skipped;
+    metrics::histogram!(tm::BATCH_RECORDS, "consumer" => consumer).record(total as f64);
+    metrics::histogram!(tm::BATCH_COMMIT_SECONDS, "consumer" => consumer)
+        .record(started.elapsed().as_secs_f64());
+    for (event_type, n) in &outcome.applied_types {
+        metrics::counter!(tm::EVENTS_TOTAL, "consumer" => consumer, "event_type" => event_type.clone(), "decision" => "applied").increment(*n);
+    }
+    for (decision, n) in [
+        ("duplicate", outcome.duplicates),
+        ("dead_lettered", outcome.dead_lettered),
+        ("skipped", outcome.skipped),
+    ] {
+        if n > 0 {
+            metrics::counter!(tm::EVENTS_TOTAL, "consumer" => consumer, "event_type" => "any", "decision" => decision).increment(n);
+        }
+    }
+    for (reason, n) in &outcome.reasons {
+        metrics::counter!(tm::DEAD_LETTERS_TOTAL, "consumer" => consumer, "reason" => reason.as_str()).increment(*n);
+    }
+    metrics::gauge!(tm::POSITION, "consumer" => consumer, "topic" => topic.to_owned(), "partition" => partition.to_string())
+        .set(next as f64);
 }
 
 fn error_text(e: &StoreError) -> String {
