@@ -24,7 +24,16 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// ledgerflow: effect-once consumers from billing events to finance systems.
 #[derive(Debug, Parser)]
-#[command(name = "ledgerflow", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "ledgerflow",
+    version,
+    about = "Effect-once consumers from billing events (Kafka, Avro) to ERP journals",
+    long_about = None,
+    propagate_version = true,
+    after_help = "Exit codes: 0 success; 1 the command failed or found a problem (reconcile \
+                  differences, a broken audit chain); 2 bad usage.\n\
+                  Settings: flags, then LEDGERFLOW_* environment variables, then --config FILE."
+)]
 struct Cli {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LEDGERFLOW_LOG_FORMAT")]
