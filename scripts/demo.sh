@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole local path with nothing installed by hand: a Tansu broker (memory storage), the
+# The whole local path with nothing installed by hand: a Tansu broker (SQLite storage), the
 # built-in schema registry (SQLite), a local ERP receiver, a few tenants' worth of produced
 # events, every consumer run until idle, then stats, reconcile and audit verify.
 set -euo pipefail
@@ -29,9 +29,9 @@ REGISTRY_PORT=$(free_port)
 ERP_PORT=$(free_port)
 TOPIC=billing.events
 
-echo "== starting tansu broker on 127.0.0.1:$BROKER_PORT (memory storage)"
+echo "== starting tansu broker on 127.0.0.1:$BROKER_PORT (sqlite storage in a temp dir)"
 (cd "$WORK" && exec tansu broker --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" --storage-engine memory://tansu/ \
+  --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" --storage-engine sqlite://tansu.db \
   >"$WORK/broker.log" 2>&1) &
 pids+=($!)
 wait_port "$BROKER_PORT"

@@ -4,12 +4,33 @@
 //!
 //! Binaries: `LEDGERFLOW_BIN` (default `<target>/debug/ledgerflow`) and `TANSU_BIN` (default
 //! `tansu` on PATH, then `~/.cargo/bin/tansu`). `make test` builds and installs both.
+//!
+//! Besides the stack: [`Running`] (a `ledgerflow` child that can be SIGKILLed), [`PgDatabase`]
+//! (a fresh Postgres database, dropped with the guard), [`Ledger`] (SQL reads of a store),
+//! [`EventProducer`] (encoded events and raw poison records through rdkafka) and [`generate`]
+//! (an in-process workload with its manifest).
+//!
+//! The blocking helpers ([`Ledger`], [`EventProducer`]) drive their own tokio runtime: call
+//! them from plain `#[test]` functions, not from inside a tokio runtime.
 
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use ledgerflow_codec::{Encoder, RegistryClient};
+use ledgerflow_core::Event;
+use ledgerflow_loadgen::{GeneratedEvent, Manifest, Workload, WorkloadConfig};
+use ledgerflow_store::{DeadLetter, DeadLetterFilter, PositionRow, Store};
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::{AnyPool, Connection, PgConnection};
 
 /// Path of the `ledgerflow` binary under test.
 pub fn ledgerflow_bin() -> PathBuf {
@@ -97,6 +118,9 @@ impl Stack {
                 "--advertised-listener-url",
                 &url,
             ])
+            // Not the memory engine: in Tansu 0.6.0 a fetch at an offset inside a stored
+            // record batch returns the NEXT batch (fetch at 3500 -> first record 6028, measured),
+            // so a consumer resuming mid-batch silently misses records.
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(dir.path())
             .stdout(log.try_clone().expect("log handle"))
@@ -107,6 +131,7 @@ impl Stack {
             });
         wait_for_port(port, &mut broker, "tansu broker");
         let broker = Proc(broker);
+        index_tansu_headers(&dir.path().join("tansu.db"));
 
         let db = format!("sqlite://{}", dir.path().join("registry.db").display());
         let mut registry = Command::new(ledgerflow_bin())
@@ -160,15 +185,93 @@ impl Stack {
         );
     }
 
-    /// Runs `ledgerflow ARGS` with the stack's broker and registry in the environment.
-    pub fn ledgerflow(&self, args: &[&str]) -> Output {
-        Command::new(ledgerflow_bin())
-            .args(args)
+    /// `ledgerflow ARGS` with the stack's broker and registry in the environment (and no other
+    /// `LEDGERFLOW_*` variable from the developer's shell), not yet started.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(ledgerflow_bin());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("LEDGERFLOW_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.args(args)
             .env("LEDGERFLOW_BROKERS", &self.brokers)
             .env("LEDGERFLOW_SCHEMA_REGISTRY_URL", &self.registry)
-            .env_remove("LEDGERFLOW_DATABASE_URL")
-            .output()
-            .expect("run ledgerflow")
+            .env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// Runs `ledgerflow ARGS` with the stack's broker and registry in the environment.
+    pub fn ledgerflow(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run ledgerflow")
+    }
+
+    /// Starts `ledgerflow ARGS` in the background; stdout goes to `<name>.out` and stderr to
+    /// `<name>.log` in the scratch directory.
+    pub fn spawn(&self, args: &[&str], name: &str) -> Running {
+        let out = self.dir.path().join(format!("{name}.out"));
+        let log = self.dir.path().join(format!("{name}.log"));
+        let child = self
+            .command(args)
+            .stdout(File::create(&out).expect("stdout file"))
+            .stderr(File::create(&log).expect("log file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", ledgerflow_bin().display()));
+        Running {
+            child,
+            out,
+            log,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Writes a tenants file for `tenants` generated tenants (`t001`, ...; names and currencies
+    /// depend on the tenant's number only, not on a seed) with `ledgerflow produce
+    /// --tenants-file`, producing its one record to a scratch topic nobody reads.
+    pub fn write_tenants_file(&self, tenants: u32, path: &str) {
+        static SCRATCH: AtomicU32 = AtomicU32::new(0);
+        let topic = format!(
+            "e2e.tenants-scratch-{}",
+            SCRATCH.fetch_add(1, Ordering::Relaxed)
+        );
+        self.create_topic(&topic, 1);
+        self.ledgerflow_ok(&[
+            "produce",
+            "--topic",
+            &topic,
+            "--tenants",
+            &tenants.to_string(),
+            "--events",
+            "1",
+            "--tenants-file",
+            path,
+        ]);
+    }
+
+    /// `ledgerflow stats --format json` of a store.
+    pub fn stats(&self, database: &str) -> Stats {
+        let out = self.ledgerflow_ok(&["stats", "--database", database, "--format", "json"]);
+        Stats(serde_json::from_slice(&out.stdout).expect("stats JSON"))
+    }
+
+    /// `ledgerflow reconcile --format json [EXTRA]`: exit code and report.
+    pub fn reconcile(&self, database: &str, extra: &[&str]) -> (i32, serde_json::Value) {
+        let mut args = vec!["reconcile", "--database", database, "--format", "json"];
+        args.extend_from_slice(extra);
+        json_command(self.ledgerflow(&args), &args)
+    }
+
+    /// `ledgerflow audit verify --format json`: exit code and report.
+    pub fn audit_verify(&self, database: &str) -> (i32, serde_json::Value) {
+        let args = [
+            "audit",
+            "verify",
+            "--database",
+            database,
+            "--format",
+            "json",
+        ];
+        json_command(self.ledgerflow(&args), &args)
     }
 
     /// Like [`Stack::ledgerflow`] but panics with stderr unless the exit code is 0.
@@ -196,4 +299,473 @@ pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
+}
+
+fn json_command(out: Output, args: &[&str]) -> (i32, serde_json::Value) {
+    let code = out.status.code().unwrap_or(-1);
+    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ledgerflow {args:?} ({}) printed no JSON ({e}):\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, value)
+}
+
+/// Runs a future to completion on a fresh current-thread runtime in a scoped thread, so it
+/// works from plain tests, from inside a tokio runtime and from `Drop`.
+pub fn block_on<F>(future: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime")
+                    .block_on(future)
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Tansu 0.6.0's SQLite schema has no index on `header (topition, offset_id)`, and a fetch looks
+/// up every record's headers by exactly those columns: a scan of the whole header table per
+/// record, so fetching slows down with every record the broker holds. Measured here with 3
+/// headers per record: 3,000 records fetched in 1.1 s from a broker holding only them, in 9.7 s
+/// from one holding 26,000 (~330 records/s), and in 1.8 s once this index existed. The index
+/// changes query plans only, never results. Tansu may create its database file and tables just
+/// after it starts listening, so this retries for a while; it only warns if it never succeeds.
+fn index_tansu_headers(db: &Path) {
+    let url = format!("sqlite://{}", db.display());
+    let attempt = || {
+        block_on(async {
+            let mut conn = sqlx::SqliteConnection::connect(&url).await?;
+            sqlx::query(
+                "CREATE INDEX IF NOT EXISTS e2e_header_topition_offset \
+                 ON header (topition, offset_id)",
+            )
+            .execute(&mut conn)
+            .await
+            .map(|_| ())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match attempt() {
+            Ok(()) => return,
+            Err(e) if Instant::now() >= deadline => {
+                eprintln!(
+                    "warning: could not index tansu's header table in {url} ({e}); fetches will be slow"
+                );
+                return;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// A `ledgerflow` child process (see [`Stack::spawn`]), SIGKILLed on drop if still running.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    out: PathBuf,
+    log: PathBuf,
+    name: String,
+}
+
+impl Running {
+    /// Process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if it has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix): no shutdown hook, no flush, no drain.
+    /// Returns whether the process was still running when the signal was sent.
+    pub fn sigkill(&mut self) -> bool {
+        let running = self.try_wait().is_none();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        running
+    }
+
+    /// Everything it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Everything it wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Lines of its log containing `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// The name given to [`Stack::spawn`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ledgerflow stats --format json`.
+#[derive(Debug, Clone)]
+pub struct Stats(pub serde_json::Value);
+
+impl Stats {
+    /// Audit rows of `consumer` with this decision (and reason, for dead letters; `None` sums
+    /// every reason).
+    pub fn count(&self, consumer: &str, decision: &str, reason: Option<&str>) -> i64 {
+        self.0["decisions"]
+            .as_array()
+            .expect("decisions")
+            .iter()
+            .filter(|d| d["consumer"] == consumer && d["decision"] == decision)
+            .filter(|d| reason.is_none_or(|r| d["reason"] == r))
+            .map(|d| d["count"].as_i64().expect("count"))
+            .sum()
+    }
+
+    /// Dead-letter audit rows of `consumer` by reason.
+    pub fn dead_letter_reasons(&self, consumer: &str) -> BTreeMap<String, i64> {
+        let mut out = BTreeMap::new();
+        for d in self.0["decisions"].as_array().expect("decisions") {
+            if d["consumer"] == consumer && d["decision"] == "dead_lettered" {
+                let reason = d["reason"].as_str().unwrap_or("?").to_owned();
+                *out.entry(reason).or_insert(0) += d["count"].as_i64().expect("count");
+            }
+        }
+        out
+    }
+}
+
+/// Administrative Postgres URL (`LEDGERFLOW_TEST_POSTGRES` overrides), a database that always
+/// exists on the server the tests use.
+pub fn postgres_admin_url() -> String {
+    std::env::var("LEDGERFLOW_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh Postgres database `<prefix>_<uuid>`, dropped `WITH (FORCE)` with the guard.
+#[derive(Debug)]
+pub struct PgDatabase {
+    /// Database name.
+    pub name: String,
+    /// Its URL.
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// Creates the database.
+    pub fn create(prefix: &str) -> Self {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let admin = postgres_admin_url();
+        block_on(async {
+            let mut conn = PgConnection::connect(&admin)
+                .await
+                .unwrap_or_else(|e| panic!("connecting to {admin}: {e}"));
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        });
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        Self { name, url }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin = postgres_admin_url();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // A test that restarts Postgres may drop the guard while the server is coming back.
+        for _ in 0..20 {
+            let done = block_on(async {
+                let Ok(mut conn) = PgConnection::connect(&admin).await else {
+                    return false;
+                };
+                sqlx::query(&sql).execute(&mut conn).await.is_ok()
+            });
+            if done {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        eprintln!("could not drop test database {}", self.name);
+    }
+}
+
+/// Reads a store (SQLite or Postgres) with its own runtime and pool; the connection is
+/// re-established on demand, so it survives a database restart.
+#[derive(Debug)]
+pub struct Ledger {
+    runtime: tokio::runtime::Runtime,
+    store: Store,
+}
+
+impl Ledger {
+    /// Opens the store (applies the store's own idempotent DDL, like any `ledgerflow` command).
+    pub fn open(url: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let store = runtime
+            .block_on(Store::open(url))
+            .unwrap_or_else(|e| panic!("opening the store {url}: {e}"));
+        Self { runtime, store }
+    }
+
+    /// The pool (for ad-hoc reads).
+    pub fn pool(&self) -> &AnyPool {
+        self.store.pool()
+    }
+
+    /// Runs a future on the ledger's runtime.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// One `BIGINT` from a query with text binds (cast aggregates: `CAST(COUNT(*) AS BIGINT)`).
+    pub fn try_scalar(&self, sql: &str, binds: &[&str]) -> Result<i64, sqlx::Error> {
+        self.runtime.block_on(async {
+            let mut query = sqlx::query_scalar::<_, i64>(sql);
+            for b in binds {
+                query = query.bind(b.to_string());
+            }
+            query.fetch_one(self.store.pool()).await
+        })
+    }
+
+    /// Like [`Ledger::try_scalar`], panicking on errors.
+    pub fn scalar(&self, sql: &str, binds: &[&str]) -> i64 {
+        self.try_scalar(sql, binds)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Every dead letter, oldest first.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.runtime
+            .block_on(self.store.dead_letters(&DeadLetterFilter::default()))
+            .expect("dead letters")
+    }
+
+    /// Stored positions.
+    pub fn positions(&self) -> Vec<PositionRow> {
+        self.runtime
+            .block_on(self.store.positions(None))
+            .expect("positions")
+    }
+
+    /// `(partition, offset, decision)` of every audit row of a consumer and topic, by
+    /// partition and offset.
+    pub fn audit_rows(&self, consumer: &str, topic: &str) -> Vec<(i32, i64, String)> {
+        self.runtime
+            .block_on(
+                sqlx::query_as::<_, (i32, i64, String)>(
+                    "SELECT partition, \"offset\", decision FROM audit_log \
+                     WHERE consumer = $1 AND topic = $2 ORDER BY partition, \"offset\", seq",
+                )
+                .bind(consumer)
+                .bind(topic)
+                .fetch_all(self.store.pool()),
+            )
+            .expect("audit rows")
+    }
+}
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// A record as bytes, for poison and hand-made records.
+#[derive(Debug, Clone, Default)]
+pub struct RawRecord {
+    /// Key (`None`: no key).
+    pub key: Option<Vec<u8>>,
+    /// Value (`None`: a tombstone).
+    pub value: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Explicit partition (default: murmur2 of the key, as `ledgerflow produce` does).
+    pub partition: Option<i32>,
+}
+
+/// Produces encoded events (with the contracts registered for the topic, keyed and with the
+/// headers `ledgerflow produce` sets) and raw records, one acknowledged send at a time.
+pub struct EventProducer {
+    runtime: tokio::runtime::Runtime,
+    producer: FutureProducer,
+    encoder: Encoder,
+    topic: String,
+}
+
+impl std::fmt::Debug for EventProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventProducer")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventProducer {
+    /// Registers every shipped contract version for `topic` (idempotent: `ledgerflow produce`
+    /// gets the same ids) and connects a producer.
+    pub fn new(stack: &Stack, topic: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let client =
+            RegistryClient::new(&stack.registry, Duration::from_secs(10)).expect("registry client");
+        let encoder = runtime
+            .block_on(Encoder::register(&client, topic))
+            .expect("registering the contracts");
+        // murmur2 like `ledgerflow produce`, so a key lands on its tenant's partition.
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &stack.brokers)
+            .set("partitioner", "murmur2_random")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .create()
+            .expect("producer");
+        Self {
+            runtime,
+            producer,
+            encoder,
+            topic: topic.to_owned(),
+        }
+    }
+
+    /// The Confluent-framed value of an event.
+    pub fn encode(&self, event: &Event, writer_version: u8) -> Vec<u8> {
+        self.encoder
+            .encode(event, writer_version)
+            .expect("encoding an event")
+    }
+
+    /// Sends an event as `ledgerflow produce` would: key and `tenant_id` header = its tenant,
+    /// `event_type` and `event_id` headers.
+    pub fn send_event(&self, event: &Event, writer_version: u8) -> Delivered {
+        let tenant = event.tenant_id_raw().to_owned();
+        self.send_raw(RawRecord {
+            key: Some(tenant.clone().into_bytes()),
+            value: Some(self.encode(event, writer_version)),
+            headers: vec![
+                ("tenant_id".to_owned(), tenant),
+                (
+                    "event_type".to_owned(),
+                    event.event_type().as_str().to_owned(),
+                ),
+                ("event_id".to_owned(), event.event_id_raw().to_owned()),
+            ],
+            partition: None,
+        })
+    }
+
+    /// Sends a generated item (original or duplicate) like `ledgerflow produce`.
+    pub fn send_generated(&self, generated: &GeneratedEvent) -> Delivered {
+        self.send_event(&generated.event, generated.writer_version)
+    }
+
+    /// Sends a record as given and waits for the broker's acknowledgement.
+    pub fn send_raw(&self, record: RawRecord) -> Delivered {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &record.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut future = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
+        if let Some(key) = record.key.as_deref() {
+            future = future.key(key);
+        }
+        if let Some(value) = record.value.as_deref() {
+            future = future.payload(value);
+        }
+        if let Some(partition) = record.partition {
+            future = future.partition(partition);
+        }
+        let delivery = self
+            .runtime
+            .block_on(self.producer.send(future, Duration::from_secs(30)))
+            .unwrap_or_else(|(e, _)| panic!("producing to {}: {e}", self.topic));
+        Delivered {
+            partition: delivery.partition,
+            offset: delivery.offset,
+        }
+    }
+}
+
+/// The deterministic workload `ledgerflow produce` would send for these settings, with the
+/// manifest it would write.
+pub fn generate(
+    tenants: u32,
+    events: u64,
+    duplicates: f64,
+    seed: u64,
+) -> (Vec<GeneratedEvent>, Manifest) {
+    let workload = Workload::new(WorkloadConfig {
+        tenants,
+        events,
+        duplicates,
+        seed,
+        ..WorkloadConfig::default()
+    })
+    .expect("workload");
+    let mut manifest = Manifest::new(workload.tenants(), seed);
+    let items: Vec<GeneratedEvent> = workload.collect();
+    for item in &items {
+        manifest.record(item);
+    }
+    (items, manifest)
+}
+
+/// Writes a manifest as `ledgerflow produce --manifest` does.
+pub fn write_manifest(manifest: &Manifest, path: &str) {
+    let json = serde_json::to_string_pretty(manifest).expect("manifest JSON");
+    std::fs::write(path, json + "\n").expect("writing the manifest");
 }

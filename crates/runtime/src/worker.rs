@@ -100,7 +100,14 @@ struct PartitionState {
     next: Option<i64>,
     buffer: Vec<RawRecord>,
     first_buffered_at: Option<Instant>,
+    /// Re-seeks spent on the current gap (see `MAX_GAP_RESEEKS`).
+    gap_reseeks: u32,
 }
+
+/// How often a delivery that starts past the expected offset is re-fetched before the gap is
+/// accepted. Real gaps exist (transaction markers, compaction) and must not stall a partition;
+/// a broker that merely delivered from the wrong place is corrected by the re-seek.
+const MAX_GAP_RESEEKS: u32 = 3;
 
 type Key = (String, i32);
 
@@ -385,6 +392,24 @@ async fn flush_partition(
             }
             state.next = Some(first);
         }
+        // Gap check: the batch must start where the previous one ended.
+        if let Some(expected) = state.next
+            && first > expected
+        {
+            if state.gap_reseeks < MAX_GAP_RESEEKS {
+                state.gap_reseeks += 1;
+                warn!(expected, first, attempt = state.gap_reseeks, "delivery starts past the expected offset; re-fetching");
+                seek(kafka, topic, partition, expected);
+                return Ok(());
+            }
+            tracing::error!(
+                expected,
+                first,
+                "offsets {expected}..{first} do not exist on the broker (compaction or transaction markers); continuing after {MAX_GAP_RESEEKS} re-fetches"
+            );
+            metrics::counter!(tm::OFFSET_GAPS_TOTAL, "consumer" => consumer.name()).increment(1);
+        }
+        state.gap_reseeks = 0;
         // 2. Prepare every record (decode, tenant, map); a transient failure retries all.
         let batch_started = Instant::now();
         let mut attempt_records = records;

@@ -27,6 +27,8 @@ pub const BATCH_COMMIT_SECONDS: &str = "ledgerflow_batch_commit_seconds";
 pub const RETRIES_TOTAL: &str = "ledgerflow_retries_total";
 /// Batches refused by the position fence, by consumer.
 pub const STALE_BATCHES_TOTAL: &str = "ledgerflow_stale_batches_total";
+/// Deliveries that started past the expected offset even after re-fetching, by consumer.
+pub const OFFSET_GAPS_TOTAL: &str = "ledgerflow_offset_gaps_total";
 /// Next offset of record, by consumer, topic and partition.
 pub const POSITION: &str = "ledgerflow_position";
 
@@ -52,6 +54,10 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         STALE_BATCHES_TOTAL,
         "Batches refused by the position fence (another owner committed first).",
+    ),
+    (
+        OFFSET_GAPS_TOTAL,
+        "Offset ranges the broker could not deliver after re-fetching (compaction, transaction markers).",
     ),
     (POSITION, "Next offset of record per topic and partition."),
 ];
