@@ -36,9 +36,12 @@ build:
 	$(CARGO) build --workspace --all-targets
 
 test: setup lint test-rust fuzz-smoke
+	@scripts/test-summary.sh target/test-rust.log
 
+# The log feeds the closing summary line; pipefail keeps cargo's exit status.
 test-rust:
-	$(CARGO) test --workspace --no-fail-fast
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-rust.log
 
 fuzz-smoke:
 	@if [ -x fuzz/run.sh ]; then fuzz/run.sh 20; else echo "fuzz target not present"; fi
