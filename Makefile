@@ -22,7 +22,7 @@ setup-tools:
 	fi
 
 setup-python:
-	@if $(PYTHON) -c "import confluent_kafka, fastavro, httpx" 2>/dev/null; then \
+	@if $(PYTHON) -c "import confluent_kafka.schema_registry.avro" 2>/dev/null; then \
 		echo "confluent-kafka present"; \
 	else \
 		echo "installing confluent-kafka[avro,schemaregistry] (interop tests)"; \

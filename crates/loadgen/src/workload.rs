@@ -1285,7 +1285,10 @@ mod tests {
                             || (e.tax_minor as f64 - expected).abs() <= 1.0,
                         "{e:?} vs {inv:?}"
                     );
-                    assert!(e.tax_minor <= inv.tax_minor, "credited more tax than invoiced");
+                    assert!(
+                        e.tax_minor <= inv.tax_minor,
+                        "credited more tax than invoiced"
+                    );
                 }
             }
         }
