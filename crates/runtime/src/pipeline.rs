@@ -4,7 +4,7 @@
 //! replayed or re-driven record is judged exactly as a live one.
 
 use ledgerflow_codec::{Decoder, Frame, error_chain};
-use ledgerflow_core::{Coordinates, Envelope, Failure, ReasonCode};
+use ledgerflow_core::{Coordinates, Envelope, EventMeta, Failure, ReasonCode, SchemaId};
 use ledgerflow_store::{DeadLetterInput, ErasedConsumer, RecordOutcome, SkippedInput};
 use ledgerflow_tenants::TenantRegistry;
 
@@ -33,23 +33,52 @@ impl RawRecord {
             .and_then(|(_, v)| v.as_deref())
     }
 
-    fn dead_letter(&self, reason: ReasonCode, error: String) -> DeadLetterInput {
+    /// A dead letter for a record that did not decode; moves the raw bytes, no copy.
+    fn into_dead_letter(self, reason: ReasonCode, error: String) -> DeadLetterInput {
         let schema_id = self
             .value
             .as_deref()
             .and_then(|v| Frame::parse(v, usize::MAX).ok())
             .map(|f| f.schema_id.0);
+        let header = |name: &str| self.header(name).map(str::to_owned);
+        let (event_id, tenant_id, event_type) = (
+            header("event_id"),
+            header("tenant_id"),
+            header("event_type"),
+        );
         DeadLetterInput {
             offset: self.offset,
             reason,
             error,
-            key: self.key.clone(),
-            value: self.value.clone(),
-            headers: self.headers.clone(),
+            key: self.key,
+            value: self.value,
+            headers: self.headers,
             schema_id,
-            event_id: self.header("event_id").map(str::to_owned),
-            tenant_id: self.header("tenant_id").map(str::to_owned),
-            event_type: self.header("event_type").map(str::to_owned),
+            event_id,
+            tenant_id,
+            event_type,
+        }
+    }
+
+    /// A dead letter for a decoded record: identity from the payload, raw bytes moved.
+    fn into_decoded_letter(
+        self,
+        meta: &EventMeta,
+        schema_id: SchemaId,
+        reason: ReasonCode,
+        error: String,
+    ) -> DeadLetterInput {
+        DeadLetterInput {
+            offset: self.offset,
+            reason,
+            error,
+            key: self.key,
+            value: self.value,
+            headers: self.headers,
+            schema_id: Some(schema_id.0),
+            event_id: Some(meta.event_id.to_string()),
+            tenant_id: Some(meta.tenant_id.to_string()),
+            event_type: Some(meta.event_type.as_str().to_owned()),
         }
     }
 }
@@ -64,10 +93,10 @@ pub async fn prepare_record(
 ) -> Result<RecordOutcome, Failure> {
     let Some(value) = raw.value.as_deref() else {
         // A tombstone has no event in it; nothing upstream should send one to a billing topic.
-        return Ok(RecordOutcome::DeadLetter(raw.dead_letter(
-            ReasonCode::TruncatedHeader,
-            "record has no value (tombstone)".into(),
-        )));
+        let error = "record has no value (tombstone)".to_owned();
+        return Ok(RecordOutcome::DeadLetter(
+            raw.into_dead_letter(ReasonCode::TruncatedHeader, error),
+        ));
     };
     let decoded = match decoder.decode(value).await {
         Ok(d) => d,
@@ -75,68 +104,56 @@ pub async fn prepare_record(
             return match e.failure() {
                 Failure::Retryable { detail } => Err(Failure::Retryable { detail }),
                 Failure::Permanent { reason, .. } => Ok(RecordOutcome::DeadLetter(
-                    raw.dead_letter(reason, error_chain(&e)),
+                    raw.into_dead_letter(reason, error_chain(&e)),
                 )),
             };
         }
     };
     let meta = decoded.meta;
-    let letter = |reason: ReasonCode, error: String| {
-        let mut d = raw.dead_letter(reason, error);
-        d.event_id = Some(meta.event_id.to_string());
-        d.tenant_id = Some(meta.tenant_id.to_string());
-        d.event_type = Some(meta.event_type.as_str().to_owned());
-        d.schema_id = Some(decoded.schema_id.0);
-        d
-    };
+    let schema_id = decoded.schema_id;
     let payload_tenant = meta.tenant_id.as_str();
     let key_tenant = raw.key.as_deref().map(String::from_utf8_lossy);
-    if let Some(key) = key_tenant.as_deref()
-        && key != payload_tenant
-    {
-        let e = format!("record key names tenant {key:?} but the payload names {payload_tenant:?}");
-        return Ok(RecordOutcome::DeadLetter(letter(
-            ReasonCode::TenantMismatch,
-            e,
-        )));
-    }
-    if let Some(header) = raw.header("tenant_id")
-        && header != payload_tenant
-    {
-        let e = format!("tenant_id header is {header:?} but the payload names {payload_tenant:?}");
-        return Ok(RecordOutcome::DeadLetter(letter(
-            ReasonCode::TenantMismatch,
-            e,
-        )));
+    let mismatch = match (key_tenant.as_deref(), raw.header("tenant_id")) {
+        (Some(key), _) if key != payload_tenant => Some(format!(
+            "record key names tenant {key:?} but the payload names {payload_tenant:?}"
+        )),
+        (_, Some(header)) if header != payload_tenant => Some(format!(
+            "tenant_id header is {header:?} but the payload names {payload_tenant:?}"
+        )),
+        _ => None,
+    };
+    if let Some(e) = mismatch {
+        let letter = raw.into_decoded_letter(&meta, schema_id, ReasonCode::TenantMismatch, e);
+        return Ok(RecordOutcome::DeadLetter(letter));
     }
     let Some(tenant) = tenants.get(&meta.tenant_id) else {
         let e = format!("tenant {payload_tenant} is not in the tenant registry");
-        return Ok(RecordOutcome::DeadLetter(letter(
-            ReasonCode::UnknownTenant,
-            e,
-        )));
+        let letter = raw.into_decoded_letter(&meta, schema_id, ReasonCode::UnknownTenant, e);
+        return Ok(RecordOutcome::DeadLetter(letter));
     };
     let coordinates = Coordinates {
         topic: raw.topic.clone(),
         partition: raw.partition,
         offset: raw.offset,
     };
-    let envelope = Envelope::new(meta.clone(), decoded.event, decoded.schema_id, coordinates);
+    let envelope = Envelope::new(meta.clone(), decoded.event, schema_id, coordinates);
     if !consumer.handles(meta.event_type) {
         return Ok(RecordOutcome::Skipped(SkippedInput { envelope }));
     }
     match consumer.map_erased(&envelope, &tenant) {
         Ok(effect) => {
-            let raw_letter = Box::new(letter(ReasonCode::IdempotencyConflict, String::new()));
+            // Kept in case the inbox reports an idempotency conflict; the bytes are moved here.
+            let reason = ReasonCode::IdempotencyConflict;
+            let raw = Box::new(raw.into_decoded_letter(&meta, schema_id, reason, String::new()));
             Ok(RecordOutcome::Mapped {
                 envelope,
                 effect,
-                raw: raw_letter,
+                raw,
             })
         }
-        Err(Failure::Permanent { reason, detail }) => {
-            Ok(RecordOutcome::DeadLetter(letter(reason, detail)))
-        }
+        Err(Failure::Permanent { reason, detail }) => Ok(RecordOutcome::DeadLetter(
+            raw.into_decoded_letter(&meta, schema_id, reason, detail),
+        )),
         Err(retry @ Failure::Retryable { .. }) => Err(retry),
     }
 }
