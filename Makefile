@@ -7,9 +7,12 @@ PYTHON ?= python3
 TANSU_VERSION := 0.6.0
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup setup-tools setup-python setup-postgres build test test-rust fuzz-smoke lint demo bench clean
+.PHONY: setup setup-system setup-tools setup-python setup-postgres build test test-rust fuzz-smoke lint demo bench clean
 
-setup: setup-tools setup-python setup-postgres build
+setup: setup-system setup-tools setup-python setup-postgres build
+
+setup-system:
+	@scripts/ensure-system-libs.sh
 
 setup-tools:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup)"; exit 1; }
@@ -35,7 +38,7 @@ setup-postgres:
 build:
 	$(CARGO) build --workspace --all-targets
 
-test: setup lint test-rust fuzz-smoke
+test: setup lint check-observability test-rust fuzz-smoke
 	@scripts/test-summary.sh target/test-rust.log
 
 # The log feeds the closing summary line; pipefail keeps cargo's exit status.
@@ -45,6 +48,16 @@ test-rust:
 
 fuzz-smoke:
 	@if [ -x fuzz/run.sh ]; then fuzz/run.sh 20; else echo "fuzz target not present"; fi
+
+# Prometheus config, alert rules and their unit tests (promtool: Debian package `prometheus`,
+# installed by `make setup`), then static checks of deploy/ (YAML, dashboard, manifests).
+.PHONY: check-observability
+check-observability:
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool test rules deploy/prometheus/alerts.test.yml
+	@$(PYTHON) -c 'import yaml' 2>/dev/null || $(PYTHON) -m pip install --quiet pyyaml
+	$(PYTHON) deploy/check.py
 
 lint:
 	$(CARGO) fmt --all --check

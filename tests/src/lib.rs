@@ -27,10 +27,11 @@ use ledgerflow_codec::{Encoder, RegistryClient};
 use ledgerflow_core::Event;
 use ledgerflow_loadgen::{GeneratedEvent, Manifest, Workload, WorkloadConfig};
 use ledgerflow_store::{DeadLetter, DeadLetterFilter, PositionRow, Store};
+pub use ledgerflow_testkit::{PgDatabase, block_on, postgres_admin_url};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sqlx::{AnyPool, Connection, PgConnection};
+use sqlx::{AnyPool, Connection};
 
 /// Path of the `ledgerflow` binary under test.
 pub fn ledgerflow_bin() -> PathBuf {
@@ -314,27 +315,6 @@ fn json_command(out: Output, args: &[&str]) -> (i32, serde_json::Value) {
     (code, value)
 }
 
-/// Runs a future to completion on a fresh current-thread runtime in a scoped thread, so it
-/// works from plain tests, from inside a tokio runtime and from `Drop`.
-pub fn block_on<F>(future: F) -> F::Output
-where
-    F: Future + Send,
-    F::Output: Send,
-{
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime")
-                    .block_on(future)
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
-
 /// Tansu 0.6.0's SQLite schema has no index on `header (topition, offset_id)`, and a fetch looks
 /// up every record's headers by exactly those columns: a scan of the whole header table per
 /// record, so fetching slows down with every record the broker holds. Measured here with 3
@@ -470,63 +450,6 @@ impl Stats {
             }
         }
         out
-    }
-}
-
-/// Administrative Postgres URL (`LEDGERFLOW_TEST_POSTGRES` overrides), a database that always
-/// exists on the server the tests use.
-pub fn postgres_admin_url() -> String {
-    std::env::var("LEDGERFLOW_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// A fresh Postgres database `<prefix>_<uuid>`, dropped `WITH (FORCE)` with the guard.
-#[derive(Debug)]
-pub struct PgDatabase {
-    /// Database name.
-    pub name: String,
-    /// Its URL.
-    pub url: String,
-}
-
-impl PgDatabase {
-    /// Creates the database.
-    pub fn create(prefix: &str) -> Self {
-        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-        let admin = postgres_admin_url();
-        block_on(async {
-            let mut conn = PgConnection::connect(&admin)
-                .await
-                .unwrap_or_else(|e| panic!("connecting to {admin}: {e}"));
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-        });
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        let url = format!("{base}/{name}");
-        Self { name, url }
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let admin = postgres_admin_url();
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        // A test that restarts Postgres may drop the guard while the server is coming back.
-        for _ in 0..20 {
-            let done = block_on(async {
-                let Ok(mut conn) = PgConnection::connect(&admin).await else {
-                    return false;
-                };
-                sqlx::query(&sql).execute(&mut conn).await.is_ok()
-            });
-            if done {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        eprintln!("could not drop test database {}", self.name);
     }
 }
 

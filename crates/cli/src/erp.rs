@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use ledgerflow_erp_receivables::{
-    CONSUMER_NAME, DispatcherConfig, Manifest, ReconcileOptions, ReconcileSource,
+    BillingExport, CONSUMER_NAME, DispatcherConfig, Manifest, ReconcileOptions, ReconcileSource,
     reconcile as run_reconcile, run_dispatcher,
 };
 use ledgerflow_store::Store;
@@ -100,7 +100,9 @@ pub(crate) struct ReconcileArgs {
     /// Business time to (RFC 3339 or YYYY-MM-DD, exclusive).
     #[arg(long, value_parser = parse_time)]
     to: Option<i64>,
-    /// Expected documents: a produce manifest (JSON). Default: the events the audit log recorded.
+    /// Expected documents: a produce manifest (`*.json`: counts and exact totals per tenant and
+    /// document type) or a billing platform export (`*.csv`: every document by id, see the
+    /// README). Default: the events the audit log recorded.
     #[arg(long)]
     source: Option<PathBuf>,
     /// Output format.
@@ -108,7 +110,7 @@ pub(crate) struct ReconcileArgs {
     format: Format,
 }
 
-fn parse_time(raw: &str) -> Result<i64, String> {
+pub(crate) fn parse_time(raw: &str) -> Result<i64, String> {
     use time::format_description::well_known::Rfc3339;
     let parsed = time::OffsetDateTime::parse(raw, &Rfc3339).or_else(|_| {
         let date = time::Date::parse(
@@ -135,6 +137,14 @@ pub(crate) async fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     );
     store.apply_schema(&ddl).await?;
     let source = match &args.source {
+        Some(path) if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            ReconcileSource::Billing(
+                BillingExport::from_csv(&text)
+                    .with_context(|| format!("reading the billing export {}", path.display()))?,
+            )
+        }
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;

@@ -9,6 +9,7 @@
 //! [`crate::tenants_file`]), so a consumer can be started on it in parallel.
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -62,6 +63,10 @@ pub(crate) struct ProduceArgs {
     /// Write the manifest (counts and exact totals per tenant) to this JSON file.
     #[arg(long)]
     manifest: Option<PathBuf>,
+    /// Write the billing platform's document export (one CSV row per distinct invoice, payment
+    /// and credit memo, with exact amounts) to this file, for `reconcile --source FILE.csv`.
+    #[arg(long, value_name = "FILE")]
+    billing_csv: Option<PathBuf>,
     /// Disable the idempotent producer (for brokers without InitProducerId support).
     #[arg(long)]
     no_idempotence: bool,
@@ -135,6 +140,16 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let producer: FutureProducer = cfg.create().context("creating the Kafka producer")?;
 
     let mut manifest = Manifest::new(workload.tenants(), args.seed);
+    let mut billing = match &args.billing_csv {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("creating the billing export {}", path.display()))?;
+            let mut w = std::io::BufWriter::new(file);
+            writeln!(w, "{}", ledgerflow_loadgen::BILLING_CSV_HEADER)?;
+            Some(w)
+        }
+        None => None,
+    };
     let bar = ProgressBar::new(args.events);
     bar.set_style(
         ProgressStyle::with_template(
@@ -198,6 +213,11 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             }
         }
         manifest.record(&generated);
+        if let Some(w) = billing.as_mut()
+            && let Some(row) = ledgerflow_loadgen::billing_csv_row(&generated)
+        {
+            writeln!(w, "{row}").context("writing the billing export")?;
+        }
         sent += 1;
         bar.inc(1);
     }
@@ -211,6 +231,9 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed().as_secs_f64();
     if failures > 0 {
         anyhow::bail!("{failures} of {sent} records were not acknowledged by the broker");
+    }
+    if let Some(mut w) = billing {
+        w.flush().context("writing the billing export")?;
     }
     if let Some(path) = &args.manifest {
         let json = serde_json::to_string_pretty(&manifest).context("serializing the manifest")?;

@@ -33,6 +33,9 @@ pub enum ErpError {
     /// The reconciliation manifest is not usable.
     #[error("invalid manifest: {0}")]
     Manifest(String),
+    /// A reconciliation source file (billing export) is not usable.
+    #[error("invalid reconciliation source: {0}")]
+    Source(String),
     /// A configuration value is out of range.
     #[error("invalid dispatcher configuration: {0}")]
     Config(String),

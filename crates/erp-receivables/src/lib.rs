@@ -17,6 +17,7 @@
 //! re-derivation never makes a second id and the unique keys in [`schema`] reject any second
 //! posting that got past the inbox.
 
+pub mod billing;
 pub mod dispatcher;
 mod error;
 mod journal;
@@ -27,6 +28,7 @@ pub mod schema;
 mod settle;
 mod write;
 
+pub use billing::{BillingDocType, BillingDocument, BillingExport};
 pub use dispatcher::{
     DispatchStats, Dispatcher, DispatcherConfig, ErpPaths, PendingSummary, dispatch_once,
     run_dispatcher,

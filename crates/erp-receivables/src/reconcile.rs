@@ -9,6 +9,9 @@
 //!   `credit_memo`) and no such journal may exist without that event. Lists are event ids.
 //! - [`ReconcileSource::Manifest`]: the JSON manifest a `produce` run wrote: counts and exact
 //!   totals per tenant and document type are compared (the manifest has no ids).
+//! - [`ReconcileSource::Billing`]: the billing platform's document export
+//!   ([`crate::billing`]): every document by id; lists are document ids (missing from the
+//!   ledger, posted but not exported, posted with another currency, amount or fee).
 //!
 //! Whatever the source, the ledger is also checked on its own terms: documents whose journal
 //! is missing or disagrees with them, open balances and unapplied amounts that differ from what
@@ -32,6 +35,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use crate::ErpError;
+use crate::billing::{BillingDocType, BillingExport};
 use crate::mapping::CONSUMER_NAME;
 
 /// Where the expected documents come from.
@@ -41,6 +45,8 @@ pub enum ReconcileSource {
     AuditLog,
     /// A produce manifest (counts and totals only).
     Manifest(Manifest),
+    /// The billing platform's document export (every document by id, with its amounts).
+    Billing(BillingExport),
 }
 
 /// The parts of the loadgen manifest JSON reconcile reads; other fields are ignored.
@@ -355,12 +361,8 @@ fn decimal(minor: i128, currency: &str) -> Result<String, ErpError> {
 }
 
 /// Parses an exact decimal string into minor units of `exponent` digits.
-fn parse_decimal(text: &str, exponent: u8) -> Result<i128, ErpError> {
-    let bad = || {
-        ErpError::Manifest(format!(
-            "{text:?} is not a decimal with at most {exponent} fraction digits"
-        ))
-    };
+pub(crate) fn parse_decimal(text: &str, exponent: u8) -> Result<i128, String> {
+    let bad = || format!("{text:?} is not a decimal with at most {exponent} fraction digits");
     let (negative, unsigned) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -443,6 +445,10 @@ pub async fn reconcile(
         ReconcileSource::Manifest(manifest) => {
             against_manifest(manifest, opts.tenant.as_deref(), &mut tenants)?;
             "manifest"
+        }
+        ReconcileSource::Billing(export) => {
+            against_billing(pool, export, &scope, limit, &mut tenants).await?;
+            "billing_export"
         }
     };
     let mut report = ReconcileReport {
@@ -911,6 +917,144 @@ fn time_window(scope: &Scope<'_>, col: &str, offset: usize) -> (String, Vec<Para
     (format!(" OR ({})", conds.join(" AND ")), params)
 }
 
+/// One document's comparable values: currency, amount, fee.
+type DocValues = (String, i128, i128);
+
+async fn against_billing(
+    pool: &AnyPool,
+    export: &BillingExport,
+    scope: &Scope<'_>,
+    limit: usize,
+    tenants: &mut BTreeMap<String, TenantReconciliation>,
+) -> Result<(), ErpError> {
+    // Posted documents in scope, by (tenant, type, id).
+    let mut posted: BTreeMap<(String, BillingDocType, String), DocValues> = BTreeMap::new();
+    let (clause, params) = scope.clause("tenant_id", Some("issued_at"));
+    let sql = format!(
+        "SELECT tenant_id, doc_type, doc_id, currency, total_minor FROM erp_ar_documents
+         WHERE doc_type IN ('invoice', 'credit_memo'){clause}"
+    );
+    for row in fetch(pool, "reading posted documents", &sql, params).await? {
+        let doc_type = match text(&row, 1)?.as_str() {
+            "invoice" => BillingDocType::Invoice,
+            _ => BillingDocType::CreditMemo,
+        };
+        posted.insert(
+            (text(&row, 0)?, doc_type, text(&row, 2)?),
+            (text(&row, 3)?, i128::from(int(&row, 4)?), 0),
+        );
+    }
+    let (clause, params) = scope.clause("tenant_id", Some("captured_at"));
+    let sql = format!(
+        "SELECT tenant_id, payment_id, currency, amount_minor, fee_minor FROM erp_payments
+         WHERE 1 = 1{clause}"
+    );
+    for row in fetch(pool, "reading posted payments", &sql, params).await? {
+        posted.insert(
+            (text(&row, 0)?, BillingDocType::Payment, text(&row, 1)?),
+            (
+                text(&row, 2)?,
+                i128::from(int(&row, 3)?),
+                i128::from(int(&row, 4)?),
+            ),
+        );
+    }
+
+    let in_window = |at: Option<i64>| {
+        at.is_none_or(|t| scope.from.is_none_or(|f| t >= f) && scope.to.is_none_or(|e| t < e))
+    };
+    // Expected totals per (tenant, type): amount and fee per currency.
+    type Totals = BTreeMap<String, (i128, i128)>;
+    let mut expected: BTreeMap<(String, BillingDocType), (u64, Totals)> = BTreeMap::new();
+    for doc in &export.documents {
+        if scope.tenant.is_some_and(|t| t != doc.tenant_id) || !in_window(doc.issued_at) {
+            continue;
+        }
+        let key = (doc.tenant_id.clone(), doc.doc_type, doc.document_id.clone());
+        let entry = expected
+            .entry((doc.tenant_id.clone(), doc.doc_type))
+            .or_default();
+        entry.0 += 1;
+        let t = entry.1.entry(doc.currency.clone()).or_default();
+        t.0 += doc.amount_minor;
+        t.1 += doc.fee_minor;
+        let tenant = tenants.entry(doc.tenant_id.clone()).or_default();
+        let d = billing_doc(doc.doc_type, tenant);
+        match posted.remove(&key) {
+            None => listed(&mut d.missing, &mut d.missing_count, doc.document_id.clone(), limit),
+            Some((currency, amount, fee)) => {
+                if currency != doc.currency
+                    || amount != doc.amount_minor
+                    || (doc.doc_type == BillingDocType::Payment && fee != doc.fee_minor)
+                {
+                    listed(
+                        &mut d.mismatched,
+                        &mut d.mismatched_count,
+                        doc.document_id.clone(),
+                        limit,
+                    );
+                }
+            }
+        }
+    }
+    // What is left was posted but is not in the export.
+    for ((tenant, doc_type, id), _) in posted {
+        let t = tenants.entry(tenant).or_default();
+        let d = billing_doc(doc_type, t);
+        listed(&mut d.extra, &mut d.extra_count, id, limit);
+    }
+    for (tenant_id, tenant) in tenants.iter_mut() {
+        for doc_type in [
+            BillingDocType::Invoice,
+            BillingDocType::Payment,
+            BillingDocType::CreditMemo,
+        ] {
+            let (count, totals) = expected
+                .remove(&(tenant_id.clone(), doc_type))
+                .unwrap_or_default();
+            let d = billing_doc(doc_type, tenant);
+            d.expected_count = Some(count);
+            let mut amounts = BTreeMap::new();
+            let mut fees = BTreeMap::new();
+            for (currency, (amount, fee)) in &totals {
+                amounts.insert(currency.clone(), decimal(*amount, currency)?);
+                fees.insert(currency.clone(), decimal(*fee, currency)?);
+            }
+            d.expected_total = Some(render_totals(&amounts));
+            d.count_matches = Some(d.posted_count == count);
+            let mut totals_agree = amounts == d.posted_total;
+            if doc_type == BillingDocType::Payment {
+                d.expected_fees = Some(render_totals(&fees));
+                let posted_fees = d.posted_fees.clone().unwrap_or_default();
+                totals_agree &= fees == posted_fees;
+            }
+            d.total_matches = Some(totals_agree);
+        }
+    }
+    Ok(())
+}
+
+fn billing_doc(doc_type: BillingDocType, t: &mut TenantReconciliation) -> &mut DocumentReconciliation {
+    match doc_type {
+        BillingDocType::Invoice => &mut t.invoices,
+        BillingDocType::Payment => &mut t.payments,
+        BillingDocType::CreditMemo => &mut t.credit_memos,
+    }
+}
+
+/// `"12.00"` for one currency, `"12.00 EUR + 3.00 USD"` for several, `"0"` for none.
+fn render_totals(totals: &BTreeMap<String, String>) -> String {
+    match totals.len() {
+        0 => "0".to_owned(),
+        1 => totals.values().next().cloned().unwrap_or_default(),
+        _ => totals
+            .iter()
+            .map(|(c, v)| format!("{v} {c}"))
+            .collect::<Vec<_>>()
+            .join(" + "),
+    }
+}
+
 fn against_manifest(
     manifest: &Manifest,
     only: Option<&str>,
@@ -951,15 +1095,15 @@ fn against_manifest(
             (&mut tenant.invoices, &expected.invoices),
             (&mut tenant.credit_memos, &expected.credit_memos),
         ] {
-            let total = parse_decimal(&e.total, exp)?;
+            let total = parse_decimal(&e.total, exp).map_err(ErpError::Manifest)?;
             d.expected_count = Some(e.count);
             d.expected_total = Some(format_minor(total, exp));
             d.count_matches = Some(d.posted_count == e.count);
             d.total_matches = Some(matches(&d.posted_total, total));
         }
         let p = &mut tenant.payments;
-        let total = parse_decimal(&expected.payments.total, exp)?;
-        let fees = parse_decimal(&expected.payments.fees, exp)?;
+        let total = parse_decimal(&expected.payments.total, exp).map_err(ErpError::Manifest)?;
+        let fees = parse_decimal(&expected.payments.fees, exp).map_err(ErpError::Manifest)?;
         p.expected_count = Some(expected.payments.count);
         p.expected_total = Some(format_minor(total, exp));
         p.expected_fees = Some(format_minor(fees, exp));

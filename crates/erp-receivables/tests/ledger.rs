@@ -14,6 +14,56 @@ use ledgerflow_store::{Backend, StoreError};
 use ledgerflow_tenants::{ErpKind, SecretRef};
 use sqlx::Row;
 
+/// The billing export of the same workload reconciles clean by document id; a dropped row, an
+/// altered amount and an invented document are each named.
+async fn billing_export_reconciles(db: &TestDb, csv: &str) {
+    use ledgerflow_erp_receivables::BillingExport;
+    let run = |text: String| async move {
+        let export = BillingExport::from_csv(&text).expect("billing export");
+        reconcile(
+            &db.pool,
+            db.backend,
+            &ReconcileOptions::new(ReconcileSource::Billing(export)),
+        )
+        .await
+        .expect("reconcile")
+    };
+    let report = run(csv.to_owned()).await;
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!(report.source, "billing_export");
+    let expected: u64 = report
+        .tenants
+        .values()
+        .map(|t| t.invoices.expected_count.unwrap() + t.payments.expected_count.unwrap())
+        .sum();
+    assert!(expected > 100, "the export lists documents: {expected}");
+
+    let mut lines: Vec<String> = csv.lines().map(str::to_owned).collect();
+    // Line 1 is the header. Drop the first invoice, alter the first payment's amount.
+    let invoice = lines.iter().position(|l| l.contains(",invoice,")).unwrap();
+    let dropped = lines.remove(invoice);
+    let dropped_id = dropped.split(',').nth(2).unwrap().to_owned();
+    let dropped_tenant = dropped.split(',').next().unwrap().to_owned();
+    let payment = lines.iter().position(|l| l.contains(",payment,")).unwrap();
+    let mut fields: Vec<String> = lines[payment].split(',').map(str::to_owned).collect();
+    // An integer amount parses under every currency exponent; no payment is this big.
+    fields[4] = "999999".to_owned();
+    let altered_id = fields[2].clone();
+    let altered_tenant = fields[0].clone();
+    lines[payment] = fields.join(",");
+    let currency = dropped.split(',').nth(3).unwrap().to_owned();
+    lines.push(format!("{dropped_tenant},credit_memo,cm_invented,{currency},1,,"));
+    let report = run(lines.join("\n")).await;
+    assert!(!report.is_clean());
+    let t = &report.tenants[&dropped_tenant];
+    assert_eq!(t.invoices.extra, vec![dropped_id], "{t:#?}");
+    assert_eq!(t.invoices.count_matches, Some(false));
+    assert_eq!(t.credit_memos.missing, vec!["cm_invented".to_owned()], "{t:#?}");
+    let t = &report.tenants[&altered_tenant];
+    assert_eq!(t.payments.mismatched, vec![altered_id], "{t:#?}");
+    assert_eq!(t.payments.total_matches, Some(false));
+}
+
 per_backend!(
     lifecycle_with_partial_credit_and_over_payment,
     payment_before_invoice_is_applied_when_the_invoice_arrives_later,
@@ -605,8 +655,13 @@ async fn loadgen_workload_reconciles_and_does_not_depend_on_batch_boundaries(bac
     let mut manifest = ledgerflow_loadgen::Manifest::new(&profiles, cfg.seed);
     let mut seen = HashSet::new();
     let mut events: Vec<Event> = Vec::new();
+    let mut billing_csv = format!("{}\n", ledgerflow_loadgen::BILLING_CSV_HEADER);
     for generated in workload {
         manifest.record(&generated);
+        if let Some(row) = ledgerflow_loadgen::billing_csv_row(&generated) {
+            billing_csv.push_str(&row);
+            billing_csv.push('\n');
+        }
         if !seen.insert(generated.event.event_id_raw().to_owned()) {
             continue; // the inbox
         }
@@ -716,6 +771,7 @@ async fn loadgen_workload_reconciles_and_does_not_depend_on_batch_boundaries(bac
         db.audit_applied(&events).await;
         let report = audit_report(db).await;
         assert!(report.is_clean(), "{report:#?}");
+        billing_export_reconciles(db, &billing_csv).await;
     }
     big.drop_db().await;
     small.drop_db().await;

@@ -20,11 +20,13 @@
 //! [`Manifest`] summarises what was sent (counts and exact money totals per tenant) so that the
 //! consumer's ledger can be reconciled against it.
 
+mod billing;
 mod catalog;
 mod config;
 mod manifest;
 mod workload;
 
+pub use billing::{BILLING_CSV_HEADER, billing_csv_row, rfc3339_micros};
 pub use config::{LoadgenError, WorkloadConfig};
 pub use manifest::{DecimalTotal, DocumentTotals, Manifest, PaymentTotals, TenantManifest};
 pub use workload::{GeneratedEvent, TenantProfile, Workload};

@@ -14,8 +14,12 @@
 //!    stored position; a crash after COMMIT loses nothing.
 //! 3. **Nothing is skipped silently.** Every record of a batch gets a decision (applied, duplicate,
 //!    dead-lettered, skipped) in the audit log, and the position only moves past records that have
-//!    one. A transient failure (database down, registry unreachable) retries the same batch with
-//!    exponential backoff and jitter and never produces a dead letter.
+//!    one. A transient failure (database down, registry unreachable) never produces a dead letter:
+//!    the batch goes back into its partition's buffer, the partition is paused in Kafka, and the
+//!    batch is retried with exponential backoff and jitter. The loop keeps polling meanwhile, so
+//!    other partitions keep committing, rebalances and shutdown are handled, and the member
+//!    stays in its group. A shutdown during an outage retries for a grace period, then leaves
+//!    the batch uncommitted; it is re-read from the stored position on the next start.
 //! 4. **Fencing.** The batch transaction locks the position row and refuses a batch that starts
 //!    before the stored position (it is stale: another instance, or this one before a rebalance,
 //!    already committed it). The runtime then seeks to the stored position. This makes a
@@ -29,10 +33,15 @@ mod backoff;
 mod config;
 mod error;
 mod pipeline;
+mod redrive;
 mod worker;
 
 pub use backoff::Backoff;
 pub use config::{RuntimeConfig, TopicSelector};
 pub use error::RuntimeError;
 pub use pipeline::{RawRecord, prepare_record};
+pub use redrive::{
+    RedriveContext, RedriveCounts, RedriveError, RedriveFilter, RedriveLine, RedriveReport,
+    plan_chunk, run_chunk,
+};
 pub use worker::{ConsumerSummary, run_consumer};

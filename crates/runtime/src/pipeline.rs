@@ -26,6 +26,32 @@ pub struct RawRecord {
 }
 
 impl RawRecord {
+    /// Copies a Kafka message (header values as lossy UTF-8).
+    pub fn from_message<M: rdkafka::message::Message>(msg: &M) -> Self {
+        use rdkafka::message::Headers;
+        let headers = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| {
+                        (
+                            x.key.to_owned(),
+                            x.value.map(|v| String::from_utf8_lossy(v).into_owned()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            topic: msg.topic().to_owned(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(<[u8]>::to_vec),
+            value: msg.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

@@ -6,13 +6,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ledgerflow_codec::Decoder;
-use ledgerflow_core::Failure;
 use ledgerflow_store::{BatchInput, BatchOutcome, ErasedConsumer, Store, StoreError};
 use ledgerflow_tenants::TenantRegistry;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -102,6 +101,60 @@ struct PartitionState {
     first_buffered_at: Option<Instant>,
     /// Re-seeks spent on the current gap (see `MAX_GAP_RESEEKS`).
     gap_reseeks: u32,
+    /// Set while the partition is paused after a transient failure: its buffered batch is
+    /// retried at `Retry::at`, the other partitions carry on.
+    retry: Option<Retry>,
+}
+
+/// A paused partition's retry schedule.
+#[derive(Debug)]
+struct Retry {
+    backoff: Backoff,
+    at: Instant,
+}
+
+impl PartitionState {
+    /// Whether the buffered batch should be flushed now.
+    fn due(&self, config: &RuntimeConfig, now: Instant) -> bool {
+        if self.buffer.is_empty() {
+            return false;
+        }
+        match &self.retry {
+            Some(retry) => now >= retry.at,
+            None => {
+                self.buffer.len() >= config.batch_max_records
+                    || self
+                        .first_buffered_at
+                        .is_some_and(|t| now.duration_since(t) >= config.batch_max_wait)
+            }
+        }
+    }
+}
+
+/// How a flush ended.
+#[derive(Debug)]
+enum Flush {
+    /// Committed, or corrected its position (seek); nothing left to retry.
+    Done,
+    /// A transient failure: the records are back in the buffer, to be retried.
+    Transient {
+        stage: &'static str,
+        error: String,
+    },
+}
+
+/// How long a graceful shutdown keeps retrying a buffered batch through a transient failure
+/// before it gives the batch up (it is re-read from the stored position on the next start).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+/// What a flush needs besides the partition itself.
+struct Ctx<'a> {
+    kafka: &'a StreamConsumer<LoopContext>,
+    consumer: &'a dyn ErasedConsumer,
+    store: &'a Store,
+    decoder: &'a Decoder,
+    tenants: &'a TenantRegistry,
+    config: &'a RuntimeConfig,
 }
 
 /// How often a delivery that starts past the expected offset is re-fetched before the gap is
@@ -155,6 +208,14 @@ pub async fn run_consumer(
         consumer: name.to_owned(),
         ..Default::default()
     };
+    let ctx = Ctx {
+        kafka: &kafka,
+        consumer: consumer.as_ref(),
+        store: &store,
+        decoder: &decoder,
+        tenants: &tenants,
+        config: &config,
+    };
     let mut parts: BTreeMap<Key, PartitionState> = BTreeMap::new();
     let mut last_activity = Instant::now();
     // Between a revoke and the assignment that follows it the group is rebalancing: this member
@@ -183,6 +244,8 @@ pub async fn run_consumer(
             match change {
                 Membership::Assigned(list) => {
                     info!(consumer = name, partitions = ?list, "partitions assigned");
+                    // A partition paused here before it was revoked starts afresh.
+                    set_paused(&kafka, &list, false);
                     for key in list {
                         parts.insert(key, PartitionState::default());
                     }
@@ -213,27 +276,7 @@ pub async fn run_consumer(
                     // Below the known position: committed earlier, re-delivered by a seek race.
                     continue;
                 }
-                let headers = msg
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                (
-                                    x.key.to_owned(),
-                                    x.value.map(|v| String::from_utf8_lossy(v).into_owned()),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                state.buffer.push(RawRecord {
-                    topic: msg.topic().to_owned(),
-                    partition: msg.partition(),
-                    offset: msg.offset(),
-                    key: msg.key().map(<[u8]>::to_vec),
-                    value: msg.payload().map(<[u8]>::to_vec),
-                    headers,
-                });
+                state.buffer.push(RawRecord::from_message(&msg));
                 state.first_buffered_at.get_or_insert_with(Instant::now);
             }
             Ok(Err(e)) => {
@@ -241,34 +284,19 @@ pub async fn run_consumer(
             }
             Err(_) => {}
         }
-        // Flush partitions whose batch is full or old enough.
+        // Flush partitions whose batch is full or old enough, or whose retry is due.
+        let now = Instant::now();
         let due: Vec<Key> = parts
             .iter()
-            .filter(|(_, s)| {
-                !s.buffer.is_empty()
-                    && (s.buffer.len() >= config.batch_max_records
-                        || s.first_buffered_at
-                            .is_some_and(|t| t.elapsed() >= config.batch_max_wait))
-            })
+            .filter(|(_, s)| s.due(&config, now))
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {
             let Some(state) = parts.get_mut(&key) else {
                 continue;
             };
-            flush_partition(
-                &key,
-                state,
-                &kafka,
-                consumer.as_ref(),
-                &store,
-                &decoder,
-                &tenants,
-                &config,
-                &mut summary,
-                &mut shutdown,
-            )
-            .await?;
+            let flush = flush_partition(&ctx, &key, state, &mut summary).await?;
+            after_flush(&ctx, &key, state, flush, &mut summary);
         }
         if let Some(idle) = config.exit_when_idle {
             let pending = parts.values().any(|s| !s.buffer.is_empty());
@@ -279,54 +307,116 @@ pub async fn run_consumer(
         }
     }
     // Graceful shutdown: commit what is buffered (a SIGTERM must not waste work, and must not
-    // leave anything half-done — the transaction guarantees the latter either way).
+    // leave anything half-done — the transaction guarantees the latter either way). Through a
+    // transient failure the batch is retried for `SHUTDOWN_GRACE`, then given up: its records
+    // are re-read from the stored position on the next start, so nothing is lost.
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
     let keys: Vec<Key> = parts.keys().cloned().collect();
-    let (_never, mut no_shutdown) = watch::channel(false);
     for key in keys {
-        if let Some(state) = parts.get_mut(&key)
-            && !state.buffer.is_empty()
-        {
-            flush_partition(
-                &key,
-                state,
-                &kafka,
-                consumer.as_ref(),
-                &store,
-                &decoder,
-                &tenants,
-                &config,
-                &mut summary,
-                &mut no_shutdown,
-            )
-            .await?;
+        let Some(state) = parts.get_mut(&key) else {
+            continue;
+        };
+        while !state.buffer.is_empty() {
+            let flush = flush_partition(&ctx, &key, state, &mut summary).await?;
+            let transient = matches!(flush, Flush::Transient { .. });
+            after_flush(&ctx, &key, state, flush, &mut summary);
+            if !transient {
+                continue;
+            }
+            let wait = state
+                .retry
+                .as_ref()
+                .map_or(Duration::ZERO, |r| r.at.saturating_duration_since(Instant::now()));
+            if Instant::now() + wait >= deadline {
+                warn!(
+                    consumer = name,
+                    topic = key.0,
+                    partition = key.1,
+                    records = state.buffer.len(),
+                    "shutting down through a transient failure: the buffered batch is not committed and will be re-read from the stored position"
+                );
+                break;
+            }
+            tokio::time::sleep(wait).await;
         }
     }
     info!(consumer = name, ?summary, "consumer stopped");
     Ok(summary)
 }
 
-/// Syncs, prepares and commits the buffered records of one partition, retrying transient
-/// failures until they succeed (or shutdown is requested, which abandons the batch: its
-/// records are re-read from the stored position next time).
-#[allow(clippy::too_many_arguments)]
-async fn flush_partition(
+/// Applies a flush's result: a success resumes a paused partition; a transient failure pauses
+/// the partition (the other partitions keep flowing, the loop keeps polling so the group
+/// membership stays alive) and schedules the retry with exponential backoff and jitter.
+fn after_flush(
+    ctx: &Ctx<'_>,
     key: &Key,
     state: &mut PartitionState,
-    kafka: &StreamConsumer<LoopContext>,
-    consumer: &dyn ErasedConsumer,
-    store: &Store,
-    decoder: &Decoder,
-    tenants: &TenantRegistry,
-    config: &RuntimeConfig,
+    flush: Flush,
     summary: &mut ConsumerSummary,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), RuntimeError> {
+) {
+    let name = ctx.consumer.name();
+    match flush {
+        Flush::Done => {
+            if let Some(retry) = state.retry.take() {
+                set_paused(ctx.kafka, std::slice::from_ref(key), false);
+                info!(
+                    consumer = name,
+                    topic = key.0,
+                    partition = key.1,
+                    retries = retry.backoff.attempts(),
+                    "transient failure over; partition resumed"
+                );
+            }
+        }
+        Flush::Transient { stage, error } => {
+            summary.retries += 1;
+            metrics::counter!(tm::RETRIES_TOTAL, "consumer" => name, "stage" => stage)
+                .increment(1);
+            let retry = state.retry.get_or_insert_with(|| {
+                set_paused(ctx.kafka, std::slice::from_ref(key), true);
+                Retry {
+                    backoff: Backoff::new(ctx.config.retry_base, ctx.config.retry_max),
+                    at: Instant::now(),
+                }
+            });
+            let delay = retry.backoff.next_delay();
+            retry.at = Instant::now() + delay;
+            warn!(
+                consumer = name,
+                topic = key.0,
+                partition = key.1,
+                stage,
+                error,
+                attempt = retry.backoff.attempts(),
+                ?delay,
+                "transient failure; partition paused until the retry"
+            );
+        }
+    }
+}
+
+/// Syncs, prepares and commits the buffered records of one partition. A transient failure puts
+/// the records back into the buffer and returns [`Flush::Transient`]; the caller schedules the
+/// retry. Nothing here sleeps, so one partition's outage never holds up another's batches.
+async fn flush_partition(
+    ctx: &Ctx<'_>,
+    key: &Key,
+    state: &mut PartitionState,
+    summary: &mut ConsumerSummary,
+) -> Result<Flush, RuntimeError> {
+    let Ctx {
+        kafka,
+        consumer,
+        store,
+        decoder,
+        tenants,
+        ..
+    } = *ctx;
     let (topic, partition) = (key.0.as_str(), key.1);
-    let mut backoff = Backoff::new(config.retry_base, config.retry_max);
     let records = std::mem::take(&mut state.buffer);
-    state.first_buffered_at = None;
+    let buffered_at = state.first_buffered_at.take();
     let Some(first) = records.first().map(|r| r.offset) else {
-        return Ok(());
+        return Ok(Flush::Done);
     };
     let last = records.last().map_or(first, |r| r.offset);
     let span = info_span!(
@@ -339,19 +429,22 @@ async fn flush_partition(
         n = records.len()
     );
     async {
+        // Records go back to the front of the buffer on a transient failure; anything that
+        // arrived meanwhile stays behind them, in offset order.
+        let restore = |state: &mut PartitionState, mut records: Vec<RawRecord>, stage, error| {
+            records.append(&mut state.buffer);
+            state.buffer = records;
+            state.first_buffered_at = buffered_at.or_else(|| Some(Instant::now()));
+            Ok(Flush::Transient { stage, error })
+        };
         // 1. Sync with the stored position once per assignment.
         if !state.synced {
-            let stored = loop {
-                match store.position(consumer.name(), topic, partition).await {
-                    Ok(p) => break p,
-                    Err(e) if e.is_retryable() => {
-                        summary.retries += 1;
-                        if !sleep_or_shutdown(&mut backoff, &e.to_string(), shutdown).await {
-                            return Ok(());
-                        }
-                    }
-                    Err(e) => return Err(RuntimeError::Store(e)),
+            let stored = match store.position(consumer.name(), topic, partition).await {
+                Ok(p) => p,
+                Err(e) if e.is_retryable() => {
+                    return restore(state, records, "position", error_text(&e));
                 }
+                Err(e) => return Err(RuntimeError::Store(e)),
             };
             state.synced = true;
             if let Some(position) = stored
@@ -363,7 +456,7 @@ async fn flush_partition(
                     // offset is ahead, e.g. after a restore): go back, nothing may be skipped.
                     info!(position, first, "seeking back to the stored position");
                     seek(kafka, topic, partition, position);
-                    return Ok(());
+                    return Ok(Flush::Done);
                 }
                 // Behind the position: these records were committed earlier; drop them.
                 let kept: Vec<RawRecord> = records
@@ -374,7 +467,7 @@ async fn flush_partition(
                     state.buffer = kept;
                     state.first_buffered_at = Some(Instant::now());
                 }
-                return Ok(());
+                return Ok(Flush::Done);
             }
             if stored.is_none()
                 && let Some(low) = low_watermark(kafka, topic, partition)
@@ -388,7 +481,7 @@ async fn flush_partition(
                 );
                 state.next = Some(low);
                 seek(kafka, topic, partition, low);
-                return Ok(());
+                return Ok(Flush::Done);
             }
             state.next = Some(first);
         }
@@ -400,7 +493,7 @@ async fn flush_partition(
                 state.gap_reseeks += 1;
                 warn!(expected, first, attempt = state.gap_reseeks, "delivery starts past the expected offset; re-fetching");
                 seek(kafka, topic, partition, expected);
-                return Ok(());
+                return Ok(Flush::Done);
             }
             tracing::error!(
                 expected,
@@ -410,67 +503,47 @@ async fn flush_partition(
             metrics::counter!(tm::OFFSET_GAPS_TOTAL, "consumer" => consumer.name()).increment(1);
         }
         state.gap_reseeks = 0;
-        // 2. Prepare every record (decode, tenant, map); a transient failure retries all.
+        // 2. Prepare every record (decode, tenant, map). The raw record is cloned per attempt
+        // so that a transient failure can hand the batch back for a retry.
         let batch_started = Instant::now();
-        let mut attempt_records = records;
-        loop {
-            let mut outcomes = Vec::with_capacity(attempt_records.len());
-            let mut transient: Option<Failure> = None;
-            for raw in &attempt_records {
-                match prepare_record(decoder, tenants, consumer, raw.clone()).await {
-                    Ok(o) => outcomes.push(o),
-                    Err(f) => {
-                        transient = Some(f);
-                        break;
-                    }
-                }
+        let mut outcomes = Vec::with_capacity(records.len());
+        summary.records += records.len() as u64;
+        for raw in &records {
+            match prepare_record(decoder, tenants, consumer, raw.clone()).await {
+                Ok(o) => outcomes.push(o),
+                Err(f) => return restore(state, records, "prepare", f.to_string()),
             }
-            summary.records += attempt_records.len() as u64;
-            if let Some(f) = transient {
-                summary.retries += 1;
-                metrics::counter!(tm::RETRIES_TOTAL, "consumer" => consumer.name(), "stage" => "prepare").increment(1);
-                if !sleep_or_shutdown(&mut backoff, &f.to_string(), shutdown).await {
-                    return Ok(());
+        }
+        // 3. Commit.
+        let input = BatchInput {
+            topic: topic.to_owned(),
+            partition,
+            records: outcomes,
+            next_offset: last + 1,
+        };
+        match store.commit_batch(consumer, input).await {
+            Ok(outcome) => {
+                if let Some(position) = outcome.stale {
+                    summary.stale_batches += 1;
+                    metrics::counter!(tm::STALE_BATCHES_TOTAL, "consumer" => consumer.name())
+                        .increment(1);
+                    warn!(
+                        position,
+                        "stale batch rejected by the position fence; seeking"
+                    );
+                    state.next = Some(position);
+                    seek(kafka, topic, partition, position);
+                    return Ok(Flush::Done);
                 }
-                continue;
+                summary.add(&outcome);
+                record_metrics(consumer.name(), topic, partition, &outcome, batch_started, last + 1);
+                state.next = Some(last + 1);
+                debug!(?outcome, "batch committed");
+                mirror_commit(kafka, topic, partition, last + 1);
+                Ok(Flush::Done)
             }
-            // 3. Commit.
-            let input = BatchInput {
-                topic: topic.to_owned(),
-                partition,
-                records: outcomes,
-                next_offset: last + 1,
-            };
-            match store.commit_batch(consumer, input).await {
-                Ok(outcome) => {
-                    if let Some(position) = outcome.stale {
-                        summary.stale_batches += 1;
-                        metrics::counter!(tm::STALE_BATCHES_TOTAL, "consumer" => consumer.name()).increment(1);
-                        warn!(
-                            position,
-                            "stale batch rejected by the position fence; seeking"
-                        );
-                        state.next = Some(position);
-                        seek(kafka, topic, partition, position);
-                        return Ok(());
-                    }
-                    summary.add(&outcome);
-                    record_metrics(consumer.name(), topic, partition, &outcome, batch_started, last + 1);
-                    state.next = Some(last + 1);
-                    debug!(?outcome, "batch committed");
-                    mirror_commit(kafka, topic, partition, last + 1);
-                    return Ok(());
-                }
-                Err(e) if e.is_retryable() => {
-                    summary.retries += 1;
-                    metrics::counter!(tm::RETRIES_TOTAL, "consumer" => consumer.name(), "stage" => "commit").increment(1);
-                    if !sleep_or_shutdown(&mut backoff, &error_text(&e), shutdown).await {
-                        return Ok(());
-                    }
-                    attempt_records = std::mem::take(&mut attempt_records);
-                }
-                Err(e) => return Err(RuntimeError::Store(e)),
-            }
+            Err(e) if e.is_retryable() => restore(state, records, "commit", error_text(&e)),
+            Err(e) => Err(RuntimeError::Store(e)),
         }
     }
     .instrument(span)
@@ -512,25 +585,6 @@ fn error_text(e: &StoreError) -> String {
     ledgerflow_codec::error_chain(e)
 }
 
-/// Sleeps the next backoff delay; false when shutdown was requested meanwhile.
-async fn sleep_or_shutdown(
-    backoff: &mut Backoff,
-    why: &str,
-    shutdown: &mut watch::Receiver<bool>,
-) -> bool {
-    let delay = backoff.next_delay();
-    warn!(
-        error = why,
-        attempt = backoff.attempts(),
-        ?delay,
-        "transient failure, retrying"
-    );
-    tokio::select! {
-        () = tokio::time::sleep(delay) => true,
-        _ = shutdown.changed() => false,
-    }
-}
-
 /// The partition's earliest available offset, or None when the broker does not answer.
 fn low_watermark(kafka: &StreamConsumer<LoopContext>, topic: &str, partition: i32) -> Option<i64> {
     // A metadata round trip, once per partition per assignment; block_in_place keeps the
@@ -551,6 +605,23 @@ fn seek(kafka: &StreamConsumer<LoopContext>, topic: &str, partition: i32, offset
         // A failed seek leaves the fetch position where it was; the next batch is then stale
         // or unsynced and is corrected again. Nothing is committed from a wrong position.
         warn!(topic, partition, offset, error = %e, "seek failed");
+    }
+}
+
+/// Pauses or resumes fetching of partitions (failures are logged: a pause that did not take
+/// only means records keep arriving into the buffer, which the retry then includes).
+fn set_paused(kafka: &StreamConsumer<LoopContext>, keys: &[Key], paused: bool) {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in keys {
+        tpl.add_partition(topic, *partition);
+    }
+    let result = if paused {
+        kafka.pause(&tpl)
+    } else {
+        kafka.resume(&tpl)
+    };
+    if let Err(e) = result {
+        warn!(partitions = ?keys, paused, error = %e, "pause/resume failed");
     }
 }
 

@@ -29,6 +29,9 @@ pub enum Decision {
     DeadLettered,
     /// Not a type this consumer acts on.
     Skipped,
+    /// An operator's action (replay, offsets reset, dead-letter retry or discard), recorded in
+    /// the consumer's operations chain ([`crate::OPERATIONS_TOPIC`]).
+    Operation,
 }
 
 impl Decision {
@@ -39,6 +42,7 @@ impl Decision {
             Self::Duplicate => "duplicate",
             Self::DeadLettered => "dead_lettered",
             Self::Skipped => "skipped",
+            Self::Operation => "operation",
         }
     }
 
@@ -49,6 +53,7 @@ impl Decision {
             Self::Duplicate,
             Self::DeadLettered,
             Self::Skipped,
+            Self::Operation,
         ]
         .into_iter()
         .find(|d| d.as_str() == s)
@@ -177,11 +182,11 @@ impl ChainReport {
     }
 }
 
-const SELECT_ROWS: &str = "SELECT consumer, topic, partition, seq, \"offset\", event_id, tenant_id, \
+pub(crate) const SELECT_ROWS: &str = "SELECT consumer, topic, partition, seq, \"offset\", event_id, tenant_id, \
     event_type, decision, reason, payload_hash, schema_id, detail, recorded_at, prev_hash, hash \
     FROM audit_log";
 
-fn row_from(r: &sqlx::any::AnyRow) -> Result<AuditRow, StoreError> {
+pub(crate) fn row_from(r: &sqlx::any::AnyRow) -> Result<AuditRow, StoreError> {
     let get = |e: sqlx::Error| StoreError::Corrupt(format!("audit row: {e}"));
     let decision: String = r.try_get("decision").map_err(get)?;
     Ok(AuditRow {

@@ -152,6 +152,20 @@ pub struct BatchOutcome {
     pub reasons: Vec<(ReasonCode, u64)>,
     /// Applied events per (event_type).
     pub applied_types: Vec<(String, u64)>,
+    /// Open dead letters at the batch's coordinates that this (redrive) batch resolved.
+    pub resolved: u64,
+}
+
+/// How a batch relates to the consumer's positions of record.
+#[derive(Debug, Clone, Copy)]
+enum Mode<'a> {
+    /// The live loop: fenced by, and advancing, the stored position.
+    Live,
+    /// An operator's redrive (replay, dead-letter retry): positions are neither checked nor
+    /// moved; audit rows name the operation; dead letters at the same coordinates are updated
+    /// (another attempt) or resolved (the record now has an effect, is a duplicate, or is
+    /// skipped).
+    Redrive { operation: &'a str },
 }
 
 impl Store {
@@ -191,7 +205,7 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query("beginning the batch"))?;
-        let outcome = write_batch(&mut tx, self.backend(), consumer, batch).await?;
+        let outcome = write_batch(&mut tx, self.backend(), consumer, batch, Mode::Live).await?;
         if outcome.stale.is_some() {
             tx.rollback()
                 .await
@@ -203,6 +217,82 @@ impl Store {
         }
         Ok(outcome)
     }
+
+    /// Commits an operator's redrive of records of one partition (replay, dead-letter retry)
+    /// in one transaction, through the same inbox, effects, dead letters and audit chain as a
+    /// live batch, but without checking or moving the position (`batch.next_offset` is
+    /// ignored, records need not be consecutive). The inbox makes it safe to redrive anything
+    /// any number of times: an event that was applied is a duplicate. Audit rows carry
+    /// `redrive <operation>` in their detail.
+    pub async fn commit_redrive(
+        &self,
+        consumer: &dyn ErasedConsumer,
+        batch: BatchInput,
+        operation: &str,
+    ) -> Result<BatchOutcome, StoreError> {
+        let mut conn = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::query("acquiring a connection"))?;
+        let mut tx = conn
+            .begin()
+            .await
+            .map_err(StoreError::query("beginning the redrive"))?;
+        let outcome = write_batch(
+            &mut tx,
+            self.backend(),
+            consumer,
+            batch,
+            Mode::Redrive { operation },
+        )
+        .await?;
+        tx.commit()
+            .await
+            .map_err(StoreError::query("committing the redrive"))?;
+        Ok(outcome)
+    }
+
+    /// The payload hashes the inbox holds for these event ids of a consumer (absent: never
+    /// applied). Read-only; used to plan a replay.
+    pub async fn inbox_hashes(
+        &self,
+        consumer: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let mut conn = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::query("acquiring a connection"))?;
+        inbox_hashes_on(&mut conn, consumer, ids).await
+    }
+}
+
+async fn inbox_hashes_on(
+    conn: &mut AnyConnection,
+    consumer: &str,
+    ids: &[String],
+) -> Result<HashMap<String, String>, StoreError> {
+    let mut stored_hash = HashMap::new();
+    for chunk in ids.chunks(CHUNK_ROWS) {
+        let list = crate::sql::placeholders(1, chunk.len(), 1);
+        let sql = format!(
+            "SELECT event_id, payload_hash FROM inbox WHERE consumer = $1 AND event_id IN {list}"
+        );
+        let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(consumer);
+        for id in chunk {
+            q = q.bind(id.clone());
+        }
+        for (id, hash) in q
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(StoreError::query("reading inbox hashes"))?
+        {
+            stored_hash.insert(id, hash);
+        }
+    }
+    Ok(stored_hash)
 }
 
 async fn write_batch(
@@ -210,12 +300,45 @@ async fn write_batch(
     backend: Backend,
     consumer: &dyn ErasedConsumer,
     batch: BatchInput,
+    mode: Mode<'_>,
 ) -> Result<BatchOutcome, StoreError> {
     let name = consumer.name();
     let mut outcome = BatchOutcome::default();
     let Some(first_offset) = batch.records.first().map(RecordOutcome::offset) else {
         return Ok(outcome);
     };
+    let now = now_micros();
+    if let Mode::Redrive { .. } = mode {
+        // Serialize with the live loop's batches of this partition (their audit rows extend
+        // the same chain); no fence, no placeholder: the position is not ours to touch.
+        if backend == Backend::Postgres {
+            sqlx::query(
+                "SELECT next_offset FROM positions \
+                 WHERE consumer = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
+            )
+            .bind(name)
+            .bind(&batch.topic)
+            .bind(batch.partition)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(StoreError::query("locking the position"))?;
+        }
+    } else if let Some(position) = fence(conn, backend, name, &batch, first_offset, now).await? {
+        outcome.stale = Some(position);
+        return Ok(outcome);
+    }
+    write_records(conn, backend, consumer, batch, mode, first_offset, now, outcome).await
+}
+
+/// Step 1 of a live batch: `Some(stored position)` when the batch is stale.
+async fn fence(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    name: &str,
+    batch: &BatchInput,
+    first_offset: i64,
+    now: i64,
+) -> Result<Option<i64>, StoreError> {
 
     // 1. Position check, with the row locked on Postgres (SQLite has one writer anyway).
     //    The row is created first when missing, as a placeholder that step 6 overwrites, so
@@ -225,7 +348,6 @@ async fn write_batch(
     //    Now the loser blocks on this insert until the winner commits, then reads the winner's
     //    position and is stale. On SQLite the insert makes the transaction a writer from its
     //    first statement, so the reads below never come from an outdated snapshot.
-    let now = now_micros();
     sqlx::query(
         "INSERT INTO positions (consumer, topic, partition, next_offset, updated_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (consumer, topic, partition) DO NOTHING",
@@ -255,13 +377,21 @@ async fn write_batch(
     .map(|r| r.try_get::<i64, _>(0))
     .transpose()
     .map_err(|e| StoreError::Corrupt(format!("position: {e}")))?;
-    if let Some(position) = stored
-        && position > first_offset
-    {
-        outcome.stale = Some(position);
-        return Ok(outcome);
-    }
+    Ok(stored.filter(|position| *position > first_offset))
+}
 
+#[allow(clippy::too_many_arguments)]
+async fn write_records(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    consumer: &dyn ErasedConsumer,
+    batch: BatchInput,
+    mode: Mode<'_>,
+    first_offset: i64,
+    now: i64,
+    mut outcome: BatchOutcome,
+) -> Result<BatchOutcome, StoreError> {
+    let name = consumer.name();
     // 2. Inbox.
     let mapped: Vec<&Envelope> = batch
         .records
@@ -307,25 +437,8 @@ async fn write_batch(
         }
     }
     // Hashes of every event id in the batch as the inbox holds them now (new ones included).
-    let mut stored_hash: HashMap<String, String> = HashMap::new();
     let ids: Vec<String> = mapped.iter().map(|e| e.meta.event_id.to_string()).collect();
-    for chunk in ids.chunks(CHUNK_ROWS) {
-        let list = crate::sql::placeholders(1, chunk.len(), 1);
-        let sql = format!(
-            "SELECT event_id, payload_hash FROM inbox WHERE consumer = $1 AND event_id IN {list}"
-        );
-        let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(name);
-        for id in chunk {
-            q = q.bind(id.clone());
-        }
-        for (id, hash) in q
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(StoreError::query("reading inbox hashes"))?
-        {
-            stored_hash.insert(id, hash);
-        }
-    }
+    let stored_hash = inbox_hashes_on(conn, name, &ids).await?;
 
     // Decide every record, in offset order.
     let mut decisions: Vec<(Decision, Option<String>)> = Vec::with_capacity(batch.records.len());
@@ -423,11 +536,22 @@ async fn write_batch(
                 .push(now)
                 .push(now);
         }
+        // Live: a re-read of the same offsets (after a crash) keeps the first letter. Redrive:
+        // the open letter at those coordinates records another failed attempt.
+        let conflict = match mode {
+            Mode::Live => "ON CONFLICT (consumer, topic, partition, \"offset\") DO NOTHING",
+            Mode::Redrive { .. } => {
+                "ON CONFLICT (consumer, topic, partition, \"offset\") DO UPDATE SET \
+                 attempts = dead_letters.attempts + 1, reason = excluded.reason, \
+                 error = excluded.error, updated_at = excluded.updated_at \
+                 WHERE dead_letters.status = 'open'"
+            }
+        };
         let (sql, args) = values.finish(
             "INSERT INTO dead_letters (id, consumer, topic, partition, \"offset\", reason, error, \
              record_key, record_value, headers, schema_id, event_id, tenant_id, event_type, status, \
              attempts, created_at, updated_at)",
-            "ON CONFLICT (consumer, topic, partition, \"offset\") DO NOTHING",
+            conflict,
         );
         sqlx::query_with(&sql, args)
             .execute(&mut *conn)
@@ -470,12 +594,17 @@ async fn write_batch(
                 d.schema_id.map(i64::from),
             ),
         };
-        let detail = if decision == Decision::DeadLettered {
+        let error = if decision == Decision::DeadLettered {
             dead_iter
                 .next()
-                .map(|d| d.error.chars().take(500).collect())
+                .map(|d| d.error.chars().take(500).collect::<String>())
         } else {
             None
+        };
+        let detail = match (mode, error) {
+            (Mode::Live, error) => error,
+            (Mode::Redrive { operation }, None) => Some(format!("redrive {operation}")),
+            (Mode::Redrive { operation }, Some(e)) => Some(format!("redrive {operation}: {e}")),
         };
         let mut row = AuditRow {
             consumer: name.to_owned(),
@@ -500,6 +629,39 @@ async fn write_batch(
         audit_rows.push(row);
     }
     insert_audit_rows(&mut *conn, &audit_rows).await?;
+
+    if let Mode::Redrive { .. } = mode {
+        // Records that now have a decision other than a dead letter resolve the open dead
+        // letters at their coordinates.
+        let done: Vec<i64> = records
+            .iter()
+            .zip(&audit_rows)
+            .filter(|(_, row)| row.decision != Decision::DeadLettered)
+            .map(|(record, _)| record.offset())
+            .collect();
+        for chunk in done.chunks(CHUNK_ROWS) {
+            let list = crate::sql::placeholders(1, chunk.len(), 4);
+            let sql = format!(
+                "UPDATE dead_letters SET status = 'resolved', attempts = attempts + 1, \
+                 updated_at = $1 WHERE consumer = $2 AND topic = $3 AND partition = $4 \
+                 AND status = 'open' AND \"offset\" IN {list}"
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(now)
+                .bind(name)
+                .bind(&batch.topic)
+                .bind(batch.partition);
+            for offset in chunk {
+                q = q.bind(*offset);
+            }
+            let done = q
+                .execute(&mut *conn)
+                .await
+                .map_err(StoreError::query("resolving dead letters"))?;
+            outcome.resolved += done.rows_affected();
+        }
+        return Ok(outcome);
+    }
 
     // 6. Position.
     if batch.next_offset <= first_offset {

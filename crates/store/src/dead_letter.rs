@@ -44,6 +44,8 @@ pub struct DeadLetter {
     pub attempts: i32,
     /// Created (micros).
     pub created_at: i64,
+    /// Last change: another attempt, resolved or discarded (micros).
+    pub updated_at: i64,
 }
 
 /// Filters for listing dead letters.
@@ -68,8 +70,8 @@ impl Store {
     pub async fn dead_letters(&self, f: &DeadLetterFilter) -> Result<Vec<DeadLetter>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, consumer, topic, partition, \"offset\", reason, error, record_key, record_value, \
-             headers, schema_id, event_id, tenant_id, event_type, status, attempts, created_at \
-             FROM dead_letters \
+             headers, schema_id, event_id, tenant_id, event_type, status, attempts, created_at, \
+             updated_at FROM dead_letters \
              WHERE ($1 = '' OR consumer = $1) AND ($2 = '' OR tenant_id = $2) \
                AND ($3 = '' OR reason = $3) AND ($4 = '' OR status = $4) AND created_at >= $5 \
              ORDER BY created_at, topic, partition, \"offset\" LIMIT $6",
@@ -83,29 +85,59 @@ impl Store {
         .fetch_all(self.pool())
         .await
         .map_err(StoreError::query("listing dead letters"))?;
-        rows.iter()
-            .map(|r| {
-                let get = |e: sqlx::Error| StoreError::Corrupt(format!("dead letter: {e}"));
-                Ok(DeadLetter {
-                    id: r.try_get("id").map_err(get)?,
-                    consumer: r.try_get("consumer").map_err(get)?,
-                    topic: r.try_get("topic").map_err(get)?,
-                    partition: r.try_get("partition").map_err(get)?,
-                    offset: r.try_get("offset").map_err(get)?,
-                    reason: r.try_get("reason").map_err(get)?,
-                    error: r.try_get("error").map_err(get)?,
-                    key: r.try_get("record_key").map_err(get)?,
-                    value: r.try_get("record_value").map_err(get)?,
-                    headers: r.try_get("headers").map_err(get)?,
-                    schema_id: r.try_get("schema_id").map_err(get)?,
-                    event_id: r.try_get("event_id").map_err(get)?,
-                    tenant_id: r.try_get("tenant_id").map_err(get)?,
-                    event_type: r.try_get("event_type").map_err(get)?,
-                    status: r.try_get("status").map_err(get)?,
-                    attempts: r.try_get("attempts").map_err(get)?,
-                    created_at: r.try_get("created_at").map_err(get)?,
-                })
-            })
-            .collect()
+        rows.iter().map(letter_from).collect()
     }
+
+    /// One dead letter by id.
+    pub async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, consumer, topic, partition, \"offset\", reason, error, record_key, record_value, \
+             headers, schema_id, event_id, tenant_id, event_type, status, attempts, created_at, \
+             updated_at FROM dead_letters WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(StoreError::query("reading a dead letter"))?;
+        row.as_ref().map(letter_from).transpose()
+    }
+
+    /// Marks an open dead letter discarded; false when it was not open (already resolved or
+    /// discarded, or unknown), which changes nothing.
+    pub async fn discard_dead_letter(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE dead_letters SET status = 'discarded', updated_at = $1 \
+             WHERE id = $2 AND status = 'open'",
+        )
+        .bind(crate::batch::now_micros())
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::query("discarding a dead letter"))?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+fn letter_from(r: &sqlx::any::AnyRow) -> Result<DeadLetter, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Corrupt(format!("dead letter: {e}"));
+    Ok(DeadLetter {
+        id: r.try_get("id").map_err(get)?,
+        consumer: r.try_get("consumer").map_err(get)?,
+        topic: r.try_get("topic").map_err(get)?,
+        partition: r.try_get("partition").map_err(get)?,
+        offset: r.try_get("offset").map_err(get)?,
+        reason: r.try_get("reason").map_err(get)?,
+        error: r.try_get("error").map_err(get)?,
+        key: r.try_get("record_key").map_err(get)?,
+        value: r.try_get("record_value").map_err(get)?,
+        headers: r.try_get("headers").map_err(get)?,
+        schema_id: r.try_get("schema_id").map_err(get)?,
+        event_id: r.try_get("event_id").map_err(get)?,
+        tenant_id: r.try_get("tenant_id").map_err(get)?,
+        event_type: r.try_get("event_type").map_err(get)?,
+        status: r.try_get("status").map_err(get)?,
+        attempts: r.try_get("attempts").map_err(get)?,
+        created_at: r.try_get("created_at").map_err(get)?,
+        updated_at: r.try_get("updated_at").map_err(get)?,
+    })
 }

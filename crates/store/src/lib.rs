@@ -15,6 +15,7 @@ mod batch;
 mod consumer;
 mod dead_letter;
 mod error;
+mod operations;
 mod schema;
 mod sql;
 mod stats;
@@ -30,6 +31,7 @@ pub use batch::{BatchInput, BatchOutcome, DeadLetterInput, RecordOutcome, Skippe
 pub use consumer::{ConsumerLogic, Effects, ErasedConsumer};
 pub use dead_letter::{DeadLetter, DeadLetterFilter};
 pub use error::StoreError;
+pub use operations::{OPERATIONS_TOPIC, OperationInput};
 pub use sql::{Values, placeholders};
 pub use stats::{DecisionCount, PositionRow};
 

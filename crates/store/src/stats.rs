@@ -84,4 +84,42 @@ impl Store {
             })
             .collect()
     }
+
+    /// Sets positions of record (an operator's offsets reset), all in one transaction. Only
+    /// safe while the consumer is stopped: a running instance would keep its in-memory view.
+    pub async fn set_positions(
+        &self,
+        consumer: &str,
+        positions: &[(String, i32, i64)],
+    ) -> Result<(), StoreError> {
+        use sqlx::Connection;
+        let mut conn = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::query("acquiring a connection"))?;
+        let mut tx = conn
+            .begin()
+            .await
+            .map_err(StoreError::query("beginning a positions reset"))?;
+        let now = crate::batch::now_micros();
+        for (topic, partition, offset) in positions {
+            sqlx::query(
+                "INSERT INTO positions (consumer, topic, partition, next_offset, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (consumer, topic, partition) \
+                 DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at",
+            )
+            .bind(consumer)
+            .bind(topic)
+            .bind(*partition)
+            .bind(*offset)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("storing a position"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(StoreError::query("committing a positions reset"))
+    }
 }
