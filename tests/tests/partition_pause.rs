@@ -19,7 +19,12 @@ const CONSUMER: &str = "erp-receivables";
 fn start_registry(stack: &Stack, port: u16) -> Child {
     let db = format!("sqlite://{}", stack.path("registry.db"));
     let child = Command::new(ledgerflow_bin())
-        .args(["registry", "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "registry",
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .args(["--database", &db])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -27,7 +32,10 @@ fn start_registry(stack: &Stack, port: u16) -> Child {
         .expect("starting a registry");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "registry on {port} did not start");
+        assert!(
+            Instant::now() < deadline,
+            "registry on {port} did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     child
@@ -40,7 +48,10 @@ fn send_to(producer: &EventProducer, event: &Event, version: u8, partition: i32)
         value: Some(producer.encode(event, version)),
         headers: vec![
             ("tenant_id".to_owned(), tenant),
-            ("event_type".to_owned(), event.event_type().as_str().to_owned()),
+            (
+                "event_type".to_owned(),
+                event.event_type().as_str().to_owned(),
+            ),
             ("event_id".to_owned(), event.event_id_raw().to_owned()),
         ],
         partition: Some(partition),
@@ -55,7 +66,12 @@ fn position(ledger: &Ledger, partition: i32) -> i64 {
         .map_or(0, |p| p.next_offset)
 }
 
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool, log: impl Fn() -> String) {
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut() -> bool,
+    log: impl Fn() -> String,
+) {
     let deadline = Instant::now() + timeout;
     while !done() {
         assert!(
@@ -90,7 +106,10 @@ fn a_registry_outage_pauses_only_the_partitions_that_need_it() {
     // consumer first meets during the outage.
     let customers = of_type(EventType::CustomerUpserted);
     let invoices = of_type(EventType::InvoiceFinalized);
-    assert!(customers.len() >= 80 && invoices.len() >= 30, "workload too small");
+    assert!(
+        customers.len() >= 80 && invoices.len() >= 30,
+        "workload too small"
+    );
     let (before, during) = customers.split_at(40);
     let during = &during[..40];
     let v2 = &invoices[..30];
@@ -150,7 +169,10 @@ fn a_registry_outage_pauses_only_the_partitions_that_need_it() {
         || run.log(),
     );
     assert_eq!(position(&ledger, 1), 0, "nothing of partition 1 committed");
-    assert!(ledger.dead_letters().is_empty(), "an outage never dead-letters");
+    assert!(
+        ledger.dead_letters().is_empty(),
+        "an outage never dead-letters"
+    );
     assert!(run.try_wait().is_none(), "the consumer stays up");
 
     // The registry comes back: partition 1 resumes and catches up.
@@ -167,7 +189,9 @@ fn a_registry_outage_pauses_only_the_partitions_that_need_it() {
         .status()
         .expect("kill");
     assert!(status.success());
-    let exit = run.wait_timeout(Duration::from_secs(30)).expect("run exits");
+    let exit = run
+        .wait_timeout(Duration::from_secs(30))
+        .expect("run exits");
     assert!(exit.success(), "{exit}:\n{}", run.log());
     let _ = registry.kill();
     let _ = registry.wait();

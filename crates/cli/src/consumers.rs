@@ -9,7 +9,11 @@ use tokio::task::JoinHandle;
 use crate::run::Pipeline;
 
 /// Every consumer `ledgerflow run` can start.
-pub(crate) const ALL: &[&str] = &[ledgerflow_erp_receivables::CONSUMER_NAME];
+pub(crate) const ALL: &[&str] = &[
+    ledgerflow_erp_receivables::CONSUMER_NAME,
+    ledgerflow_warehouse_sink::CONSUMER_NAME,
+    ledgerflow_notifications::CONSUMER_NAME,
+];
 
 pub(crate) fn parse_name(raw: &str) -> Result<String, String> {
     if ALL.contains(&raw) {
@@ -27,6 +31,12 @@ pub(crate) fn build(name: &str) -> anyhow::Result<Arc<dyn ErasedConsumer>> {
     match name {
         ledgerflow_erp_receivables::CONSUMER_NAME => {
             Ok(Arc::new(ledgerflow_erp_receivables::ErpReceivables))
+        }
+        ledgerflow_warehouse_sink::CONSUMER_NAME => {
+            Ok(Arc::new(ledgerflow_warehouse_sink::Warehouse))
+        }
+        ledgerflow_notifications::CONSUMER_NAME => {
+            Ok(Arc::new(ledgerflow_notifications::Notifications))
         }
         other => anyhow::bail!("unknown consumer {other:?}"),
     }
@@ -58,7 +68,8 @@ pub(crate) fn spawn_companions(
     pipeline: &Pipeline,
     stop: watch::Receiver<bool>,
 ) -> Vec<Companion> {
-    crate::erp::spawn_dispatcher(name, pipeline, stop)
+    crate::erp::spawn_dispatcher(name, pipeline, stop.clone())
         .into_iter()
+        .chain(crate::notifications::spawn_dispatcher(name, pipeline, stop))
         .collect()
 }

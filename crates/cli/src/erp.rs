@@ -137,7 +137,11 @@ pub(crate) async fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     );
     store.apply_schema(&ddl).await?;
     let source = match &args.source {
-        Some(path) if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) => {
+        Some(path)
+            if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv")) =>
+        {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
             ReconcileSource::Billing(

@@ -6,17 +6,25 @@
 
 mod audit;
 mod consumers;
+mod dlq;
 mod erp;
 mod kafka;
+mod lag;
+mod notifications;
+mod offsets;
+mod ops;
 mod output;
 mod produce;
+mod range;
 mod registry;
+mod replay;
 mod run;
 mod settings;
 mod shutdown;
 mod stats;
 mod tail;
 mod tenants_file;
+mod warehouse;
 
 use std::process::ExitCode;
 
@@ -69,25 +77,59 @@ enum Command {
     Audit(audit::AuditCommand),
     /// Compare the billing source with posted journals, and journals with ERP acknowledgements.
     Reconcile(erp::ReconcileArgs),
+    /// Verify Standard Webhooks signatures (as a receiver would).
+    #[command(subcommand)]
+    Webhooks(notifications::WebhooksCommand),
+    /// List notification deliveries or re-queue failed ones.
+    #[command(subcommand)]
+    Notifications(notifications::NotificationsCommand),
+    /// Export warehouse tables (facts and dimensions) for analysts.
+    #[command(subcommand)]
+    Warehouse(warehouse::WarehouseCommand),
+    /// Re-read a range outside the live group: plan what it would do, or push it through the
+    /// pipeline again (dedup: nothing is posted twice).
+    #[command(subcommand)]
+    Replay(replay::ReplayCommand),
+    /// Show or move a consumer's positions (database and Kafka group together).
+    #[command(subcommand)]
+    Offsets(offsets::OffsetsCommand),
+    /// List, show, retry or discard dead letters.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
 }
 
-fn init_logging(format: LogFormat, filter: &str) {
+/// Logs to stderr, plus OTLP trace export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the
+/// returned guard flushes the spans when dropped at exit).
+fn init_logging(format: LogFormat, filter: &str) -> Option<ledgerflow_telemetry::otlp::OtlpGuard> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let json = matches!(format, LogFormat::Json);
+    let text_layer = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let json_layer = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+    });
+    let otlp = ledgerflow_telemetry::otlp::OtlpGuard::from_env().unwrap_or_else(|e| {
+        eprintln!("warning: OpenTelemetry export is off: {e}");
+        None
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text_layer)
+        .with(json_layer)
+        .with(otlp.as_ref().map(|guard| guard.layer()))
+        .init();
+    otlp
 }
 
 fn main() -> ExitCode {
     // `ledgerflow ... | head` must end quietly like any Unix tool, not panic on EPIPE.
     sigpipe::reset();
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
+    let _otlp = init_logging(cli.log_format, &cli.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -107,6 +149,12 @@ fn main() -> ExitCode {
             Command::Stats(args) => stats::run(args).await,
             Command::Audit(cmd) => audit::run(cmd).await,
             Command::Reconcile(args) => erp::reconcile(args).await,
+            Command::Webhooks(cmd) => notifications::webhooks(cmd).await,
+            Command::Notifications(cmd) => notifications::run(cmd).await,
+            Command::Warehouse(cmd) => warehouse::run(cmd).await,
+            Command::Replay(cmd) => replay::run(cmd).await,
+            Command::Offsets(cmd) => offsets::run(cmd).await,
+            Command::Dlq(cmd) => dlq::run(cmd).await,
         }
     });
     match result {

@@ -123,6 +123,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("binding the metrics address {addr}"))?;
         tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+        crate::lag::start(&ready, &pipeline, &names, companion_rx.clone())?;
         let mut metrics_stop = companion_rx.clone();
         let ready = Arc::clone(&ready);
         tokio::spawn(async move {

@@ -15,8 +15,8 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ledgerflow_loadgen::TenantProfile;
 use ledgerflow_tenants::{
-    AccountMapping, ErpKind, ErpTarget, SecretRef, TenantConfig, TenantRegistry, TenantsFile,
-    WebhookEndpoint, read_secret,
+    AccountMapping, ErpKind, ErpTarget, NotificationTemplates, SecretRef, TenantConfig,
+    TenantRegistry, TenantsFile, WebhookEndpoint, read_secret,
 };
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -110,6 +110,7 @@ pub(crate) fn write(
                         file: Path::new(&secrets_name).join(name),
                     },
                     events: Vec::new(),
+                    templates: NotificationTemplates::default(),
                 }]
             })
             .unwrap_or_default();

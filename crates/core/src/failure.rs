@@ -31,11 +31,14 @@ pub enum ReasonCode {
     TenantMismatch,
     /// The same event id arrived earlier with a different payload.
     IdempotencyConflict,
+    /// A tenant's notification template cannot be rendered for the event (not valid JSON, or
+    /// a placeholder the event's notification kind does not have).
+    TemplateRender,
 }
 
 impl ReasonCode {
     /// Every reason code, for catalogues and exhaustive tests.
-    pub const ALL: [ReasonCode; 12] = [
+    pub const ALL: [ReasonCode; 13] = [
         Self::TruncatedHeader,
         Self::UnsupportedMagic,
         Self::UnknownSchemaId,
@@ -48,6 +51,7 @@ impl ReasonCode {
         Self::UnknownTenant,
         Self::TenantMismatch,
         Self::IdempotencyConflict,
+        Self::TemplateRender,
     ];
 
     /// The stable snake_case name.
@@ -65,6 +69,7 @@ impl ReasonCode {
             Self::UnknownTenant => "unknown_tenant",
             Self::TenantMismatch => "tenant_mismatch",
             Self::IdempotencyConflict => "idempotency_conflict",
+            Self::TemplateRender => "template_render",
         }
     }
 

@@ -80,11 +80,15 @@ impl BillingExport {
     pub fn from_csv(text: &str) -> Result<Self, ErpError> {
         let mut records = parse_csv(text)?.into_iter();
         let Some((_, header)) = records.next() else {
-            return Err(source_error(1, "the file is empty (a header row is required)"));
+            return Err(source_error(
+                1,
+                "the file is empty (a header row is required)",
+            ));
         };
         let column = |name: &str| header.iter().position(|h| h.trim() == name);
         let required = |name: &str| {
-            column(name).ok_or_else(|| source_error(1, &format!("no {name:?} column in the header")))
+            column(name)
+                .ok_or_else(|| source_error(1, &format!("no {name:?} column in the header")))
         };
         let (tenant, kind, id, currency, amount) = (
             required("tenant_id")?,
@@ -109,15 +113,16 @@ impl BillingExport {
                     Ok(v)
                 }
             };
-            let doc_type = BillingDocType::parse(field(kind, "document_type")?).ok_or_else(|| {
-                source_error(
-                    line,
-                    &format!(
-                        "document_type {:?} is not invoice, payment or credit_memo",
-                        get(kind)
-                    ),
-                )
-            })?;
+            let doc_type =
+                BillingDocType::parse(field(kind, "document_type")?).ok_or_else(|| {
+                    source_error(
+                        line,
+                        &format!(
+                            "document_type {:?} is not invoice, payment or credit_memo",
+                            get(kind)
+                        ),
+                    )
+                })?;
             let code = field(currency, "currency")?;
             let exponent = Currency::parse(code)
                 .map_err(|e| source_error(line, &e))?
@@ -274,7 +279,10 @@ mod tests {
     fn bad_rows_are_refused_with_their_line() {
         for (body, needle) in [
             ("t001,invoice,inv_1,USD,12.345,,\n", "line 2"),
-            ("t001,order,o_1,USD,1.00,,\n", "is not invoice, payment or credit_memo"),
+            (
+                "t001,order,o_1,USD,1.00,,\n",
+                "is not invoice, payment or credit_memo",
+            ),
             ("t001,invoice,inv_1,XXX,1.00,,\n", "line 2"),
             ("t001,invoice,,USD,1.00,,\n", "document_id is empty"),
             ("t001,invoice,inv_1,USD,1.00,,yesterday\n", "issued_at"),

@@ -981,7 +981,12 @@ async fn against_billing(
         let tenant = tenants.entry(doc.tenant_id.clone()).or_default();
         let d = billing_doc(doc.doc_type, tenant);
         match posted.remove(&key) {
-            None => listed(&mut d.missing, &mut d.missing_count, doc.document_id.clone(), limit),
+            None => listed(
+                &mut d.missing,
+                &mut d.missing_count,
+                doc.document_id.clone(),
+                limit,
+            ),
             Some((currency, amount, fee)) => {
                 if currency != doc.currency
                     || amount != doc.amount_minor
@@ -1034,7 +1039,10 @@ async fn against_billing(
     Ok(())
 }
 
-fn billing_doc(doc_type: BillingDocType, t: &mut TenantReconciliation) -> &mut DocumentReconciliation {
+fn billing_doc(
+    doc_type: BillingDocType,
+    t: &mut TenantReconciliation,
+) -> &mut DocumentReconciliation {
     match doc_type {
         BillingDocType::Invoice => &mut t.invoices,
         BillingDocType::Payment => &mut t.payments,

@@ -52,13 +52,19 @@ async fn billing_export_reconciles(db: &TestDb, csv: &str) {
     let altered_tenant = fields[0].clone();
     lines[payment] = fields.join(",");
     let currency = dropped.split(',').nth(3).unwrap().to_owned();
-    lines.push(format!("{dropped_tenant},credit_memo,cm_invented,{currency},1,,"));
+    lines.push(format!(
+        "{dropped_tenant},credit_memo,cm_invented,{currency},1,,"
+    ));
     let report = run(lines.join("\n")).await;
     assert!(!report.is_clean());
     let t = &report.tenants[&dropped_tenant];
     assert_eq!(t.invoices.extra, vec![dropped_id], "{t:#?}");
     assert_eq!(t.invoices.count_matches, Some(false));
-    assert_eq!(t.credit_memos.missing, vec!["cm_invented".to_owned()], "{t:#?}");
+    assert_eq!(
+        t.credit_memos.missing,
+        vec!["cm_invented".to_owned()],
+        "{t:#?}"
+    );
     let t = &report.tenants[&altered_tenant];
     assert_eq!(t.payments.mismatched, vec![altered_id], "{t:#?}");
     assert_eq!(t.payments.total_matches, Some(false));

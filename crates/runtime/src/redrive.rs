@@ -247,7 +247,9 @@ async fn classify(
                 let hash = hex_of(&envelope.payload_hash);
                 let known = stored.get(&id).or_else(|| planned.get(&id));
                 match known {
-                    Some(h) if *h == hash => report.count(tenant, event_type, |c| c.already_applied += 1),
+                    Some(h) if *h == hash => {
+                        report.count(tenant, event_type, |c| c.already_applied += 1)
+                    }
                     Some(_) => report.count(tenant, event_type, |c| c.conflicts += 1),
                     None if seen.contains(&id) => {
                         report.count(tenant, event_type, |c| c.already_applied += 1);
@@ -261,7 +263,9 @@ async fn classify(
             }
             RecordOutcome::Skipped(_) => report.count(tenant, event_type, |c| c.skipped += 1),
             RecordOutcome::DeadLetter(d) => report.count(tenant, event_type, |c| {
-                *c.dead_lettered.entry(d.reason.as_str().to_owned()).or_default() += 1;
+                *c.dead_lettered
+                    .entry(d.reason.as_str().to_owned())
+                    .or_default() += 1;
             }),
         }
     }
@@ -270,10 +274,12 @@ async fn classify(
 
 fn hex_of(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Classifies one partition's records without writing anything. Call it chunk by chunk with

@@ -137,10 +137,7 @@ enum Flush {
     /// Committed, or corrected its position (seek); nothing left to retry.
     Done,
     /// A transient failure: the records are back in the buffer, to be retried.
-    Transient {
-        stage: &'static str,
-        error: String,
-    },
+    Transient { stage: &'static str, error: String },
 }
 
 /// How long a graceful shutdown keeps retrying a buffered batch through a transient failure
@@ -323,10 +320,9 @@ pub async fn run_consumer(
             if !transient {
                 continue;
             }
-            let wait = state
-                .retry
-                .as_ref()
-                .map_or(Duration::ZERO, |r| r.at.saturating_duration_since(Instant::now()));
+            let wait = state.retry.as_ref().map_or(Duration::ZERO, |r| {
+                r.at.saturating_duration_since(Instant::now())
+            });
             if Instant::now() + wait >= deadline {
                 warn!(
                     consumer = name,
@@ -370,8 +366,7 @@ fn after_flush(
         }
         Flush::Transient { stage, error } => {
             summary.retries += 1;
-            metrics::counter!(tm::RETRIES_TOTAL, "consumer" => name, "stage" => stage)
-                .increment(1);
+            metrics::counter!(tm::RETRIES_TOTAL, "consumer" => name, "stage" => stage).increment(1);
             let retry = state.retry.get_or_insert_with(|| {
                 set_paused(ctx.kafka, std::slice::from_ref(key), true);
                 Retry {

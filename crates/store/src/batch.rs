@@ -327,7 +327,17 @@ async fn write_batch(
         outcome.stale = Some(position);
         return Ok(outcome);
     }
-    write_records(conn, backend, consumer, batch, mode, first_offset, now, outcome).await
+    write_records(
+        conn,
+        backend,
+        consumer,
+        batch,
+        mode,
+        first_offset,
+        now,
+        outcome,
+    )
+    .await
 }
 
 /// Step 1 of a live batch: `Some(stored position)` when the batch is stale.
@@ -339,7 +349,6 @@ async fn fence(
     first_offset: i64,
     now: i64,
 ) -> Result<Option<i64>, StoreError> {
-
     // 1. Position check, with the row locked on Postgres (SQLite has one writer anyway).
     //    The row is created first when missing, as a placeholder that step 6 overwrites, so
     //    there is always a row to lock: with no row, `FOR UPDATE` locks nothing, and two

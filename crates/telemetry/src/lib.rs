@@ -1,11 +1,17 @@
 //! ledgerflow-telemetry: the metric catalogue (every metric name lives here, nowhere else), the
 //! Prometheus recorder, and the `/metrics`, `/healthz` and `/readyz` endpoints.
 //!
-//! Labels are bounded by construction: consumer names, event types, decisions and reason codes
-//! are closed sets; topic and partition are bounded by the subscription. Tenants are not a label.
+//! Labels are bounded by construction: consumer names, event types, decisions, statuses and
+//! reason codes are closed sets; topic and partition are bounded by the subscription. A tenant
+//! label only ever goes through [`TenantLabels`], which folds everything past an allowlist (or
+//! the first N tenants seen) into `other`.
+
+#[cfg(feature = "otlp")]
+pub mod otlp;
+mod readiness;
+mod tenants;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
@@ -13,9 +19,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Records read, by consumer, event type (`unknown` when undecodable) and decision.
+pub use readiness::{CheckFuture, Readiness, ReadinessReport};
+pub use tenants::{DEFAULT_TOP_TENANTS, OTHER_TENANT, TENANTS_ENV, TenantLabels};
+
+/// Records read, by consumer, event type (`any` for decisions other than applied) and decision.
 pub const EVENTS_TOTAL: &str = "ledgerflow_events_total";
 /// Dead letters written, by consumer and reason code.
 pub const DEAD_LETTERS_TOTAL: &str = "ledgerflow_dead_letters_total";
@@ -31,36 +40,181 @@ pub const STALE_BATCHES_TOTAL: &str = "ledgerflow_stale_batches_total";
 pub const OFFSET_GAPS_TOTAL: &str = "ledgerflow_offset_gaps_total";
 /// Next offset of record, by consumer, topic and partition.
 pub const POSITION: &str = "ledgerflow_position";
+/// Seconds to decode one record (framing, schema resolution, Avro), by consumer. Recorded by
+/// the runtime.
+pub const DECODE_SECONDS: &str = "ledgerflow_decode_seconds";
+/// High watermark minus the position of record, by consumer, topic and partition. Sampled.
+pub const CONSUMER_LAG_MESSAGES: &str = "ledgerflow_consumer_lag_messages";
+/// Age of the record at the position of record (0 when caught up), by consumer, topic and
+/// partition. Sampled.
+pub const CONSUMER_LAG_SECONDS: &str = "ledgerflow_consumer_lag_seconds";
+/// Unresolved (`open`) dead letters, by consumer and reason. Sampled.
+pub const DEAD_LETTER_DEPTH: &str = "ledgerflow_dead_letter_depth";
+/// Outbox rows not yet delivered, by consumer and status (`pending`, `failed`). Sampled.
+pub const OUTBOX_BACKLOG: &str = "ledgerflow_outbox_backlog";
+/// ERP postings (outbox rows) by tenant (bounded) and status (`pending`, `acked`, `failed`):
+/// the inputs of the posting success ratio. Sampled.
+pub const ERP_POSTINGS: &str = "ledgerflow_erp_postings";
+/// Webhook deliveries (notification outbox rows) by tenant (bounded) and status (`pending`,
+/// `delivered`, `failed`): the inputs of the webhook delivery success ratio. Sampled.
+pub const WEBHOOK_DELIVERIES: &str = "ledgerflow_webhook_deliveries";
+/// Sampler reads that failed, by source (`database`, `broker`).
+pub const SAMPLER_ERRORS_TOTAL: &str = "ledgerflow_sampler_errors_total";
 
-/// Every metric with its help text, for descriptions and the README catalogue test.
-pub const CATALOGUE: &[(&str, &str)] = &[
-    (
+/// The Prometheus type of a catalogued metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Monotonic counter (`_total`).
+    Counter,
+    /// Point-in-time value.
+    Gauge,
+    /// Bucketed distribution (explicit buckets, see [`install`]).
+    Histogram,
+}
+
+/// One catalogue entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    /// Full metric name.
+    pub name: &'static str,
+    /// Type.
+    pub kind: MetricKind,
+    /// Label names, in the order they are attached.
+    pub labels: &'static [&'static str],
+    /// Help text (also the README's meaning column).
+    pub help: &'static str,
+}
+
+const fn metric(
+    name: &'static str,
+    kind: MetricKind,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> Metric {
+    Metric {
+        name,
+        kind,
+        labels,
+        help,
+    }
+}
+
+/// Every metric with its type, labels and help text.
+pub const CATALOGUE: &[Metric] = &[
+    metric(
         EVENTS_TOTAL,
+        MetricKind::Counter,
+        &["consumer", "event_type", "decision"],
         "Records read, by consumer, event type and decision (applied, duplicate, dead_lettered, skipped).",
     ),
-    (
+    metric(
         DEAD_LETTERS_TOTAL,
+        MetricKind::Counter,
+        &["consumer", "reason"],
         "Dead letters written, by consumer and reason code.",
     ),
-    (BATCH_RECORDS, "Records per committed batch."),
-    (
+    metric(
+        BATCH_RECORDS,
+        MetricKind::Histogram,
+        &["consumer"],
+        "Records per committed batch.",
+    ),
+    metric(
         BATCH_COMMIT_SECONDS,
+        MetricKind::Histogram,
+        &["consumer"],
         "Seconds to prepare and commit one batch.",
     ),
-    (
+    metric(
         RETRIES_TOTAL,
+        MetricKind::Counter,
+        &["consumer", "stage"],
         "Transient failures retried with backoff, by stage.",
     ),
-    (
+    metric(
         STALE_BATCHES_TOTAL,
+        MetricKind::Counter,
+        &["consumer"],
         "Batches refused by the position fence (another owner committed first).",
     ),
-    (
+    metric(
         OFFSET_GAPS_TOTAL,
+        MetricKind::Counter,
+        &["consumer"],
         "Offset ranges the broker could not deliver after re-fetching (compaction, transaction markers).",
     ),
-    (POSITION, "Next offset of record per topic and partition."),
+    metric(
+        POSITION,
+        MetricKind::Gauge,
+        &["consumer", "topic", "partition"],
+        "Next offset of record per topic and partition.",
+    ),
+    metric(
+        DECODE_SECONDS,
+        MetricKind::Histogram,
+        &["consumer"],
+        "Seconds to decode one record: framing, schema resolution and Avro.",
+    ),
+    metric(
+        CONSUMER_LAG_MESSAGES,
+        MetricKind::Gauge,
+        &["consumer", "topic", "partition"],
+        "Records between the position of record and the high watermark (sampled).",
+    ),
+    metric(
+        CONSUMER_LAG_SECONDS,
+        MetricKind::Gauge,
+        &["consumer", "topic", "partition"],
+        "Age in seconds of the oldest record not yet committed, 0 when caught up (sampled).",
+    ),
+    metric(
+        DEAD_LETTER_DEPTH,
+        MetricKind::Gauge,
+        &["consumer", "reason"],
+        "Unresolved dead letters, by consumer and reason code (sampled).",
+    ),
+    metric(
+        OUTBOX_BACKLOG,
+        MetricKind::Gauge,
+        &["consumer", "status"],
+        "Outbox rows not yet delivered: pending (will be retried) and failed (parked) (sampled).",
+    ),
+    metric(
+        ERP_POSTINGS,
+        MetricKind::Gauge,
+        &["tenant", "status"],
+        "ERP postings by tenant (bounded, see LEDGERFLOW_METRICS_TENANTS) and status: pending, acked, failed (sampled).",
+    ),
+    metric(
+        WEBHOOK_DELIVERIES,
+        MetricKind::Gauge,
+        &["tenant", "status"],
+        "Webhook deliveries by tenant (bounded, see LEDGERFLOW_METRICS_TENANTS) and status: pending, delivered, failed (sampled).",
+    ),
+    metric(
+        SAMPLER_ERRORS_TOTAL,
+        MetricKind::Counter,
+        &["source"],
+        "Background sampler reads that failed, by source (database, broker).",
+    ),
 ];
+
+/// Bucket bounds of the catalogued histograms. Decoding is microseconds, a batch commit
+/// milliseconds to seconds, a batch 1 to 10,000 records.
+fn buckets(name: &str) -> &'static [f64] {
+    match name {
+        BATCH_RECORDS => &[
+            1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+        ],
+        DECODE_SECONDS => &[
+            0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05, 0.25,
+            1.0,
+        ],
+        _ => &[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ],
+    }
+}
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -69,48 +223,23 @@ pub fn install() -> Result<PrometheusHandle, TelemetryError> {
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(BATCH_COMMIT_SECONDS.to_owned()),
-            &[
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ],
-        )
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full(BATCH_RECORDS.to_owned()),
-                &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0],
-            )
-        })
-        .map_err(|e| TelemetryError::Install(e.to_string()))?
+    let mut builder = PrometheusBuilder::new();
+    for m in CATALOGUE.iter().filter(|m| m.kind == MetricKind::Histogram) {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(m.name.to_owned()), buckets(m.name))
+            .map_err(|e| TelemetryError::Install(e.to_string()))?;
+    }
+    let handle = builder
         .install_recorder()
         .map_err(|e| TelemetryError::Install(e.to_string()))?;
-    for (name, help) in CATALOGUE {
-        if *name == BATCH_RECORDS || *name == BATCH_COMMIT_SECONDS {
-            metrics::describe_histogram!(*name, *help);
-        } else if *name == POSITION {
-            metrics::describe_gauge!(*name, *help);
-        } else {
-            metrics::describe_counter!(*name, *help);
+    for m in CATALOGUE {
+        match m.kind {
+            MetricKind::Counter => metrics::describe_counter!(m.name, m.help),
+            MetricKind::Gauge => metrics::describe_gauge!(m.name, m.help),
+            MetricKind::Histogram => metrics::describe_histogram!(m.name, m.help),
         }
     }
     Ok(HANDLE.get_or_init(|| handle).clone())
-}
-
-/// Readiness: flipped by the process once its dependencies answered and work is assigned.
-#[derive(Debug, Default)]
-pub struct Readiness(AtomicBool);
-
-impl Readiness {
-    /// Marks the process ready or not.
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
-    }
-
-    /// Whether the process is ready.
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
 }
 
 /// Telemetry failures.
@@ -122,6 +251,9 @@ pub enum TelemetryError {
     /// The HTTP server failed.
     #[error("metrics server failed")]
     Serve(#[source] std::io::Error),
+    /// The OTLP exporter could not be set up or flushed.
+    #[error("otlp export: {0}")]
+    Otlp(String),
 }
 
 #[derive(Clone)]
@@ -141,14 +273,17 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.ready.get() {
-        (StatusCode::OK, "ready\n")
+    let report = state.ready.evaluate().await;
+    let status = if report.ready {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(report))
 }
 
-/// Serves `/metrics`, `/healthz` (alive) and `/readyz` until `shutdown`.
+/// Serves `/metrics`, `/healthz` (process alive, nothing else) and `/readyz` (see
+/// [`Readiness`]) until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     handle: PrometheusHandle,
@@ -174,9 +309,22 @@ mod tests {
     async fn serves_metrics_health_and_readiness() {
         let handle = install().unwrap();
         metrics::counter!(EVENTS_TOTAL, "consumer" => "erp-receivables", "event_type" => "invoice_finalized", "decision" => "applied").increment(3);
+        metrics::histogram!(DECODE_SECONDS, "consumer" => "erp-receivables").record(0.00003);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let ready = Arc::new(Readiness::default());
+        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = Arc::clone(&healthy);
+        ready.add_check("database", move || {
+            let ok = flag.load(std::sync::atomic::Ordering::Relaxed);
+            Box::pin(async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err("connection refused".to_owned())
+                }
+            })
+        });
         tokio::spawn(serve(
             listener,
             handle,
@@ -191,6 +339,16 @@ mod tests {
             .await
             .unwrap();
         assert!(body.contains("ledgerflow_events_total{consumer=\"erp-receivables\",event_type=\"invoice_finalized\",decision=\"applied\"} 3"), "{body}");
+        assert!(
+            body.contains("# TYPE ledgerflow_decode_seconds histogram"),
+            "{body}"
+        );
+        assert!(
+            body.contains(
+                "ledgerflow_decode_seconds_bucket{consumer=\"erp-receivables\",le=\"0.00005\"} 1"
+            ),
+            "{body}"
+        );
         assert_eq!(
             reqwest::get(format!("{base}/healthz"))
                 .await
@@ -198,29 +356,56 @@ mod tests {
                 .status(),
             200
         );
-        assert_eq!(
-            reqwest::get(format!("{base}/readyz"))
-                .await
-                .unwrap()
-                .status(),
-            503
-        );
+        let readyz = || async {
+            let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        };
+        let (status, body) = readyz().await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("\"started\""), "{body}");
         ready.set(true);
-        assert_eq!(
-            reqwest::get(format!("{base}/readyz"))
-                .await
-                .unwrap()
-                .status(),
-            200
+        let (status, body) = readyz().await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"database\":\"ok\""), "{body}");
+        healthy.store(false, std::sync::atomic::Ordering::Relaxed);
+        let (status, body) = readyz().await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body.contains("\"failed\":[\"database\"]") && body.contains("connection refused"),
+            "{body}"
         );
     }
 
     #[test]
-    fn every_catalogue_name_is_prefixed_and_unique() {
-        let mut names: Vec<_> = CATALOGUE.iter().map(|(n, _)| *n).collect();
+    fn every_catalogue_name_is_prefixed_unique_and_well_typed() {
+        let mut names: Vec<_> = CATALOGUE.iter().map(|m| m.name).collect();
         assert!(names.iter().all(|n| n.starts_with("ledgerflow_")));
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), CATALOGUE.len());
+        for m in CATALOGUE {
+            // Prometheus conventions, which `promtool check metrics` also lints.
+            assert_eq!(
+                m.name.ends_with("_total"),
+                m.kind == MetricKind::Counter,
+                "{}",
+                m.name
+            );
+            assert!(!m.help.is_empty() && !m.labels.is_empty(), "{}", m.name);
+            assert!(
+                !m.labels.contains(&"tenant") || m.kind == MetricKind::Gauge,
+                "tenant labels only on sampled gauges, through TenantLabels: {}",
+                m.name
+            );
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_increasing() {
+        for m in CATALOGUE.iter().filter(|m| m.kind == MetricKind::Histogram) {
+            let b = buckets(m.name);
+            assert!(b.windows(2).all(|w| w[0] < w[1]), "{}", m.name);
+        }
     }
 }

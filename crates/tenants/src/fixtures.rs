@@ -30,6 +30,7 @@ id = "billing"
 url = "https://hooks.acme.example/ledgerflow"
 secret = { file = "secrets/acme-billing.whsec" }
 events = ["invoice_finalized", "payment_captured"]
+templates = { invoice_ready = '{"text": "Invoice {{invoice_number}} is ready: {{amount}} {{currency}}", "invoice": "{{invoice_id}}"}' }
 
 [[tenants.webhooks]]
 id = "audit"

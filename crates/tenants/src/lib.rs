@@ -18,7 +18,8 @@ mod validate;
 mod watcher;
 
 pub use config::{
-    AccountMapping, ErpKind, ErpTarget, SecretRef, TenantConfig, TenantsFile, WebhookEndpoint,
+    AccountMapping, ErpKind, ErpTarget, NotificationKind, NotificationTemplates, SecretRef,
+    TenantConfig, TenantsFile, WebhookEndpoint, template_placeholders,
 };
 pub use error::TenantsError;
 pub use registry::TenantRegistry;

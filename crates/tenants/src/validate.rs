@@ -3,7 +3,8 @@
 //! Parsing (serde with `deny_unknown_fields`) already rejects unknown keys, missing fields, bad
 //! tenant ids and unsupported currencies. What serde cannot express is checked here: unique ids,
 //! non-empty account numbers, http(s) URLs without embedded credentials, unique webhook ids,
-//! positive rate limits. Relative secret file paths are resolved against the tenants file's
+//! webhook templates that are JSON objects using only their kind's placeholders, positive rate
+//! limits. Relative secret file paths are resolved against the tenants file's
 //! directory here too, so a reader never depends on the process's working directory.
 
 use std::collections::{HashMap, HashSet};
@@ -12,7 +13,9 @@ use std::sync::Arc;
 
 use ledgerflow_core::TenantId;
 
-use crate::config::{SecretRef, TenantConfig, TenantsFile};
+use crate::config::{
+    NotificationKind, SecretRef, TenantConfig, TenantsFile, template_placeholders,
+};
 use crate::error::TenantsError;
 
 /// Validated tenants by id.
@@ -119,6 +122,12 @@ fn validate_tenant(tenant: &TenantConfig) -> Result<(), TenantsError> {
         let field = |name: &str| format!("webhooks[{}].{name}", webhook.id);
         check_url(&webhook.url).map_err(|reason| invalid(&field("url"), reason))?;
         check_secret_ref(&webhook.secret).map_err(|reason| invalid(&field("secret"), reason))?;
+        for kind in NotificationKind::ALL {
+            if let Some(template) = webhook.templates.get(kind) {
+                check_template(kind, template)
+                    .map_err(|reason| invalid(&field(&format!("templates.{kind}")), reason))?;
+            }
+        }
     }
 
     if tenant.rate_limit_per_sec == Some(0) {
@@ -161,6 +170,25 @@ fn check_webhook_id(id: &str) -> Result<(), String> {
         return Err(format!(
             "{id:?} must use only letters, digits, '-', '_' and '.'"
         ));
+    }
+    Ok(())
+}
+
+/// A template must look like a JSON object and use only the placeholders of its kind. Whether
+/// it is valid JSON is checked when it is rendered (a failure there dead-letters the event
+/// with reason `template_render`).
+fn check_template(kind: NotificationKind, template: &str) -> Result<(), String> {
+    let trimmed = template.trim();
+    if !(trimmed.starts_with('{') && trimmed.ends_with('}')) {
+        return Err("must be a JSON object".to_owned());
+    }
+    for name in template_placeholders(template)? {
+        if !kind.has_placeholder(name) {
+            return Err(format!(
+                "uses the unknown placeholder {{{{{name}}}}}; {kind} knows {}",
+                kind.placeholders().join(", ")
+            ));
+        }
     }
     Ok(())
 }
@@ -280,6 +308,15 @@ mod tests {
             acme.webhooks[1].events.is_empty(),
             "no filter means all events"
         );
+        assert!(acme.webhooks[0].subscribes_to(EventType::PaymentCaptured));
+        assert!(!acme.webhooks[0].subscribes_to(EventType::CreditMemoIssued));
+        assert!(acme.webhooks[1].subscribes_to(EventType::CreditMemoIssued));
+        assert!(
+            acme.webhooks[0]
+                .template(NotificationKind::InvoiceReady)
+                .contains("Invoice {{invoice_number}} is ready")
+        );
+        assert!(acme.webhooks[1].templates.is_empty());
         assert_eq!(
             acme.webhooks[1].secret,
             SecretRef::Env {
@@ -515,6 +552,75 @@ mod tests {
         assert_eq!(field, "webhooks.id");
         let (field, _) = invalid_field(with_webhooks(&[("a b", "https://x.example")]));
         assert_eq!(field, "webhooks.id");
+    }
+
+    fn with_template(key: &str, template: &str) -> Result<TenantMap, TenantsError> {
+        let mut text = minimal("acme");
+        text.push_str(&format!(
+            "[[tenants.webhooks]]\nid = \"ops\"\nurl = \"https://x.example\"\n\
+             secret = {{ file = \"w\" }}\ntemplates = {{ {key} = '{template}' }}\n"
+        ));
+        parse_and_validate(&text)
+    }
+
+    #[test]
+    fn accepts_templates_with_their_kinds_placeholders() {
+        let tenants = with_template(
+            "invoice_ready",
+            r#"{"text": "Invoice {{invoice_number}}: {{ amount }} {{currency}}"}"#,
+        )
+        .unwrap();
+        let webhook = &tenants[&tenant_id("acme")].webhooks[0];
+        assert_eq!(
+            webhook.template(NotificationKind::InvoiceReady),
+            r#"{"text": "Invoice {{invoice_number}}: {{ amount }} {{currency}}"}"#
+        );
+        assert_eq!(
+            webhook.template(NotificationKind::Welcome),
+            NotificationKind::Welcome.default_template(),
+            "a kind without a template uses the default"
+        );
+    }
+
+    #[test]
+    fn rejects_templates_with_unknown_placeholders_or_bad_shape() {
+        let (field, reason) = invalid_field(with_template(
+            "welcome",
+            r#"{"text": "{{invoice_number}}"}"#,
+        ));
+        assert_eq!(field, "webhooks[ops].templates.welcome");
+        assert!(
+            reason.starts_with("uses the unknown placeholder {{invoice_number}}; welcome knows"),
+            "{reason}"
+        );
+        let (_, reason) = invalid_field(with_template("credit_issued", r#"{"a": "{{amount"}"#));
+        assert!(reason.contains("without its closing"), "{reason}");
+        let (_, reason) = invalid_field(with_template("payment_receipt", r#"{"a": "{{A-B}}"}"#));
+        assert!(reason.contains("is not a name"), "{reason}");
+        let (_, reason) = invalid_field(with_template("payment_receipt", "amount {{amount}}"));
+        assert_eq!(reason, "must be a JSON object");
+        // A misspelt kind is a parse error (deny_unknown_fields).
+        assert!(matches!(
+            with_template("invoice_readdy", "{}"),
+            Err(TenantsError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn every_default_template_uses_only_its_kinds_placeholders() {
+        for kind in NotificationKind::ALL {
+            assert_eq!(
+                check_template(kind, kind.default_template()),
+                Ok(()),
+                "{kind}"
+            );
+            assert_eq!(NotificationKind::for_event(kind.event_type()), Some(kind));
+            assert_eq!(NotificationKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(
+            NotificationKind::for_event(EventType::UsageAggregated),
+            None
+        );
     }
 
     #[test]

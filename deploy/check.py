@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Static checks of deploy/ (run by `make check-observability`, next to promtool).
+
+- every YAML file parses; the dashboard is valid JSON; the TOML configs parse;
+- every ledgerflow_* metric the dashboard and the alert rules query is defined in the
+  catalogue (crates/telemetry/src/lib.rs), except the gauges written by scheduled
+  reconcile / audit runs, listed in EXTERNAL;
+- compose runs Kafka in KRaft mode, the registry, Postgres, ledgerflow with metrics on
+  0.0.0.0:9464, Prometheus and Grafana;
+- Kubernetes has a Deployment per consumer with `--consumer NAME`, /healthz and /readyz
+  probes, a PodDisruptionBudget selecting it, and the metrics Service.
+"""
+import json
+import pathlib
+import re
+import sys
+import tomllib
+
+import yaml
+
+DEPLOY = pathlib.Path(__file__).resolve().parent
+ROOT = DEPLOY.parent
+CONSUMERS = ["erp-receivables", "warehouse", "notifications"]
+# Written by `ledgerflow reconcile` / `ledgerflow audit verify` runs (textfile or Pushgateway).
+EXTERNAL = {"ledgerflow_reconcile_differences", "ledgerflow_audit_verify_broken_chains"}
+CONFIG_KEYS = {"brokers", "schema_registry_url", "database_url", "topics", "tenants_file",
+               "group_prefix", "consumers", "batch", "exit_when_idle", "kafka", "metrics_listen"}
+
+failures = []
+
+
+def check(ok, message):
+    if not ok:
+        failures.append(message)
+
+
+def docs(path):
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+yaml_files = sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml"))
+parsed = {}
+for path in yaml_files:
+    try:
+        parsed[path] = docs(path)
+    except yaml.YAMLError as e:
+        check(False, f"{path.relative_to(ROOT)}: {e}")
+
+dashboard = json.loads((DEPLOY / "grafana/ledgerflow.json").read_text())
+for path in [DEPLOY / "ledgerflow.toml", DEPLOY / "tenants.example.toml"]:
+    tomllib.loads(path.read_text())
+
+# Metric names against the catalogue.
+catalogue = set(re.findall(r'pub const \w+: &str = "(ledgerflow_\w+)";',
+                           (ROOT / "crates/telemetry/src/lib.rs").read_text()))
+check(len(catalogue) >= 10, f"catalogue not found: {catalogue}")
+queried = set()
+exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+exprs += [r["expr"] for g in parsed[DEPLOY / "prometheus/alerts.yml"][0]["groups"] for r in g["rules"]]
+for expr in exprs:
+    queried |= {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"ledgerflow_\w+", expr)}
+unknown = queried - catalogue - EXTERNAL
+check(not unknown, f"queried but not in the catalogue: {sorted(unknown)}")
+check(not (EXTERNAL & catalogue), "EXTERNAL metrics are now in the catalogue: move them")
+
+# compose.
+compose = parsed[DEPLOY / "compose.yaml"][0]
+services = compose["services"]
+for name in ["kafka", "schema-registry", "postgres", "ledgerflow", "prometheus", "grafana"]:
+    check(name in services, f"compose: no service {name}")
+check(services["kafka"]["image"].startswith("apache/kafka:"), "compose: kafka is not apache/kafka")
+check("controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"], "compose: kafka is not KRaft")
+command = services["ledgerflow"]["command"]
+check(command[:3] == ["run", "--config", "/etc/ledgerflow/ledgerflow.toml"]
+      and "0.0.0.0:9464" in command, f"compose: ledgerflow command {command}")
+
+# Kubernetes.
+k8s = [d for p, ds in parsed.items() if "k8s" in p.parts for d in ds]
+kinds = lambda kind: [d for d in k8s if d.get("kind") == kind]
+for consumer in CONSUMERS:
+    deployments = [d for d in kinds("Deployment")
+                   if d["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/component") == consumer]
+    check(len(deployments) == 1, f"k8s: {len(deployments)} Deployments for {consumer}")
+    if not deployments:
+        continue
+    container = deployments[0]["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    check(args[0] == "run" and args[args.index("--consumer") + 1] == consumer,
+          f"k8s: {consumer} args {args}")
+    check(container["livenessProbe"]["httpGet"]["path"] == "/healthz", f"k8s: {consumer} liveness")
+    check(container["readinessProbe"]["httpGet"]["path"] == "/readyz", f"k8s: {consumer} readiness")
+    labels = deployments[0]["spec"]["selector"]["matchLabels"]
+    pdbs = [d for d in kinds("PodDisruptionBudget") if d["spec"]["selector"]["matchLabels"] == labels]
+    check(len(pdbs) == 1, f"k8s: {len(pdbs)} PodDisruptionBudgets for {consumer}")
+check(any(p["name"] == "metrics" for s in kinds("Service") for p in s["spec"]["ports"]),
+      "k8s: no metrics Service")
+config_maps = kinds("ConfigMap")
+check(len(config_maps) == 1, "k8s: expected one ConfigMap")
+for cm in config_maps:
+    config = tomllib.loads(cm["data"]["ledgerflow.toml"])
+    check(set(config) <= CONFIG_KEYS, f"k8s: unknown config keys {set(config) - CONFIG_KEYS}")
+    tomllib.loads(cm["data"]["tenants.toml"])
+kustomization = parsed[DEPLOY / "k8s/kustomization.yaml"][0]
+for resource in kustomization["resources"]:
+    check((DEPLOY / "k8s" / resource).is_file(), f"k8s: kustomization lists missing {resource}")
+
+if failures:
+    print("deploy checks failed:\n  " + "\n  ".join(failures))
+    sys.exit(1)
+print(f"deploy: {len(yaml_files)} YAML files, dashboard ({len(dashboard['panels'])} panels), "
+      f"{len(queried)} queried metrics, {len(CONSUMERS)} consumer Deployments: ok")
