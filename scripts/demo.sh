@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole local path with nothing installed by hand: a Tansu broker (SQLite storage), the
-# built-in schema registry (SQLite), a local ERP receiver, a few tenants' worth of produced
-# events, every consumer run until idle, then stats, reconcile and audit verify.
+# built-in schema registry (SQLite), a local ERP receiver and webhook receiver, a few tenants'
+# worth of produced events, every consumer (erp-receivables, warehouse, notifications) run until
+# idle, then stats, reconcile (manifest and billing export), audit verify, a warehouse export,
+# the notification deliveries and a replay plan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -27,6 +29,7 @@ wait_port() {
 BROKER_PORT=$(free_port)
 REGISTRY_PORT=$(free_port)
 ERP_PORT=$(free_port)
+WEBHOOK_PORT=$(free_port)
 TOPIC=billing.events
 
 echo "== starting tansu broker on 127.0.0.1:$BROKER_PORT (sqlite storage in a temp dir)"
@@ -56,8 +59,16 @@ tansu topic create --broker "tcp://127.0.0.1:$BROKER_PORT" --partitions 6 "$TOPI
 
 echo "== producing 2,000 events for 8 tenants, 5% exact duplicates"
 "$LEDGERFLOW" produce --topic "$TOPIC" --tenants 8 --events 2000 --duplicates 0.05 --seed 42 \
-  --manifest "$WORK/manifest.json" --tenants-file "$WORK/tenants.toml" \
-  --erp-url "http://127.0.0.1:$ERP_PORT"
+  --manifest "$WORK/manifest.json" --billing-csv "$WORK/billing.csv" \
+  --tenants-file "$WORK/tenants.toml" \
+  --erp-url "http://127.0.0.1:$ERP_PORT" --webhook-url "http://127.0.0.1:$WEBHOOK_PORT"
+
+echo "== starting a webhook receiver on 127.0.0.1:$WEBHOOK_PORT (verifies every signature with"
+echo "   Python's hmac, fails the first attempt of 20% of the webhook-ids, dedups by webhook-id)"
+python3 scripts/webhook_receiver.py "$WEBHOOK_PORT" "$WORK/tenants.toml" "$WORK/webhooks.json" 20 \
+  >"$WORK/webhooks.log" 2>&1 &
+pids+=($!)
+wait_port "$WEBHOOK_PORT"
 
 echo "== registered subjects (TopicRecordNameStrategy)"
 curl -s "$LEDGERFLOW_SCHEMA_REGISTRY_URL/subjects" | python3 -m json.tool
@@ -84,8 +95,8 @@ rows=[json.loads(l) for l in sys.stdin]
 c=collections.Counter(r.get("event_type","ERROR") for r in rows)
 print(f"{len(rows)} records:", dict(sorted(c.items())))'
 echo "== running every consumer until idle (SQLite store: $LEDGERFLOW_DATABASE_URL)"
-LEDGERFLOW_ERP_POLL_MS=100 "$LEDGERFLOW" run --tenants "$WORK/tenants.toml" --topic "$TOPIC" \
-  --exit-when-idle 4s --log warn
+LEDGERFLOW_ERP_POLL_MS=100 LEDGERFLOW_WEBHOOK_POLL_MS=100 LEDGERFLOW_WEBHOOK_BACKOFF_BASE_MS=200 \
+  "$LEDGERFLOW" run --tenants "$WORK/tenants.toml" --topic "$TOPIC" --exit-when-idle 4s --log warn
 
 echo "== ledgerflow stats"
 "$LEDGERFLOW" stats
@@ -93,8 +104,30 @@ echo "== ledgerflow stats"
 echo "== ledgerflow reconcile --source manifest.json (exit 0 = the ledger matches what was produced)"
 "$LEDGERFLOW" reconcile --source "$WORK/manifest.json"
 
+echo "== ledgerflow reconcile --source billing.csv (every document by id, exact amounts)"
+"$LEDGERFLOW" reconcile --source "$WORK/billing.csv" --format json | python3 -c 'import json,sys
+r=json.load(sys.stdin); docs=("invoices","payments","credit_memos")
+n=sum(t[d]["expected_count"] for t in r["tenants"].values() for d in docs)
+bad=sum(t[d]["missing_count"]+t[d]["extra_count"]+t[d]["mismatched_count"] for t in r["tenants"].values() for d in docs)
+src, clean = r["source"], r["clean"]
+print(f"source={src} clean={clean} documents={n} missing+extra+mismatched={bad}")'
+
 echo "== ledgerflow audit verify"
 "$LEDGERFLOW" audit verify
+
+echo "== warehouse: fact_invoice exported to CSV (first rows)"
+"$LEDGERFLOW" warehouse export --table fact_invoice --format csv --out "$WORK/fact_invoice.csv"
+sed -n 1,4p "$WORK/fact_invoice.csv" | cut -c1-160
+
+echo "== notifications by status"
+"$LEDGERFLOW" notifications list --format json \
+  | python3 -c 'import json,sys,collections; print(dict(collections.Counter(r["status"] for r in json.load(sys.stdin))))'
+
+echo "== replay plan of everything: every event is already applied"
+"$LEDGERFLOW" replay plan --consumer erp-receivables --topic "$TOPIC" --tenants "$WORK/tenants.toml" \
+  --from 2000-01-01 --format json | python3 -c 'import json,sys
+r=json.load(sys.stdin); t=r["totals"]
+print("read=%d would_apply=%d already_applied=%d conflicts=%d skipped=%d" % (r["read"], t["applied"], t["already_applied"], t["conflicts"], t["skipped"]))'
 
 echo "== running again: every event is already applied, nothing new is posted"
 "$LEDGERFLOW" run --tenants "$WORK/tenants.toml" --topic "$TOPIC" --exit-when-idle 3s --log warn
@@ -103,4 +136,9 @@ echo "== ERP receiver"
 kill "${pids[2]}" 2>/dev/null || true
 for _ in $(seq 1 50); do [ -f "$WORK/erp-summary.json" ] && break; sleep 0.1; done
 cat "$WORK/erp-summary.json" 2>/dev/null && echo
+echo "== webhook receiver (accepted_twice and bad_signatures must be 0)"
+kill "${pids[3]}" 2>/dev/null || true
+for _ in $(seq 1 50); do [ -f "$WORK/webhooks.json" ] && break; sleep 0.1; done
+python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))
+print({k: s[k] for k in ("requests","accepted","replays","injected_failures","bad_signatures","accepted_twice")})' "$WORK/webhooks.json"
 echo "== demo done"

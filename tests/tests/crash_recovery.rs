@@ -44,8 +44,10 @@ const ERP_TYPES: [&str; 4] = [
     "credit_memo_issued",
     "customer_upserted",
 ];
-/// Log line of a transient failure being retried (runtime `sleep_or_shutdown`).
-const RETRY_LINE: &str = "transient failure, retrying";
+/// Log line of a transient failure being retried (runtime `after_flush`).
+const RETRY_LINE: &str = "transient failure; partition paused";
+/// Every consumer `ledgerflow run` starts by default; all of them run under the kills.
+const CONSUMERS: [&str; 3] = ["erp-receivables", "warehouse", "notifications"];
 
 /// One kind of bad record and the reason code it must be dead-lettered with.
 struct Poison {
@@ -500,8 +502,8 @@ fn sigkill_and_postgres_restart_leave_a_clean_ledger() {
     assert_eq!(audit["intact"], true, "{audit}");
     assert_eq!(
         audit["rows"].as_i64(),
-        Some(total_records),
-        "one audit row per record"
+        Some(total_records * CONSUMERS.len() as i64),
+        "one audit row per record and consumer"
     );
 
     let stats = stack.stats(&db.url);
@@ -563,19 +565,68 @@ fn sigkill_and_postgres_restart_leave_a_clean_ledger() {
     );
     assert_eq!(unbalanced, 0, "every journal balances");
 
-    let letters: BTreeMap<(i32, i64), String> = ledger
-        .dead_letters()
-        .into_iter()
-        .map(|d| ((d.partition, d.offset), d.reason))
-        .collect();
     let poison: BTreeMap<(i32, i64), String> = injected
         .iter()
         .map(|(d, r)| ((d.partition, d.offset), (*r).to_owned()))
         .collect();
-    assert_eq!(
-        letters, poison,
-        "dead letters are exactly the injected records, with their reasons"
-    );
+    let all_letters = ledger.dead_letters();
+    for consumer in CONSUMERS {
+        let letters: BTreeMap<(i32, i64), String> = all_letters
+            .iter()
+            .filter(|d| d.consumer == consumer)
+            .map(|d| ((d.partition, d.offset), d.reason.clone()))
+            .collect();
+        assert_eq!(
+            letters, poison,
+            "{consumer}: dead letters are exactly the injected records, with their reasons"
+        );
+    }
+
+    // The warehouse, killed and restarted with the others: one fact per distinct event, and
+    // invoice totals equal to the manifest's exactly, per tenant.
+    let count_of = |t: &str| manifest["event_types"][t].as_i64().expect("type count");
+    for (table, types) in [
+        ("fact_invoice", &["invoice_finalized"][..]),
+        ("fact_payment", &["payment_captured"][..]),
+        ("fact_credit_memo", &["credit_memo_issued"][..]),
+        ("fact_usage", &["usage_aggregated"][..]),
+        (
+            "fact_subscription_event",
+            &["subscription_activated", "subscription_canceled"][..],
+        ),
+        ("dim_customer", &["customer_upserted"][..]),
+    ] {
+        let facts = ledger.scalar(
+            &format!("SELECT CAST(COUNT(*) AS BIGINT) FROM warehouse.{table}"),
+            &[],
+        );
+        let expected: i64 = types.iter().map(|t| count_of(t)).sum();
+        assert_eq!(
+            facts, expected,
+            "warehouse.{table} rows = distinct {types:?} events"
+        );
+    }
+    for (tenant, t) in manifest["tenants"].as_object().expect("manifest tenants") {
+        // The manifest's decimal has exactly the currency's digits: without the point it is the
+        // total in minor units.
+        let expected: i64 = t["invoices"]["total"]
+            .as_str()
+            .expect("invoice total")
+            .replace('.', "")
+            .parse()
+            .expect("decimal total");
+        let stored = ledger
+            .try_scalar(
+                "SELECT CAST(COALESCE(SUM(total_minor), 0) AS BIGINT) FROM warehouse.fact_invoice \
+                 WHERE tenant_id = $1",
+                &[tenant],
+            )
+            .expect("fact_invoice total");
+        assert_eq!(
+            stored, expected,
+            "{tenant}: fact_invoice total = manifest total"
+        );
+    }
 
     // Every offset of every partition decided exactly once, none skipped.
     let rows = ledger.audit_rows(CONSUMER, TOPIC);
@@ -586,6 +637,7 @@ fn sigkill_and_postgres_restart_leave_a_clean_ledger() {
     let positions: BTreeMap<i32, i64> = ledger
         .positions()
         .into_iter()
+        .filter(|p| p.consumer == CONSUMER)
         .map(|p| (p.partition, p.next_offset))
         .collect();
     for (partition, offsets) in &per_partition {

@@ -252,8 +252,25 @@ fn dead_letters_of_an_unknown_tenant_apply_once_after_onboarding() {
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len() as u64, letters);
     assert!(listed.iter().all(|d| d["tenant_id"] == "t004"));
-    let (code, report) = f.stack.reconcile(&f.db, &["--source", &f.manifest]);
+    let textfile = f.stack.path("reconcile.prom");
+    let (code, report) = f.stack.reconcile(
+        &f.db,
+        &["--source", &f.manifest, "--metrics-textfile", &textfile],
+    );
     assert_eq!(code, 1, "t004 is missing before the retry:\n{report:#}");
+    // The alerting gauges say so too.
+    let prom = std::fs::read_to_string(&textfile).expect("metrics textfile");
+    let gauge = |kind: &str| -> f64 {
+        let prefix =
+            format!("ledgerflow_reconcile_differences{{kind=\"{kind}\",source=\"manifest\"}} ");
+        prom.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {kind} gauge in\n{prom}"))
+            .parse()
+            .expect("gauge value")
+    };
+    assert!(gauge("count_or_total") > 0.0, "{prom}");
+    assert_eq!(gauge("double_posted"), 0.0, "{prom}");
 
     // `dlq show` decodes the payload.
     let id = listed[0]["id"].as_str().unwrap();

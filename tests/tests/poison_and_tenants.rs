@@ -56,8 +56,11 @@ impl Setup {
 
     /// `ledgerflow run` to idle; asserts exit 0 and returns the erp-receivables summary.
     fn run(&self, extra: &[&str]) -> serde_json::Value {
+        // The erp-receivables pipeline alone: these tests count its decisions and tables.
         let mut args = vec![
             "run",
+            "--consumer",
+            CONSUMER,
             "--tenants",
             &self.tenants,
             "--topic",

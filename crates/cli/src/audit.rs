@@ -28,6 +28,10 @@ pub(crate) struct AuditArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Also write the result as Prometheus gauges to this file (node_exporter textfile
+    /// collector): `ledgerflow_audit_verify_broken_chains` and its last-run timestamp.
+    #[arg(long, value_name = "PATH")]
+    metrics_textfile: Option<std::path::PathBuf>,
 }
 
 pub(crate) async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
@@ -56,6 +60,27 @@ async fn verify(args: AuditArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("verifying the audit log")?;
     bar.finish_and_clear();
+    if let Some(path) = &args.metrics_textfile {
+        use ledgerflow_telemetry::textfile::{self, Sample};
+        textfile::write(
+            path,
+            &[
+                Sample {
+                    name: textfile::AUDIT_VERIFY_BROKEN_CHAINS,
+                    help: "Audit chains with a broken link in the last audit verify.",
+                    labels: vec![],
+                    value: report.breaks.len() as f64,
+                },
+                Sample {
+                    name: textfile::AUDIT_VERIFY_LAST_RUN,
+                    help: "Unix time of the last completed audit verify.",
+                    labels: vec![],
+                    value: textfile::now_seconds(),
+                },
+            ],
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
     match args.format {
         Format::Json => println!(
             "{}",

@@ -105,6 +105,10 @@ pub(crate) struct ReconcileArgs {
     /// README). Default: the events the audit log recorded.
     #[arg(long)]
     source: Option<PathBuf>,
+    /// Also write the differences as Prometheus gauges to this file (node_exporter textfile
+    /// collector): `ledgerflow_reconcile_differences{kind}` and its last-run timestamp.
+    #[arg(long, value_name = "PATH")]
+    metrics_textfile: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -165,6 +169,10 @@ pub(crate) async fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let report = run_reconcile(store.pool(), store.backend(), &opts)
         .await
         .context("reconciling")?;
+    if let Some(path) = &args.metrics_textfile {
+        write_reconcile_metrics(path, &report)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => print_report(&report),
@@ -174,6 +182,55 @@ pub(crate) async fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Differences by kind, for alerting (`ledgerflow_reconcile_differences`).
+fn write_reconcile_metrics(
+    path: &std::path::Path,
+    report: &ledgerflow_erp_receivables::ReconcileReport,
+) -> std::io::Result<()> {
+    use ledgerflow_telemetry::textfile::{self, Sample};
+    let mut kinds: [(&'static str, u64); 7] = [
+        ("missing", 0),
+        ("extra", 0),
+        ("mismatched", 0),
+        ("count_or_total", 0),
+        ("double_posted", 0),
+        ("unbalanced", 0),
+        ("delivery_failed", 0),
+    ];
+    for t in report.tenants.values() {
+        for d in [&t.invoices, &t.payments, &t.credit_memos] {
+            kinds[0].1 += d.missing_count;
+            kinds[1].1 += d.extra_count;
+            kinds[2].1 += d.mismatched_count;
+            kinds[3].1 +=
+                u64::from(d.count_matches == Some(false) || d.total_matches == Some(false));
+        }
+        kinds[4].1 += t.double_postings.len() as u64;
+        kinds[5].1 += t.unbalanced_journals.len() as u64;
+        kinds[6].1 += t.erp.failed;
+    }
+    let help = "Differences found by the last reconcile, by kind.";
+    let mut samples: Vec<Sample> = kinds
+        .iter()
+        .map(|(kind, n)| Sample {
+            name: textfile::RECONCILE_DIFFERENCES,
+            help,
+            labels: vec![
+                ("kind", (*kind).to_owned()),
+                ("source", report.source.to_owned()),
+            ],
+            value: *n as f64,
+        })
+        .collect();
+    samples.push(Sample {
+        name: textfile::RECONCILE_LAST_RUN,
+        help: "Unix time of the last completed reconcile.",
+        labels: vec![("source", report.source.to_owned())],
+        value: textfile::now_seconds(),
+    });
+    textfile::write(path, &samples)
 }
 
 fn print_report(report: &ledgerflow_erp_receivables::ReconcileReport) {

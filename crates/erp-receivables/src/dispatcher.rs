@@ -42,6 +42,9 @@ use crate::ErpError;
 use crate::payloads::default_path;
 use crate::write::now_micros;
 
+/// How long in-flight deliveries may finish after shutdown is requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Longest response body excerpt kept in `last_error`.
 const EXCERPT_CHARS: usize = 512;
 
@@ -347,13 +350,31 @@ impl Dispatcher {
     }
 
     /// Runs rounds until `shutdown` resolves (or, with `exit_when_idle`, until nothing is
-    /// pending). In-flight requests finish before it returns. Database errors are logged and
+    /// pending). On shutdown, requests in flight get a 5 s grace to finish; the rest are retried
+    /// after their lease by the next dispatcher. Database errors are logged and
     /// retried after `poll_interval`.
     pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ErpError> {
         tokio::pin!(shutdown);
         let cfg = &self.inner.cfg;
         loop {
-            let idle = match self.dispatch_once().await {
+            // A round runs to its end unless shutdown is requested meanwhile; then the requests in
+            // flight get SHUTDOWN_GRACE to finish, and whatever is still unanswered is abandoned:
+            // its rows are claimed again after their lease, under the same idempotency key.
+            let round = self.dispatch_once();
+            tokio::pin!(round);
+            let result = tokio::select! {
+                r = &mut round => r,
+                () = &mut shutdown => {
+                    if tokio::time::timeout(SHUTDOWN_GRACE, round).await.is_err() {
+                        tracing::warn!(
+                            grace = ?SHUTDOWN_GRACE,
+                            "erp deliveries still in flight at shutdown are abandoned; they are retried after their lease"
+                        );
+                    }
+                    return Ok(());
+                }
+            };
+            let idle = match result {
                 Ok(stats) => {
                     if stats.claimed > 0 {
                         tracing::debug!(?stats, "erp dispatch round");
@@ -366,7 +387,12 @@ impl Dispatcher {
                 }
             };
             if !idle {
-                continue;
+                // More may be due at once; but a shutdown requested during the round wins.
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => return Ok(()),
+                    () = std::future::ready(()) => continue,
+                }
             }
             let mut sleep = cfg.poll_interval;
             match self.pending().await {

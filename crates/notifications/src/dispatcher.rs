@@ -49,6 +49,9 @@ use crate::breaker::{Admission, BreakerConfig, CircuitBreaker};
 use crate::mapping::now_micros;
 use crate::signature::{WebhookSecret, sign};
 
+/// How long in-flight deliveries may finish after shutdown is requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Longest response body excerpt kept in `last_error`.
 const EXCERPT_CHARS: usize = 512;
 
@@ -408,7 +411,8 @@ impl Dispatcher {
     }
 
     /// Runs rounds until `shutdown` resolves (or, with `exit_when_idle`, until nothing is
-    /// pending). In-flight requests finish before it returns. Database errors are logged and
+    /// pending). On shutdown, requests in flight get a 5 s grace to finish; the rest are retried
+    /// after their lease by the next dispatcher. Database errors are logged and
     /// retried after `poll_interval`.
     pub async fn run(
         &self,
@@ -430,7 +434,24 @@ impl Dispatcher {
         tokio::pin!(shutdown);
         let cfg = &self.inner.cfg;
         loop {
-            let idle = match self.dispatch_once().await {
+            // A round runs to its end unless shutdown is requested meanwhile; then the requests in
+            // flight get SHUTDOWN_GRACE to finish, and whatever is still unanswered is abandoned:
+            // its rows are claimed again after their lease, under the same idempotency key.
+            let round = self.dispatch_once();
+            tokio::pin!(round);
+            let result = tokio::select! {
+                r = &mut round => r,
+                () = &mut shutdown => {
+                    if tokio::time::timeout(SHUTDOWN_GRACE, round).await.is_err() {
+                        tracing::warn!(
+                            grace = ?SHUTDOWN_GRACE,
+                            "webhook deliveries still in flight at shutdown are abandoned; they are retried after their lease"
+                        );
+                    }
+                    return;
+                }
+            };
+            let idle = match result {
                 Ok(stats) => {
                     if stats.claimed > 0 {
                         tracing::debug!(?stats, "webhook dispatch round");
@@ -443,7 +464,12 @@ impl Dispatcher {
                 }
             };
             if !idle {
-                continue;
+                // More may be due at once; but a shutdown requested during the round wins.
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => return,
+                    () = std::future::ready(()) => continue,
+                }
             }
             let mut sleep = cfg.poll_interval;
             match self.pending().await {

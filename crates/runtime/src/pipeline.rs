@@ -124,7 +124,11 @@ pub async fn prepare_record(
             raw.into_dead_letter(ReasonCode::TruncatedHeader, error),
         ));
     };
-    let decoded = match decoder.decode(value).await {
+    let started = std::time::Instant::now();
+    let decoding = decoder.decode(value).await;
+    metrics::histogram!(ledgerflow_telemetry::DECODE_SECONDS, "consumer" => consumer.name())
+        .record(started.elapsed().as_secs_f64());
+    let decoded = match decoding {
         Ok(d) => d,
         Err(e) => {
             return match e.failure() {

@@ -10,6 +10,7 @@
 pub mod otlp;
 mod readiness;
 mod tenants;
+pub mod textfile;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
