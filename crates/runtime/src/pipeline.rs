@@ -52,7 +52,8 @@ impl RawRecord {
         }
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    /// The value of a header (the first one with that name).
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)

@@ -504,8 +504,32 @@ async fn flush_partition(
         let mut outcomes = Vec::with_capacity(records.len());
         summary.records += records.len() as u64;
         for raw in &records {
-            match prepare_record(decoder, tenants, consumer, raw.clone()).await {
-                Ok(o) => outcomes.push(o),
+            // One span per event: a child of the producer's trace when the record carries a
+            // W3C `traceparent` header; tenant and correlation id once decoded.
+            let event_span = info_span!(
+                "event",
+                offset = raw.offset,
+                tenant = tracing::field::Empty,
+                event_type = tracing::field::Empty,
+                event_id = tracing::field::Empty,
+                correlation_id = tracing::field::Empty,
+            );
+            if let Some(traceparent) = raw.header("traceparent") {
+                tm::continue_trace(&event_span, traceparent);
+            }
+            let prepared = prepare_record(decoder, tenants, consumer, raw.clone())
+                .instrument(event_span.clone())
+                .await;
+            match prepared {
+                Ok(o) => {
+                    if let Some(meta) = o.meta() {
+                        event_span.record("tenant", meta.tenant_id.as_str());
+                        event_span.record("event_type", meta.event_type.as_str());
+                        event_span.record("event_id", tracing::field::display(&meta.event_id));
+                        event_span.record("correlation_id", meta.correlation_id.as_str());
+                    }
+                    outcomes.push(o);
+                }
                 Err(f) => return restore(state, records, "prepare", f.to_string()),
             }
         }
@@ -557,17 +581,8 @@ fn record_metrics(
     metrics::histogram!(tm::BATCH_RECORDS, "consumer" => consumer).record(total as f64);
     metrics::histogram!(tm::BATCH_COMMIT_SECONDS, "consumer" => consumer)
         .record(started.elapsed().as_secs_f64());
-    for (event_type, n) in &outcome.applied_types {
-        metrics::counter!(tm::EVENTS_TOTAL, "consumer" => consumer, "event_type" => event_type.clone(), "decision" => "applied").increment(*n);
-    }
-    for (decision, n) in [
-        ("duplicate", outcome.duplicates),
-        ("dead_lettered", outcome.dead_lettered),
-        ("skipped", outcome.skipped),
-    ] {
-        if n > 0 {
-            metrics::counter!(tm::EVENTS_TOTAL, "consumer" => consumer, "event_type" => "any", "decision" => decision).increment(n);
-        }
+    for (decision, event_type, n) in &outcome.decided_types {
+        metrics::counter!(tm::EVENTS_TOTAL, "consumer" => consumer, "event_type" => event_type.clone(), "decision" => decision.as_str()).increment(*n);
     }
     for (reason, n) in &outcome.reasons {
         metrics::counter!(tm::DEAD_LETTERS_TOTAL, "consumer" => consumer, "reason" => reason.as_str()).increment(*n);

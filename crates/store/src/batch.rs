@@ -110,6 +110,15 @@ impl std::fmt::Debug for RecordOutcome {
 }
 
 impl RecordOutcome {
+    /// The event's metadata, when the record decoded into an event.
+    pub fn meta(&self) -> Option<&ledgerflow_core::EventMeta> {
+        match self {
+            Self::Mapped { envelope, .. } => Some(&envelope.meta),
+            Self::Skipped(s) => Some(&s.envelope.meta),
+            Self::DeadLetter(_) => None,
+        }
+    }
+
     fn offset(&self) -> i64 {
         match self {
             Self::Mapped { envelope, .. } => envelope.coordinates.offset,
@@ -154,6 +163,8 @@ pub struct BatchOutcome {
     pub applied_types: Vec<(String, u64)>,
     /// Open dead letters at the batch's coordinates that this (redrive) batch resolved.
     pub resolved: u64,
+    /// Records per (decision, event type); `unknown` when the record did not decode.
+    pub decided_types: Vec<(Decision, String, u64)>,
 }
 
 /// How a batch relates to the consumer's positions of record.
@@ -506,6 +517,24 @@ async fn write_records(
                 decisions.push((Decision::DeadLettered, Some(d.reason.as_str().to_owned())));
                 dead.push(d.clone());
             }
+        }
+    }
+
+    for (record, (decision, _)) in records.iter().zip(&decisions) {
+        let event_type = match record {
+            RecordOutcome::Mapped { envelope: e, .. }
+            | RecordOutcome::Skipped(SkippedInput { envelope: e }) => e.meta.event_type.as_str(),
+            RecordOutcome::DeadLetter(d) => d.event_type.as_deref().unwrap_or("unknown"),
+        };
+        match outcome
+            .decided_types
+            .iter_mut()
+            .find(|(d, t, _)| *d == *decision && t.as_str() == event_type)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => outcome
+                .decided_types
+                .push((*decision, event_type.to_owned(), 1)),
         }
     }
 

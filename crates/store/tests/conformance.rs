@@ -520,6 +520,10 @@ async fn new_events_are_applied_once(store: &Store) {
         outcome.applied_types,
         vec![("payment_captured".to_owned(), 10)]
     );
+    assert_eq!(
+        outcome.decided_types,
+        vec![(Decision::Applied, "payment_captured".to_owned(), 10)]
+    );
 
     assert_eq!(effects(store, CONSUMER).await, 10);
     let by_event = effects_by_event(store, CONSUMER).await;

@@ -11,6 +11,7 @@ pub mod otlp;
 mod readiness;
 mod tenants;
 pub mod textfile;
+mod trace_context;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -23,6 +24,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use readiness::{CheckFuture, Readiness, ReadinessReport};
+pub use trace_context::{TraceParent, continue_trace};
 pub use tenants::{DEFAULT_TOP_TENANTS, OTHER_TENANT, TENANTS_ENV, TenantLabels};
 
 /// Records read, by consumer, event type (`any` for decisions other than applied) and decision.
