@@ -109,7 +109,10 @@ fn a_producers_traceparent_is_continued_into_the_exported_spans() {
             "--exit-when-idle",
             "3s",
         ])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
         .output()
         .expect("run");
     assert!(

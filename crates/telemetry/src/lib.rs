@@ -24,8 +24,8 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use readiness::{CheckFuture, Readiness, ReadinessReport};
-pub use trace_context::{TraceParent, continue_trace};
 pub use tenants::{DEFAULT_TOP_TENANTS, OTHER_TENANT, TENANTS_ENV, TenantLabels};
+pub use trace_context::{TraceParent, continue_trace};
 
 /// Records read, by consumer, event type (`any` for decisions other than applied) and decision.
 pub const EVENTS_TOTAL: &str = "ledgerflow_events_total";
