@@ -202,6 +202,15 @@ fn replaying_a_processed_range_posts_nothing_and_is_audited() {
     assert_eq!(ops[1].1["details"]["phase"], "finished");
     assert_eq!(ops[1].1["reason"], "verify replay is harmless");
 
+    // The coordinates the audit log recorded: the same records, none unavailable.
+    let out = f
+        .stack
+        .ledgerflow_ok(&f.args(&["replay", "plan", "--from-audit"]));
+    let audited = json(&out, "replay plan --from-audit");
+    assert_eq!(audited["selected"].as_u64(), Some(read), "{audited:#}");
+    assert_eq!(audited["totals"], plan["totals"], "{audited:#}");
+    assert_eq!(audited["unavailable_count"], 0, "{audited:#}");
+
     // Offsets of one partition: reads only that range.
     let busiest = positions.iter().max_by_key(|p| p.next_offset).unwrap();
     assert!(busiest.next_offset >= 20);
