@@ -66,8 +66,13 @@ lint:
 demo: setup
 	@scripts/demo.sh
 
-bench:
-	@echo "make bench: the benchmark suite is not built yet (see the README's limitations)"
+# W1 on this machine: broker, Postgres and ledgerflow together; writes bench/results/<date>.md
+# and .json (BENCH_EVENTS=200000 make bench for a shorter run), then the criterion benches.
+bench: setup-system setup-tools setup-postgres
+	@command -v perf >/dev/null || echo "perf not found: the report will have no profile (apt-get install linux-perf)"
+	$(CARGO) build --release -p ledgerflow-cli -p ledgerflow-bench
+	target/release/ledgerflow-bench
+	$(CARGO) bench -p ledgerflow-bench
 
 clean:
 	$(CARGO) clean

@@ -358,6 +358,18 @@ fn prometheus_scrapes_lag_applied_events_and_backlogs() {
     // The exposition passes promtool's parser and linter.
     let (status, exposition) = http_get(&metrics_addr, "/metrics").expect("GET /metrics");
     assert_eq!(status, 200);
+    // Payment application lag is sampled beside the outboxes (equal to the store's count).
+    let held = ledger.scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM erp_payments p WHERE NOT EXISTS \
+         (SELECT 1 FROM erp_ar_documents d WHERE d.tenant_id = p.tenant_id \
+          AND d.doc_type = 'invoice' AND d.doc_id = p.invoice_id)",
+        &[],
+    );
+    assert!(
+        exposition.contains(&format!("ledgerflow_held_payments {held}\n")),
+        "held payments gauge = {held}:\n{exposition}"
+    );
+    assert!(exposition.contains("ledgerflow_held_payment_age_seconds "));
     let mut promtool = Command::new(bin("PROMTOOL_BIN", "/usr/bin/promtool"))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

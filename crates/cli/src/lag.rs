@@ -417,6 +417,13 @@ impl Sampler {
 
     async fn sample_store(&mut self) -> Result<(), String> {
         self.sample_dead_letters().await?;
+        if self
+            .consumers
+            .iter()
+            .any(|c| c == ledgerflow_erp_receivables::CONSUMER_NAME)
+        {
+            self.sample_held_payments().await?;
+        }
         let mut by_tenant = BTreeMap::new();
         for outbox in OUTBOXES {
             if self.consumers.iter().any(|c| c == outbox.consumer) {
@@ -431,6 +438,30 @@ impl Sampler {
                 .set(*n as f64);
         }
         self.tenant_series = by_tenant.into_keys().collect();
+        Ok(())
+    }
+
+    /// Payment application lag: payments whose invoice has not been posted yet.
+    async fn sample_held_payments(&self) -> Result<(), String> {
+        if !table_exists(&self.store, "erp_payments").await? {
+            return Ok(());
+        }
+        let row = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT), MIN(p.captured_at) FROM erp_payments p \
+             WHERE NOT EXISTS (SELECT 1 FROM erp_ar_documents d WHERE d.tenant_id = p.tenant_id \
+             AND d.doc_type = 'invoice' AND d.doc_id = p.invoice_id)",
+        )
+        .fetch_one(self.store.pool())
+        .await
+        .map_err(|e| format!("counting held payments: {e}"))?;
+        let held: i64 = row.try_get(0).map_err(|e| e.to_string())?;
+        let oldest: Option<i64> = row.try_get(1).map_err(|e| e.to_string())?;
+        let now_micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let age = oldest.map_or(0.0, |t| (now_micros - t).max(0) as f64 / 1e6);
+        metrics::gauge!(tm::HELD_PAYMENTS).set(held as f64);
+        metrics::gauge!(tm::HELD_PAYMENT_AGE_SECONDS).set(age);
         Ok(())
     }
 

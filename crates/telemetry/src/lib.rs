@@ -63,6 +63,10 @@ pub const ERP_POSTINGS: &str = "ledgerflow_erp_postings";
 pub const WEBHOOK_DELIVERIES: &str = "ledgerflow_webhook_deliveries";
 /// Sampler reads that failed, by source (`database`, `broker`).
 pub const SAMPLER_ERRORS_TOTAL: &str = "ledgerflow_sampler_errors_total";
+/// Payments posted whose invoice has not arrived yet (held as unapplied cash).
+pub const HELD_PAYMENTS: &str = "ledgerflow_held_payments";
+/// Age of the oldest held payment (payment application lag), from its capture time.
+pub const HELD_PAYMENT_AGE_SECONDS: &str = "ledgerflow_held_payment_age_seconds";
 
 /// The Prometheus type of a catalogued metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +203,18 @@ pub const CATALOGUE: &[Metric] = &[
         MetricKind::Counter,
         &["source"],
         "Background sampler reads that failed, by source (database, broker).",
+    ),
+    metric(
+        HELD_PAYMENTS,
+        MetricKind::Gauge,
+        &[],
+        "Payments posted whose invoice has not arrived yet, held as unapplied cash (sampled).",
+    ),
+    metric(
+        HELD_PAYMENT_AGE_SECONDS,
+        MetricKind::Gauge,
+        &[],
+        "Payment application lag: seconds since the capture of the oldest held payment, 0 when none (sampled).",
     ),
 ];
 
