@@ -22,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ledgerflow_core::{Envelope, ReasonCode};
 use serde::Serialize;
-use sqlx::{AnyConnection, Connection, Row};
+use sqlx::{AnyConnection, Row};
 
 use crate::audit::{AuditRow, Decision, GENESIS_HASH};
 use crate::consumer::ErasedConsumer;
@@ -207,12 +207,8 @@ impl Store {
         consumer: &dyn ErasedConsumer,
         batch: BatchInput,
     ) -> Result<BatchOutcome, StoreError> {
-        let mut conn = self
+        let mut tx = self
             .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::query("acquiring a connection"))?;
-        let mut tx = conn
             .begin()
             .await
             .map_err(StoreError::query("beginning the batch"))?;
@@ -241,12 +237,8 @@ impl Store {
         batch: BatchInput,
         operation: &str,
     ) -> Result<BatchOutcome, StoreError> {
-        let mut conn = self
+        let mut tx = self
             .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::query("acquiring a connection"))?;
-        let mut tx = conn
             .begin()
             .await
             .map_err(StoreError::query("beginning the redrive"))?;

@@ -9,7 +9,6 @@ use serde::Serialize;
 use crate::audit::{AuditRow, Decision, GENESIS_HASH, SELECT_ROWS, row_from};
 use crate::batch::{insert_audit_rows, now_micros};
 use crate::{Backend, Store, StoreError};
-use sqlx::Connection;
 
 /// The pseudo-topic of the operations chains.
 pub const OPERATIONS_TOPIC: &str = "_operations";
@@ -34,12 +33,8 @@ pub struct OperationInput {
 impl Store {
     /// Appends an operation to the consumer's operations chain; returns its audit row.
     pub async fn record_operation(&self, op: &OperationInput) -> Result<AuditRow, StoreError> {
-        let mut conn = self
+        let mut tx = self
             .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::query("acquiring a connection"))?;
-        let mut tx = conn
             .begin()
             .await
             .map_err(StoreError::query("beginning an operation record"))?;

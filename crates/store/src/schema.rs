@@ -1,8 +1,6 @@
 //! The store's own tables. Idempotent DDL, applied at every start under a lock so several
 //! processes starting together on one Postgres do not race on `CREATE TABLE IF NOT EXISTS`.
 
-use sqlx::Connection;
-
 use crate::{Backend, Store, StoreError};
 
 /// Advisory lock key for DDL (arbitrary, stable).
@@ -13,12 +11,8 @@ pub(crate) async fn apply<S: AsRef<str>>(
     store: &Store,
     statements: &[S],
 ) -> Result<(), StoreError> {
-    let mut conn = store
+    let mut tx = store
         .pool()
-        .acquire()
-        .await
-        .map_err(StoreError::query("acquiring a connection for ddl"))?;
-    let mut tx = conn
         .begin()
         .await
         .map_err(StoreError::query("beginning ddl"))?;

@@ -92,13 +92,8 @@ impl Store {
         consumer: &str,
         positions: &[(String, i32, i64)],
     ) -> Result<(), StoreError> {
-        use sqlx::Connection;
-        let mut conn = self
+        let mut tx = self
             .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::query("acquiring a connection"))?;
-        let mut tx = conn
             .begin()
             .await
             .map_err(StoreError::query("beginning a positions reset"))?;
