@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use ledgerflow_store::Store;
 
 use crate::output::Format;
 use crate::settings::DatabaseArgs;
@@ -41,15 +40,8 @@ pub(crate) async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn open(db: &DatabaseArgs) -> anyhow::Result<Store> {
-    let url = db.url()?;
-    Store::open(&url)
-        .await
-        .with_context(|| format!("opening {}", ledgerflow_store::redact(&url)))
-}
-
 async fn verify(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.db).await?;
+    let store = args.db.open().await?;
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} audit verify: {pos} rows [{elapsed}]")
@@ -120,7 +112,7 @@ async fn verify(args: AuditArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn head(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.db).await?;
+    let store = args.db.open().await?;
     let heads = store
         .audit_heads(args.consumer.as_deref())
         .await

@@ -9,7 +9,7 @@ use anyhow::Context;
 use base64::Engine;
 use clap::{Args, Subcommand};
 use ledgerflow_runtime::{RawRecord, RedriveContext, RedriveFilter, RedriveReport, run_chunk};
-use ledgerflow_store::{DeadLetter, DeadLetterFilter, Store};
+use ledgerflow_store::{DeadLetter, DeadLetterFilter};
 use serde::Serialize;
 
 use crate::consumers;
@@ -118,13 +118,6 @@ pub(crate) async fn run(cmd: DlqCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn open(db: &DatabaseArgs) -> anyhow::Result<Store> {
-    let url = db.url()?;
-    Store::open(&url)
-        .await
-        .with_context(|| format!("opening {}", ledgerflow_store::redact(&url)))
-}
-
 fn filter(f: &Filters, status: Option<&str>) -> DeadLetterFilter {
     DeadLetterFilter {
         consumer: f.consumer.clone(),
@@ -140,7 +133,7 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     if !["open", "resolved", "discarded", "all"].contains(&args.status.as_str()) {
         anyhow::bail!("--status must be open, resolved, discarded or all");
     }
-    let store = open(&args.db).await?;
+    let store = args.db.open().await?;
     let mut f = filter(&args.filters, Some(&args.status));
     f.limit = Some(args.limit);
     let letters = store
@@ -451,7 +444,7 @@ fn print_retry(out: &RetryOutput, format: Format) -> anyhow::Result<()> {
 }
 
 async fn discard(args: DiscardArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.db).await?;
+    let store = args.db.open().await?;
     let Some(letter) = store.dead_letter(&args.id).await? else {
         anyhow::bail!("no dead letter with id {}", args.id);
     };

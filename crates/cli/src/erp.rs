@@ -131,10 +131,7 @@ pub(crate) async fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     if args.consumer != CONSUMER_NAME {
         anyhow::bail!("reconcile supports --consumer {CONSUMER_NAME} only");
     }
-    let url = args.db.url()?;
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening {}", ledgerflow_store::redact(&url)))?;
+    let store = args.db.open().await?;
     let ddl = ledgerflow_store::ConsumerLogic::schema(
         &ledgerflow_erp_receivables::ErpReceivables,
         store.backend(),

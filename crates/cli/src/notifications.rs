@@ -214,10 +214,7 @@ pub(crate) struct RetryArgs {
 }
 
 async fn open_store(db: &DatabaseArgs) -> anyhow::Result<Store> {
-    let url = db.url()?;
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening {}", ledgerflow_store::redact(&url)))?;
+    let store = db.open().await?;
     let ddl = ledgerflow_store::ConsumerLogic::schema(&Notifications, store.backend());
     store.apply_schema(&ddl).await?;
     Ok(store)

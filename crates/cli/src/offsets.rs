@@ -122,15 +122,6 @@ struct PartitionView {
     lag: i64,
 }
 
-async fn open_store(settings: &PipelineSettings) -> anyhow::Result<Store> {
-    Store::open(&settings.database).await.with_context(|| {
-        format!(
-            "opening the store {}",
-            ledgerflow_store::redact(&settings.database)
-        )
-    })
-}
-
 fn group_client(settings: &PipelineSettings, group: &str) -> anyhow::Result<BaseConsumer> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &settings.brokers)
@@ -202,7 +193,7 @@ async fn views(
 
 async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let settings = args.pipeline.resolve()?;
-    let store = open_store(&settings).await?;
+    let store = crate::settings::open_store(&settings.database).await?;
     let views = views(&settings, &store, &args.consumer, None).await?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&views)?),
@@ -255,7 +246,7 @@ struct ResetOutput {
 
 async fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
     let settings = args.pipeline.resolve()?;
-    let store = open_store(&settings).await?;
+    let store = crate::settings::open_store(&settings.database).await?;
     let views = views(&settings, &store, &args.consumer, args.partition).await?;
     let kafka = range::tool_consumer(&settings)?;
     let by_time = match args.to_datetime {

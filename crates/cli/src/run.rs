@@ -40,12 +40,7 @@ pub(crate) struct Pipeline {
 impl Pipeline {
     pub(crate) async fn open(args: &PipelineArgs) -> anyhow::Result<Self> {
         let settings = args.resolve()?;
-        let store = Store::open(&settings.database).await.with_context(|| {
-            format!(
-                "opening the store {}",
-                ledgerflow_store::redact(&settings.database)
-            )
-        })?;
+        let store = crate::settings::open_store(&settings.database).await?;
         let client = RegistryClient::new(&settings.registry, Duration::from_secs(10))
             .map_err(anyhow::Error::msg)?;
         let decoder = Arc::new(Decoder::new(client, DecoderConfig::default()));

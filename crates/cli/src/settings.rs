@@ -23,7 +23,20 @@ pub(crate) struct DatabaseArgs {
     pub(crate) config: Option<PathBuf>,
 }
 
+/// Opens the store at `url` (its own schema applied), naming the URL, password redacted, on
+/// failure.
+pub(crate) async fn open_store(url: &str) -> anyhow::Result<ledgerflow_store::Store> {
+    ledgerflow_store::Store::open(url)
+        .await
+        .with_context(|| format!("opening the store {}", ledgerflow_store::redact(url)))
+}
+
 impl DatabaseArgs {
+    /// Opens the store these arguments name.
+    pub(crate) async fn open(&self) -> anyhow::Result<ledgerflow_store::Store> {
+        open_store(&self.url()?).await
+    }
+
     /// The database URL from flag, environment, file or the default.
     pub(crate) fn url(&self) -> anyhow::Result<String> {
         if let Some(url) = &self.database {

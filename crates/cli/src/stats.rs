@@ -3,9 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
-use ledgerflow_store::Store;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 
@@ -41,10 +39,7 @@ struct PositionLag {
 }
 
 pub(crate) async fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
-    let url = args.db.url()?;
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening {}", ledgerflow_store::redact(&url)))?;
+    let store = args.db.open().await?;
     let decisions = store.decision_counts(args.consumer.as_deref()).await?;
     let positions = store.positions(args.consumer.as_deref()).await?;
     let watermarks: Option<BaseConsumer> = if args.no_lag {

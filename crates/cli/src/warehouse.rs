@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use ledgerflow_store::{ConsumerLogic, Store};
+use ledgerflow_store::ConsumerLogic;
 use ledgerflow_warehouse_sink::{
     ExportFormat, ExportOptions, Table, Warehouse, count_rows, export_table,
 };
@@ -66,10 +66,7 @@ pub(crate) async fn run(cmd: WarehouseCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let url = args.db.url()?;
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening {}", ledgerflow_store::redact(&url)))?;
+    let store = args.db.open().await?;
     // Idempotent: an export before the consumer ever ran gives an empty file, not an error.
     store
         .apply_schema(&ConsumerLogic::schema(&Warehouse, store.backend()))
