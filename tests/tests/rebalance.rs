@@ -29,15 +29,13 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ledgerflow_e2e::ledgerflow_bin;
+use ledgerflow_e2e::{PgDatabase, block_on, ledgerflow_bin};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use sqlx::{Connection, PgConnection, Row};
 
-/// Administrative connection for creating and dropping the per-test databases.
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const PARTITIONS: i32 = 6;
 /// Shorter than the idle window of the instances, see the module docs.
 const SESSION_TIMEOUT: &str = "session.timeout.ms=6000";
@@ -55,14 +53,6 @@ const ERP_TYPES: [&str; 4] = [
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(future)
 }
 
 /// `ledgerflow` with no `LEDGERFLOW_*` variable inherited from the developer's shell.
@@ -93,32 +83,23 @@ fn ledgerflow_ok(args: &[&str]) -> std::process::Output {
     out
 }
 
-/// A fresh Postgres database, dropped (connections terminated) with the guard.
-struct PgDatabase {
-    name: String,
-    url: String,
-}
+/// The store's Postgres database (a fresh `lf_rebalance_<uuid>`, dropped with the guard) and
+/// the reads the checks make of it.
+struct StoreDb(PgDatabase);
 
-impl PgDatabase {
+impl StoreDb {
     fn create() -> Self {
-        let name = format!("lf_rebalance_{}", uuid::Uuid::new_v4().simple());
-        block_on(async {
-            let mut admin = PgConnection::connect(PG_ADMIN)
-                .await
-                .unwrap_or_else(|e| panic!("connecting to {PG_ADMIN}: {e}"));
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut admin)
-                .await
-                .expect("create the test database");
-        });
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-        Self { name, url }
+        Self(PgDatabase::create("lf_rebalance"))
+    }
+
+    fn url(&self) -> &str {
+        &self.0.url
     }
 
     /// Rows of a query returning `(i64, i64)` pairs, or nothing while the tables do not exist.
     fn pairs(&self, sql: &str) -> Vec<(i64, i64)> {
         block_on(async {
-            let Ok(mut conn) = PgConnection::connect(&self.url).await else {
+            let Ok(mut conn) = PgConnection::connect(self.url()).await else {
                 return Vec::new();
             };
             sqlx::query(sql)
@@ -135,7 +116,7 @@ impl PgDatabase {
 
     fn count(&self, sql: &str) -> i64 {
         block_on(async {
-            let mut conn = PgConnection::connect(&self.url)
+            let mut conn = PgConnection::connect(self.url())
                 .await
                 .expect("connect to the test database");
             sqlx::query(sql)
@@ -149,7 +130,7 @@ impl PgDatabase {
     /// Audit decisions by event type, for failure messages.
     fn decisions(&self) -> Vec<(String, String, Option<String>, i64)> {
         block_on(async {
-            let mut conn = PgConnection::connect(&self.url)
+            let mut conn = PgConnection::connect(self.url())
                 .await
                 .expect("connect to the test database");
             sqlx::query(
@@ -173,19 +154,6 @@ impl PgDatabase {
         .into_iter()
         .map(|(p, n)| (i32::try_from(p).expect("partition"), n))
         .collect()
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        block_on(async move {
-            if let Ok(mut admin) = PgConnection::connect(PG_ADMIN).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await;
-            }
-        });
     }
 }
 
@@ -244,7 +212,7 @@ impl Drop for Registry {
 /// directory and the mock cluster. Instances are separate guards declared after it, so they
 /// die before any of this.
 struct Env {
-    db: PgDatabase,
+    db: StoreDb,
     registry: Registry,
     dir: tempfile::TempDir,
     topic: String,
@@ -263,7 +231,7 @@ impl Env {
             .expect("create the topic on the mock cluster");
         let dir = tempfile::tempdir().expect("temp dir");
         let registry = Registry::start(dir.path());
-        let db = PgDatabase::create();
+        let db = StoreDb::create();
         Self {
             db,
             registry,
@@ -322,7 +290,7 @@ impl Env {
             .args(["--log", "info", "--log-format", "json", "run"])
             .args(["--brokers", &self.bootstrap])
             .args(["--registry", &self.registry.url])
-            .args(["--database", &self.db.url])
+            .args(["--database", self.db.url()])
             .args(["--topic", &self.topic])
             .args([
                 "--tenants",
@@ -417,7 +385,7 @@ impl Env {
             "(partition, offset) without a decision: {gaps:?}; with several: {twice:?}"
         );
 
-        let db = self.db.url.as_str();
+        let db = self.db.url();
         let manifest_path = self.path("m.json").display().to_string();
         let out = ledgerflow()
             .args(["reconcile", "--database", db, "--source", &manifest_path])

@@ -2,7 +2,8 @@
 //! land) the consumers and operator commands. Each noun lives in its own module; this file only
 //! parses arguments, sets up logging and maps errors to exit codes.
 //!
-//! Exit codes: 0 success, 1 the command failed (the message says why), 2 bad usage.
+//! Exit codes: 0 success, 1 the command failed (the message says why), 2 bad usage or a
+//! refused operation.
 
 mod audit;
 mod consumers;
@@ -39,7 +40,9 @@ use clap::{Parser, Subcommand, ValueEnum};
     long_about = None,
     propagate_version = true,
     after_help = "Exit codes: 0 success; 1 the command failed or found a problem (reconcile \
-                  differences, a broken audit chain); 2 bad usage.\n\
+                  differences, a broken audit chain, dead letters still open after a retry); 2 \
+                  bad usage, or a refused operation (offsets reset against live members or \
+                  past unprocessed records without --force).\n\
                   Settings: flags, then LEDGERFLOW_* environment variables, then --config FILE."
 )]
 struct Cli {

@@ -8,13 +8,13 @@
 use std::time::Duration;
 
 use ledgerflow_registry::{RegistryConfig, RegistryError, connect, serve};
+use ledgerflow_testkit::PgDatabase;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 const V1_JSON: &str = "application/vnd.schemaregistry.v1+json";
-const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 const INVOICE_V1: &str = include_str!("../../../schemas/v1/invoice_finalized.avsc");
 const INVOICE_V2: &str = include_str!("../../../schemas/v2/invoice_finalized.avsc");
@@ -53,10 +53,7 @@ enum TestDb {
         _dir: tempfile::TempDir,
         url: String,
     },
-    Postgres {
-        name: String,
-        url: String,
-    },
+    Postgres(PgDatabase),
 }
 
 impl TestDb {
@@ -70,53 +67,20 @@ impl TestDb {
                 );
                 Self::Sqlite { _dir: dir, url }
             }
-            Backend::Postgres => {
-                use sqlx::{Connection, Executor};
-                let name = format!("registry_test_{}", uuid::Uuid::new_v4().simple());
-                let mut admin = sqlx::PgConnection::connect(PG_ADMIN_URL)
+            // `PgDatabase::create` blocks: run it off the test's runtime. The guard drops the
+            // database WITH (FORCE), which also closes the registry's pooled connections.
+            Backend::Postgres => Self::Postgres(
+                tokio::task::spawn_blocking(|| PgDatabase::create("registry_test"))
                     .await
-                    .expect("postgres at 127.0.0.1:5432 (user postgres, trust auth)");
-                admin
-                    .execute(format!("CREATE DATABASE {name}").as_str())
-                    .await
-                    .expect("create db");
-                admin.close().await.ok();
-                let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-                Self::Postgres { name, url }
-            }
+                    .expect("creating the test database"),
+            ),
         }
     }
 
     fn url(&self) -> &str {
         match self {
-            Self::Sqlite { url, .. } | Self::Postgres { url, .. } => url,
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Self::Postgres { name, .. } = self else {
-            return;
-        };
-        // Drop runs inside the test's runtime, which cannot block on itself: use a thread with
-        // its own runtime. FORCE closes the registry's pooled connections.
-        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-        let dropped = std::thread::spawn(move || {
-            use sqlx::{Connection, Executor};
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("rt");
-            runtime.block_on(async {
-                let mut admin = sqlx::PgConnection::connect(PG_ADMIN_URL).await?;
-                admin.execute(sql.as_str()).await?;
-                admin.close().await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {name}: {dropped:?}");
+            Self::Sqlite { url, .. } => url,
+            Self::Postgres(db) => &db.url,
         }
     }
 }

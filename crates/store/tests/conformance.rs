@@ -23,13 +23,13 @@ use ledgerflow_store::{
     StoreError, Values,
 };
 use ledgerflow_tenants::{AccountMapping, TenantConfig};
+use ledgerflow_testkit::ScratchStore;
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
 const TOPIC: &str = "billing.events";
 const CONSUMER: &str = "conformance";
 const OTHER: &str = "conformance-other";
-const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 // ---------------------------------------------------------------------------------------------
 // The test consumer
@@ -1504,105 +1504,31 @@ async fn throughput_smoke(store: &Store) {
 // Backends
 // ---------------------------------------------------------------------------------------------
 
-/// A store on its own database, removed when dropped.
-#[derive(Debug)]
-struct TestDb {
-    store: Store,
-    url: String,
-    _cleanup: Cleanup,
-}
-
-#[derive(Debug)]
-enum Cleanup {
-    Sqlite { _dir: tempfile::TempDir },
-    Postgres { _db: PgDatabase },
-}
-
-impl TestDb {
-    async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("store.db").display());
-        let store = Store::open(&url).await.expect("open sqlite store");
-        Self {
-            store,
-            url,
-            _cleanup: Cleanup::Sqlite { _dir: dir },
-        }
-    }
-
-    async fn postgres() -> Self {
-        use sqlx::{Connection, Executor};
-        let name = format!("store_conf_{}", Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(PG_ADMIN_URL)
-            .await
-            .expect("postgres at 127.0.0.1:5432 (user postgres, trust auth)");
-        admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .expect("create database");
-        admin.close().await.ok();
-        // From here on the guard drops the database, whatever happens.
-        let guard = PgDatabase { name };
-        let url = format!("postgres://postgres@127.0.0.1:5432/{}", guard.name);
-        let store = Store::open(&url).await.expect("open postgres store");
-        Self {
-            store,
-            url,
-            _cleanup: Cleanup::Postgres { _db: guard },
-        }
-    }
-}
-
-/// Drops its Postgres database on drop, also while a failed test unwinds.
-#[derive(Debug)]
-struct PgDatabase {
-    name: String,
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        // Drop runs inside the test's runtime, which cannot block on itself: use a thread with a
-        // runtime of its own. FORCE ends the store's pooled connections.
-        let name = self.name.clone();
-        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-        let dropped = std::thread::spawn(move || {
-            use sqlx::{Connection, Executor};
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                let mut admin = sqlx::PgConnection::connect(PG_ADMIN_URL).await?;
-                admin.execute(sql.as_str()).await?;
-                admin.close().await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {name}: {dropped:?}");
-        }
-    }
+/// A store on its own database (a temp-dir SQLite file or a `store_conf_<uuid>` Postgres
+/// database), removed when dropped.
+async fn scratch(backend: Backend) -> ScratchStore {
+    ScratchStore::open(backend, "store_conf").await
 }
 
 /// One `#[tokio::test]` per scenario and backend.
 macro_rules! conformance {
     (store: [$($scenario:ident),* $(,)?], url: [$($with_url:ident),* $(,)?] $(,)?) => {
-        conformance!(@backend sqlite, sqlite; [$($scenario),*]; [$($with_url),*]);
-        conformance!(@backend postgres, postgres; [$($scenario),*]; [$($with_url),*]);
+        conformance!(@backend sqlite, Sqlite; [$($scenario),*]; [$($with_url),*]);
+        conformance!(@backend postgres, Postgres; [$($scenario),*]; [$($with_url),*]);
     };
-    (@backend $module:ident, $open:ident; [$($scenario:ident),*]; [$($with_url:ident),*]) => {
+    (@backend $module:ident, $backend:ident; [$($scenario:ident),*]; [$($with_url:ident),*]) => {
         mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    let db = super::TestDb::$open().await;
+                    let db = super::scratch(super::Backend::$backend).await;
                     super::$scenario(&db.store).await;
                 }
             )*
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $with_url() {
-                    let db = super::TestDb::$open().await;
+                    let db = super::scratch(super::Backend::$backend).await;
                     super::$with_url(&db.store, &db.url).await;
                 }
             )*

@@ -12,24 +12,24 @@ use ledgerflow_core::{
 use ledgerflow_erp_receivables::ErpReceivables;
 use ledgerflow_store::{Backend, ConsumerLogic, StoreError};
 use ledgerflow_tenants::{AccountMapping, ErpKind, ErpTarget, SecretRef, TenantConfig};
+use ledgerflow_testkit::PgDatabase;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Connection, Executor, Row};
-
-const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+use sqlx::{AnyPool, Connection, Row};
 
 /// A database for one test.
 #[derive(Debug)]
 pub struct TestDb {
     pub pool: AnyPool,
     pub backend: Backend,
-    pg_name: Option<String>,
+    /// The Postgres database, dropped `WITH (FORCE)` with the guard.
+    pg: Option<PgDatabase>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDb {
     pub async fn create(backend: Backend) -> Self {
         install_default_drivers();
-        let (pool, pg_name, dir) = match backend {
+        let (pool, pg, dir) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("erp.db").display());
@@ -41,27 +41,22 @@ impl TestDb {
                 (pool, None, Some(dir))
             }
             Backend::Postgres => {
-                let name = format!("erp_test_{}", uuid::Uuid::new_v4().simple());
-                let mut admin = sqlx::PgConnection::connect(PG_ADMIN_URL)
+                // `PgDatabase::create` blocks: run it off the test's runtime.
+                let pg = tokio::task::spawn_blocking(|| PgDatabase::create("erp_test"))
                     .await
-                    .expect("postgres at 127.0.0.1:5432 (user postgres, trust auth)");
-                admin
-                    .execute(format!("CREATE DATABASE {name}").as_str())
-                    .await
-                    .expect("create database");
-                let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+                    .expect("creating the test database");
                 let pool = AnyPoolOptions::new()
                     .max_connections(8)
-                    .connect(&url)
+                    .connect(&pg.url)
                     .await
                     .expect("postgres");
-                (pool, Some(name), None)
+                (pool, Some(pg), None)
             }
         };
         let db = Self {
             pool,
             backend,
-            pg_name,
+            pg,
             _dir: dir,
         };
         for statement in ErpReceivables.schema(backend) {
@@ -92,15 +87,8 @@ impl TestDb {
 
     pub async fn drop_db(self) {
         self.pool.close().await;
-        if let Some(name) = self.pg_name {
-            let mut admin = sqlx::PgConnection::connect(PG_ADMIN_URL)
-                .await
-                .expect("admin");
-            admin
-                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                .await
-                .expect("drop database");
-        }
+        // Dropping the guard drops the database.
+        drop(self.pg);
     }
 
     /// Maps and writes one batch in its own transaction.
