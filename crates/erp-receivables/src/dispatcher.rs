@@ -22,31 +22,27 @@
 //! token bucket (burst = the rate) held by the [`Dispatcher`] and shared by its clones: the
 //! limit is per process, so N dispatcher processes may reach N times the rate.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use ledgerflow_outbox::{
+    Backlog, Backoff, RateLimiter, RetryAfter, SHUTDOWN_GRACE, Stopped, error_chain, excerpt,
+    micros,
+};
 use ledgerflow_store::Backend;
 use ledgerflow_tenants::{ErpKind, SecretRef};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde::Serialize;
 use sqlx::{AnyPool, Row};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::ErpError;
 use crate::payloads::default_path;
 use crate::write::now_micros;
-
-/// How long in-flight deliveries may finish after shutdown is requested.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Longest response body excerpt kept in `last_error`.
-const EXCERPT_CHARS: usize = 512;
 
 /// URL path appended to a tenant's endpoint, per ERP kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,13 +133,17 @@ impl DispatcherConfig {
                 "batch_size, concurrency and max_attempts must be at least 1".into(),
             ));
         }
-        if self.lease <= self.request_timeout {
-            return Err(ErpError::Config(format!(
-                "lease ({:?}) must exceed request_timeout ({:?})",
-                self.lease, self.request_timeout
-            )));
+        ledgerflow_outbox::check_lease(self.lease, self.request_timeout).map_err(ErpError::Config)
+    }
+
+    /// The retry schedule: a server's `Retry-After` is honoured in full (the ERP knows its own
+    /// quota window).
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            base: self.backoff_base,
+            max: self.backoff_max,
+            retry_after: RetryAfter::Uncapped,
         }
-        Ok(())
     }
 }
 
@@ -222,26 +222,6 @@ enum Recorded {
     LeaseLost,
 }
 
-/// Per-tenant token buckets (GCRA form: a theoretical arrival time per tenant).
-#[derive(Debug, Default)]
-struct RateLimiter {
-    next: Mutex<HashMap<String, Instant>>,
-}
-
-impl RateLimiter {
-    /// How long the caller must wait before sending for `tenant` at `rate` per second.
-    fn reserve(&self, tenant: &str, rate: u32) -> Duration {
-        let rate = rate.max(1);
-        let interval = Duration::from_secs(1) / rate;
-        let burst = interval * (rate - 1);
-        let now = Instant::now();
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let tat = next.get(tenant).copied().unwrap_or(now).max(now);
-        next.insert(tenant.to_owned(), tat + interval);
-        (tat - now).saturating_sub(burst)
-    }
-}
-
 #[derive(Debug)]
 struct Inner {
     pool: AnyPool,
@@ -290,43 +270,24 @@ impl Dispatcher {
         if claimed.is_empty() {
             return Ok(stats);
         }
-        let permits = Arc::new(Semaphore::new(self.inner.cfg.concurrency));
-        let mut tasks = JoinSet::new();
-        for row in claimed {
-            let this = self.clone();
-            let permits = Arc::clone(&permits);
-            let token = token.clone();
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                if let Some(rate) = row.rate_limit {
-                    let wait = this.inner.limiter.reserve(&row.tenant_id, rate);
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
-                    }
+        ledgerflow_outbox::deliver_bounded(
+            claimed,
+            self.inner.cfg.concurrency,
+            |row| {
+                let this = self.clone();
+                let token = token.clone();
+                async move {
+                    let rate = row.rate_limit;
+                    this.inner.limiter.acquire(&row.tenant_id, rate).await;
+                    let delivery = this.deliver(&row).await;
+                    this.record(&row, &token, delivery).await
                 }
-                let delivery = this.deliver(&row).await;
-                this.record(&row, &token, delivery).await
-            });
-        }
-        let mut first_error = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok(outcome)) => stats.add(outcome),
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(join) => {
-                    first_error.get_or_insert(ErpError::Corrupt(format!(
-                        "delivery task ended abnormally: {join}"
-                    )));
-                }
-            }
-        }
-        match first_error {
-            // Rows whose outcome could not be recorded are claimed again after the lease.
-            Some(e) => Err(e),
-            None => Ok(stats),
-        }
+            },
+            |outcome| stats.add(outcome),
+            |join| ErpError::Corrupt(format!("delivery task ended abnormally: {join}")),
+        )
+        .await?;
+        Ok(stats)
     }
 
     /// Pending rows and the earliest due time.
@@ -354,70 +315,55 @@ impl Dispatcher {
     /// after their lease by the next dispatcher. Database errors are logged and
     /// retried after `poll_interval`.
     pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ErpError> {
-        tokio::pin!(shutdown);
-        let cfg = &self.inner.cfg;
-        loop {
-            // A round runs to its end unless shutdown is requested meanwhile; then the requests in
-            // flight get SHUTDOWN_GRACE to finish, and whatever is still unanswered is abandoned:
-            // its rows are claimed again after their lease, under the same idempotency key.
-            let round = self.dispatch_once();
-            tokio::pin!(round);
-            let result = tokio::select! {
-                r = &mut round => r,
-                () = &mut shutdown => {
-                    if tokio::time::timeout(SHUTDOWN_GRACE, round).await.is_err() {
-                        tracing::warn!(
-                            grace = ?SHUTDOWN_GRACE,
-                            "erp deliveries still in flight at shutdown are abandoned; they are retried after their lease"
-                        );
-                    }
-                    return Ok(());
-                }
-            };
-            let idle = match result {
+        let round = || async {
+            match self.dispatch_once().await {
                 Ok(stats) => {
                     if stats.claimed > 0 {
                         tracing::debug!(?stats, "erp dispatch round");
                     }
-                    stats.claimed == 0
+                    stats.claimed
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "erp dispatch round failed; retrying");
-                    true
-                }
-            };
-            if !idle {
-                // More may be due at once; but a shutdown requested during the round wins.
-                tokio::select! {
-                    biased;
-                    () = &mut shutdown => return Ok(()),
-                    () = std::future::ready(()) => continue,
+                    0
                 }
             }
-            let mut sleep = cfg.poll_interval;
+        };
+        let backlog = || async {
             match self.pending().await {
-                Ok(summary) => {
-                    if summary.pending == 0 && cfg.exit_when_idle {
-                        return Ok(());
-                    }
-                    if let Some(due) = summary.next_due_at {
-                        let until = u64::try_from(due - now_micros()).unwrap_or(0);
-                        sleep = sleep.min(Duration::from_micros(until));
-                    }
+                Ok(summary) => Some(Backlog {
+                    pending: summary.pending,
+                    next_due_at: summary.next_due_at,
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the erp outbox");
+                    None
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read the erp outbox"),
             }
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(sleep.max(Duration::from_millis(5))) => {}
-            }
+        };
+        let cfg = &self.inner.cfg;
+        let stopped = ledgerflow_outbox::run_rounds(
+            round,
+            backlog,
+            cfg.poll_interval,
+            cfg.exit_when_idle,
+            shutdown,
+        )
+        .await;
+        if stopped == Stopped::Abandoned {
+            // Unanswered rows are claimed again after their lease, under the same idempotency key.
+            tracing::warn!(
+                grace = ?SHUTDOWN_GRACE,
+                "erp deliveries still in flight at shutdown are abandoned; they are retried after their lease"
+            );
         }
+        Ok(())
     }
 
     async fn claim(&self, token: &str) -> Result<Vec<Claimed>, ErpError> {
         let inner = &self.inner;
         let now = now_micros();
-        let lease_until = now + i64::try_from(inner.cfg.lease.as_micros()).unwrap_or(i64::MAX / 2);
+        let lease_until = now + micros(inner.cfg.lease);
         let lock = match inner.backend {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
@@ -452,7 +398,7 @@ impl Dispatcher {
                 kind,
                 endpoint: row.try_get(3).map_err(decode)?,
                 credential: row.try_get(4).map_err(decode)?,
-                rate_limit: rate.and_then(|r| u32::try_from(r).ok()).filter(|r| *r > 0),
+                rate_limit: ledgerflow_outbox::rate_per_sec(rate),
                 idempotency_key: row.try_get(6).map_err(decode)?,
                 payload: row.try_get(7).map_err(decode)?,
                 attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
@@ -580,14 +526,16 @@ impl Dispatcher {
                 error,
                 retry_after,
             } if attempts < i64::from(inner.cfg.max_attempts) => {
-                let delay =
-                    backoff(&inner.cfg, row.attempts + 1).max(retry_after.unwrap_or_default());
+                let delay = inner
+                    .cfg
+                    .backoff()
+                    .delay_after(row.attempts + 1, retry_after);
                 tracing::warn!(
                     outbox_id = %row.id, tenant = %row.tenant_id, erp = row.kind.as_str(),
                     status, attempts, retry_in_ms = delay.as_millis() as u64, error = %error,
                     "erp delivery failed; will retry"
                 );
-                let next = now + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 2);
+                let next = now + micros(delay);
                 (
                     Recorded::Retried,
                     sqlx::query(
@@ -683,47 +631,12 @@ fn classify(
     }
 }
 
-fn excerpt(body: &str) -> String {
-    let trimmed = body.trim();
-    if trimmed.chars().count() <= EXCERPT_CHARS {
-        return trimmed.to_owned();
-    }
-    let mut out: String = trimmed.chars().take(EXCERPT_CHARS).collect();
-    out.push_str("...");
-    out
-}
-
 /// Removes the secret from text that may echo it (a response body, an error message).
 fn redact(text: &str, secret: &str) -> String {
     if secret.is_empty() {
         return text.to_owned();
     }
     text.replace(secret, "***")
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-/// Delay before attempt `attempt + 1`: `base * 2^(attempt-1)`, capped, then full jitter over its
-/// upper half so a burst of failures does not retry in lockstep.
-fn backoff(cfg: &DispatcherConfig, attempt: u32) -> Duration {
-    let exp = attempt.saturating_sub(1).min(30);
-    let raw = cfg
-        .backoff_base
-        .saturating_mul(1u32 << exp)
-        .min(cfg.backoff_max);
-    let half = raw / 2;
-    let jitter_range = u64::try_from(half.as_micros()).unwrap_or(u64::MAX);
-    let random = (Uuid::new_v4().as_u128() as u64) % jitter_range.max(1);
-    half + Duration::from_micros(random)
 }
 
 /// Builds a [`Dispatcher`] and runs it until `shutdown` resolves (or until idle, see
@@ -788,31 +701,14 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_is_capped_and_jittered() {
+    fn retry_after_is_honoured_beyond_the_longest_backoff() {
         let cfg = DispatcherConfig {
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
             ..DispatcherConfig::default()
         };
-        for _ in 0..50 {
-            let first = backoff(&cfg, 1);
-            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-            let third = backoff(&cfg, 3);
-            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
-            let late = backoff(&cfg, 40);
-            assert!(late >= Duration::from_millis(500) && late <= Duration::from_secs(1));
-        }
-    }
-
-    #[test]
-    fn rate_limiter_allows_a_burst_then_spaces_requests() {
-        let limiter = RateLimiter::default();
-        let waits: Vec<_> = (0..6).map(|_| limiter.reserve("t", 4)).collect();
-        assert!(waits[..4].iter().all(Duration::is_zero), "{waits:?}");
-        assert!(waits[4] > Duration::from_millis(200) && waits[4] <= Duration::from_millis(250));
-        assert!(waits[5] > Duration::from_millis(450) && waits[5] <= Duration::from_millis(500));
-        // Tenants are independent.
-        assert!(limiter.reserve("u", 4).is_zero());
+        let delay = cfg.backoff().delay_after(1, Some(Duration::from_secs(30)));
+        assert_eq!(delay, Duration::from_secs(30));
     }
 
     #[test]

@@ -28,32 +28,28 @@
 //! its `rate_limit_per_sec` by a token bucket (burst = the rate); the circuit breakers and the
 //! buckets are held by the [`Dispatcher`] and shared by its clones (per process).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ledgerflow_outbox::{
+    Backlog, Backoff, RateLimiter, RetryAfter, SHUTDOWN_GRACE, Stopped, error_chain, excerpt,
+    jitter, micros,
+};
 use ledgerflow_store::Backend;
 use ledgerflow_tenants::SecretRef;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde::Serialize;
 use sqlx::{AnyPool, Connection, Row};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::NotificationError;
 use crate::breaker::{Admission, BreakerConfig, CircuitBreaker};
 use crate::mapping::now_micros;
 use crate::signature::{WebhookSecret, sign};
-
-/// How long in-flight deliveries may finish after shutdown is requested.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Longest response body excerpt kept in `last_error`.
-const EXCERPT_CHARS: usize = 512;
 
 /// Dispatcher settings. [`Default`] gives production values.
 #[derive(Debug, Clone)]
@@ -152,13 +148,18 @@ impl DispatcherConfig {
                     .into(),
             ));
         }
-        if self.lease <= self.request_timeout {
-            return Err(NotificationError::Config(format!(
-                "lease ({:?}) must exceed request_timeout ({:?})",
-                self.lease, self.request_timeout
-            )));
+        ledgerflow_outbox::check_lease(self.lease, self.request_timeout)
+            .map_err(NotificationError::Config)
+    }
+
+    /// The retry schedule: a receiver's `Retry-After` is honoured up to `backoff_max`, so it
+    /// cannot park a row for longer than the longest backoff.
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            base: self.backoff_base,
+            max: self.backoff_max,
+            retry_after: RetryAfter::CappedAtMax,
         }
-        Ok(())
     }
 }
 
@@ -248,26 +249,6 @@ enum Recorded {
     LeaseLost,
 }
 
-/// Per-tenant token buckets (GCRA form: a theoretical arrival time per tenant).
-#[derive(Debug, Default)]
-struct RateLimiter {
-    next: Mutex<HashMap<String, Instant>>,
-}
-
-impl RateLimiter {
-    /// How long the caller must wait before sending for `tenant` at `rate` per second.
-    fn reserve(&self, tenant: &str, rate: u32) -> Duration {
-        let rate = rate.max(1);
-        let interval = Duration::from_secs(1) / rate;
-        let burst = interval * (rate - 1);
-        let now = Instant::now();
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let tat = next.get(tenant).copied().unwrap_or(now).max(now);
-        next.insert(tenant.to_owned(), tat + interval);
-        (tat - now).saturating_sub(burst)
-    }
-}
-
 #[derive(Debug)]
 struct Inner {
     pool: AnyPool,
@@ -328,36 +309,19 @@ impl Dispatcher {
         if claimed.is_empty() {
             return Ok(stats);
         }
-        let permits = Arc::new(Semaphore::new(self.inner.cfg.concurrency));
-        let mut tasks = JoinSet::new();
-        for row in claimed {
-            let this = self.clone();
-            let permits = Arc::clone(&permits);
-            let token = token.clone();
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                this.process(row, &token).await
-            });
-        }
-        let mut first_error = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok(outcome)) => stats.add(outcome),
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(join) => {
-                    first_error.get_or_insert(NotificationError::Corrupt(format!(
-                        "delivery task ended abnormally: {join}"
-                    )));
-                }
-            }
-        }
-        match first_error {
-            // Rows whose outcome could not be recorded are claimed again after the lease.
-            Some(e) => Err(e),
-            None => Ok(stats),
-        }
+        ledgerflow_outbox::deliver_bounded(
+            claimed,
+            self.inner.cfg.concurrency,
+            |row| {
+                let this = self.clone();
+                let token = token.clone();
+                async move { this.process(row, &token).await }
+            },
+            |outcome| stats.add(outcome),
+            |join| NotificationError::Corrupt(format!("delivery task ended abnormally: {join}")),
+        )
+        .await?;
+        Ok(stats)
     }
 
     /// One claimed row: breaker, rate limit, attempt, record.
@@ -367,12 +331,7 @@ impl Dispatcher {
         if let Admission::Wait(wait) = inner.breaker.admit(&key, Instant::now()) {
             return self.defer(&row, token, wait).await;
         }
-        if let Some(rate) = row.rate_limit {
-            let wait = inner.limiter.reserve(&row.tenant_id, rate);
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-        }
+        inner.limiter.acquire(&row.tenant_id, row.rate_limit).await;
         let started = Instant::now();
         let delivery = self.deliver(&row).await;
         let latency = started.elapsed();
@@ -431,65 +390,46 @@ impl Dispatcher {
     }
 
     async fn run_loop(&self, shutdown: impl Future<Output = ()> + Send, exit_when_idle: bool) {
-        tokio::pin!(shutdown);
-        let cfg = &self.inner.cfg;
-        loop {
-            // A round runs to its end unless shutdown is requested meanwhile; then the requests in
-            // flight get SHUTDOWN_GRACE to finish, and whatever is still unanswered is abandoned:
-            // its rows are claimed again after their lease, under the same idempotency key.
-            let round = self.dispatch_once();
-            tokio::pin!(round);
-            let result = tokio::select! {
-                r = &mut round => r,
-                () = &mut shutdown => {
-                    if tokio::time::timeout(SHUTDOWN_GRACE, round).await.is_err() {
-                        tracing::warn!(
-                            grace = ?SHUTDOWN_GRACE,
-                            "webhook deliveries still in flight at shutdown are abandoned; they are retried after their lease"
-                        );
-                    }
-                    return;
-                }
-            };
-            let idle = match result {
+        let round = || async {
+            match self.dispatch_once().await {
                 Ok(stats) => {
                     if stats.claimed > 0 {
                         tracing::debug!(?stats, "webhook dispatch round");
                     }
-                    stats.claimed == 0
+                    stats.claimed
                 }
                 Err(e) => {
                     tracing::warn!(error = %error_chain(&e), "webhook dispatch round failed; retrying");
-                    true
-                }
-            };
-            if !idle {
-                // More may be due at once; but a shutdown requested during the round wins.
-                tokio::select! {
-                    biased;
-                    () = &mut shutdown => return,
-                    () = std::future::ready(()) => continue,
+                    0
                 }
             }
-            let mut sleep = cfg.poll_interval;
+        };
+        let backlog = || async {
             match self.pending().await {
-                Ok(summary) => {
-                    if summary.pending == 0 && exit_when_idle {
-                        return;
-                    }
-                    if let Some(due) = summary.next_due_at {
-                        let until = u64::try_from(due - now_micros()).unwrap_or(0);
-                        sleep = sleep.min(Duration::from_micros(until));
-                    }
-                }
+                Ok(summary) => Some(Backlog {
+                    pending: summary.pending,
+                    next_due_at: summary.next_due_at,
+                }),
                 Err(e) => {
                     tracing::warn!(error = %error_chain(&e), "cannot read the notification outbox");
+                    None
                 }
             }
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(sleep.max(Duration::from_millis(5))) => {}
-            }
+        };
+        let stopped = ledgerflow_outbox::run_rounds(
+            round,
+            backlog,
+            self.inner.cfg.poll_interval,
+            exit_when_idle,
+            shutdown,
+        )
+        .await;
+        if stopped == Stopped::Abandoned {
+            // Unanswered rows are claimed again after their lease, with the same webhook-id.
+            tracing::warn!(
+                grace = ?SHUTDOWN_GRACE,
+                "webhook deliveries still in flight at shutdown are abandoned; they are retried after their lease"
+            );
         }
     }
 
@@ -529,7 +469,7 @@ impl Dispatcher {
                 endpoint_id: row.try_get(2).map_err(decode)?,
                 url: row.try_get(3).map_err(decode)?,
                 secret_ref: row.try_get(4).map_err(decode)?,
-                rate_limit: rate.and_then(|r| u32::try_from(r).ok()).filter(|r| *r > 0),
+                rate_limit: ledgerflow_outbox::rate_per_sec(rate),
                 body: row.try_get(6).map_err(decode)?,
                 attempts: count(row.try_get(7).map_err(decode)?),
                 requeued_attempts: count(row.try_get(8).map_err(decode)?),
@@ -681,8 +621,8 @@ impl Dispatcher {
                 retry_after,
                 ..
             } if spent < i64::from(inner.cfg.max_attempts) => {
-                let delay = backoff(&inner.cfg, u32::try_from(spent).unwrap_or(u32::MAX))
-                    .max(retry_after.unwrap_or_default().min(inner.cfg.backoff_max));
+                let spent = u32::try_from(spent).unwrap_or(u32::MAX);
+                let delay = inner.cfg.backoff().delay_after(spent, retry_after);
                 tracing::warn!(
                     webhook_id = %row.webhook_id, tenant = %row.tenant_id,
                     endpoint = %row.endpoint_id, status, attempt,
@@ -806,49 +746,6 @@ fn classify(status: StatusCode, body: &str, retry_after: Option<Duration>) -> De
     }
 }
 
-fn excerpt(body: &str) -> String {
-    let trimmed = body.trim();
-    if trimmed.chars().count() <= EXCERPT_CHARS {
-        return trimmed.to_owned();
-    }
-    let mut out: String = trimmed.chars().take(EXCERPT_CHARS).collect();
-    out.push_str("...");
-    out
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-fn micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2)
-}
-
-/// A uniformly random duration in `[0, range)`.
-fn jitter(range: Duration) -> Duration {
-    let range = u64::try_from(range.as_micros()).unwrap_or(u64::MAX);
-    Duration::from_micros((Uuid::new_v4().as_u128() as u64) % range.max(1))
-}
-
-/// Delay after failed attempt number `attempt` (1-based): `base * 2^(attempt-1)`, capped, then
-/// full jitter over its upper half so a burst of failures does not retry in lockstep.
-fn backoff(cfg: &DispatcherConfig, attempt: u32) -> Duration {
-    let exp = attempt.saturating_sub(1).min(30);
-    let raw = cfg
-        .backoff_base
-        .saturating_mul(1u32 << exp)
-        .min(cfg.backoff_max);
-    let half = raw / 2;
-    half + jitter(raw - half)
-}
-
 /// Builds a [`Dispatcher`] and runs it until `shutdown` resolves (or until idle, see
 /// [`DispatcherConfig::exit_when_idle`]).
 pub async fn run_dispatcher(
@@ -909,37 +806,14 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_is_capped_and_jittered_within_bounds() {
+    fn retry_after_is_honoured_up_to_the_longest_backoff() {
         let cfg = DispatcherConfig {
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
             ..DispatcherConfig::default()
         };
-        let mut distinct = std::collections::HashSet::new();
-        for _ in 0..200 {
-            let first = backoff(&cfg, 1);
-            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-            let third = backoff(&cfg, 3);
-            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
-            let late = backoff(&cfg, 40);
-            assert!(late >= Duration::from_millis(500) && late <= Duration::from_secs(1));
-            distinct.insert(third);
-        }
-        assert!(
-            distinct.len() > 50,
-            "jitter spreads retries: {}",
-            distinct.len()
-        );
-    }
-
-    #[test]
-    fn rate_limiter_allows_a_burst_then_spaces_requests() {
-        let limiter = RateLimiter::default();
-        let waits: Vec<_> = (0..6).map(|_| limiter.reserve("t", 4)).collect();
-        assert!(waits[..4].iter().all(Duration::is_zero), "{waits:?}");
-        assert!(waits[4] > Duration::from_millis(200) && waits[4] <= Duration::from_millis(250));
-        assert!(waits[5] > Duration::from_millis(450) && waits[5] <= Duration::from_millis(500));
-        assert!(limiter.reserve("u", 4).is_zero(), "tenants are independent");
+        let delay = cfg.backoff().delay_after(1, Some(Duration::from_secs(30)));
+        assert_eq!(delay, Duration::from_secs(1));
     }
 
     #[test]
