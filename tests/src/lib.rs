@@ -394,6 +394,16 @@ impl Running {
         running
     }
 
+    /// SIGTERM (a graceful shutdown), then waits up to `timeout` for the exit status.
+    pub fn sigterm(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "could not send SIGTERM to {}", self.name);
+        self.wait_timeout(timeout)
+    }
+
     /// Everything it wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -184,14 +184,7 @@ fn a_registry_outage_pauses_only_the_partitions_that_need_it() {
         || run.log(),
     );
     assert!(run.log_count("partition resumed") >= 1, "{}", run.log());
-    let status = Command::new("kill")
-        .args(["-TERM", &run.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = run
-        .wait_timeout(Duration::from_secs(30))
-        .expect("run exits");
+    let exit = run.sigterm(Duration::from_secs(30)).expect("run exits");
     assert!(exit.success(), "{exit}:\n{}", run.log());
     let _ = registry.kill();
     let _ = registry.wait();

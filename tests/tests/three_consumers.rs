@@ -4,7 +4,6 @@
 //! safely in the outbox, and SIGTERM still stops the process promptly.
 
 use std::net::TcpListener;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -148,13 +147,8 @@ fn a_stalled_webhook_endpoint_does_not_hold_back_postings_or_the_warehouse() {
 
     // A stalled endpoint does not hold up shutdown either.
     let stop = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &run.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
     let exit = run
-        .wait_timeout(Duration::from_secs(30))
+        .sigterm(Duration::from_secs(30))
         .unwrap_or_else(|| panic!("run did not stop within 30 s of SIGTERM:\n{}", run.log()));
     assert!(exit.success(), "{exit}:\n{}", run.log());
     eprintln!(

@@ -4,12 +4,14 @@
 //! classification of failures into retryable and permanent (with a reason code). Nothing here
 //! does I/O, so handlers built on it are unit-tested without Kafka or a database.
 
+mod calendar;
 mod envelope;
 mod event;
 mod failure;
 mod ids;
 mod money;
 
+pub use calendar::{date_of_micros, rfc3339_micros};
 pub use envelope::{Coordinates, Envelope, payload_hash};
 pub use event::{
     CreditMemoIssued, CustomerUpserted, Event, EventMeta, EventType, InvoiceFinalized, InvoiceLine,

@@ -49,18 +49,7 @@ fn amount(journal: &JournalEntry, minor: i64) -> String {
 
 /// `YYYY-MM-DD` (UTC) of a microsecond timestamp.
 pub(crate) fn date_of(micros: i64) -> String {
-    let days = micros.div_euclid(86_400_000_000);
-    // Civil from days (H. Hinnant's algorithm), proleptic Gregorian.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    ledgerflow_core::date_of_micros(micros)
 }
 
 /// NetSuite REST record API, `POST /record/v1/journalEntry`.

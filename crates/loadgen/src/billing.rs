@@ -14,7 +14,7 @@
 //! (payment), an exact decimal with the currency's exponent; `fee` is the payment's processor
 //! fee (empty otherwise); `issued_at` is the issue or capture time, RFC 3339 UTC.
 
-use ledgerflow_core::{Currency, Event, format_minor};
+use ledgerflow_core::{Currency, Event, format_minor, rfc3339_micros};
 
 use crate::GeneratedEvent;
 
@@ -74,45 +74,10 @@ fn csv_field(raw: &str) -> String {
     }
 }
 
-/// Unix micros as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (proleptic Gregorian, UTC).
-pub fn rfc3339_micros(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{Workload, WorkloadConfig};
-
-    #[test]
-    fn timestamps_render_as_rfc3339() {
-        assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
-        // 2024-02-29T23:59:59.123456Z, a leap day.
-        assert_eq!(
-            rfc3339_micros(1_709_251_199_123_456),
-            "2024-02-29T23:59:59.123456Z"
-        );
-        assert_eq!(rfc3339_micros(-1), "1969-12-31T23:59:59.999999Z");
-    }
 
     #[test]
     fn quoting_follows_rfc4180() {

@@ -26,7 +26,7 @@ mod config;
 mod manifest;
 mod workload;
 
-pub use billing::{BILLING_CSV_HEADER, billing_csv_row, rfc3339_micros};
+pub use billing::{BILLING_CSV_HEADER, billing_csv_row};
 pub use config::{LoadgenError, WorkloadConfig};
 pub use manifest::{DecimalTotal, DocumentTotals, Manifest, PaymentTotals, TenantManifest};
 pub use workload::{GeneratedEvent, TenantProfile, Workload};
