@@ -45,6 +45,17 @@ pub struct ConsumerSummary {
 }
 
 impl ConsumerSummary {
+    fn merge(&mut self, other: &Self) {
+        self.batches += other.batches;
+        self.records += other.records;
+        self.applied += other.applied;
+        self.duplicates += other.duplicates;
+        self.dead_lettered += other.dead_lettered;
+        self.skipped += other.skipped;
+        self.stale_batches += other.stale_batches;
+        self.retries += other.retries;
+    }
+
     fn add(&mut self, o: &BatchOutcome) {
         self.batches += 1;
         self.applied += o.applied;
@@ -145,6 +156,7 @@ enum Flush {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 /// What a flush needs besides the partition itself.
+#[derive(Clone, Copy)]
 struct Ctx<'a> {
     kafka: &'a StreamConsumer<LoopContext>,
     consumer: &'a dyn ErasedConsumer,
@@ -288,15 +300,43 @@ pub async fn run_consumer(
             .filter(|(_, s)| s.due(&config, now))
             .map(|(k, _)| k.clone())
             .collect();
-        for key in due {
-            let Some(state) = parts.get_mut(&key) else {
-                continue;
-            };
-            let flush = flush_partition(&ctx, &key, state, &mut summary).await?;
-            after_flush(&ctx, &key, state, flush, &mut summary);
+        // The due partitions commit concurrently, each in its own transaction on its own
+        // connection: partitions share nothing in the store but the inbox, whose rows every
+        // batch inserts in event-id order, and a deadlock the database still detects is a
+        // transient failure of one partition, retried after its pause.
+        let mut taken: Vec<(Key, PartitionState)> = due
+            .into_iter()
+            .filter_map(|key| parts.remove(&key).map(|state| (key, state)))
+            .collect();
+        let flushes =
+            futures_util::future::join_all(taken.iter_mut().map(|(key, state)| async move {
+                let mut local = ConsumerSummary::default();
+                let flush = flush_partition(&ctx, key, state, &mut local).await;
+                (flush, local)
+            }))
+            .await;
+        let mut failure = None;
+        for ((key, mut state), (flush, local)) in taken.into_iter().zip(flushes) {
+            summary.merge(&local);
+            match flush {
+                Ok(flush) => {
+                    if after_flush(&ctx, &key, &mut state, flush, &mut summary) {
+                        last_activity = Instant::now();
+                    }
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+            parts.insert(key, state);
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
         if let Some(idle) = config.exit_when_idle {
-            let pending = parts.values().any(|s| !s.buffer.is_empty());
+            let pending = parts
+                .values()
+                .any(|s| !s.buffer.is_empty() || s.retry.is_some());
             if !pending && !rebalancing && last_activity.elapsed() >= idle {
                 info!(consumer = name, "idle, exiting");
                 break;
@@ -316,7 +356,7 @@ pub async fn run_consumer(
         while !state.buffer.is_empty() {
             let flush = flush_partition(&ctx, &key, state, &mut summary).await?;
             let transient = matches!(flush, Flush::Transient { .. });
-            after_flush(&ctx, &key, state, flush, &mut summary);
+            let _ = after_flush(&ctx, &key, state, flush, &mut summary);
             if !transient {
                 continue;
             }
@@ -343,26 +383,31 @@ pub async fn run_consumer(
 /// Applies a flush's result: a success resumes a paused partition; a transient failure pauses
 /// the partition (the other partitions keep flowing, the loop keeps polling so the group
 /// membership stays alive) and schedules the retry with exponential backoff and jitter.
+///
+/// Returns whether a paused partition was resumed: its fetch starts again, so an idle timer
+/// must start afresh (nothing arrived while it was paused, yet records wait behind it).
 fn after_flush(
     ctx: &Ctx<'_>,
     key: &Key,
     state: &mut PartitionState,
     flush: Flush,
     summary: &mut ConsumerSummary,
-) {
+) -> bool {
     let name = ctx.consumer.name();
     match flush {
         Flush::Done => {
-            if let Some(retry) = state.retry.take() {
-                set_paused(ctx.kafka, std::slice::from_ref(key), false);
-                info!(
-                    consumer = name,
-                    topic = key.0,
-                    partition = key.1,
-                    retries = retry.backoff.attempts(),
-                    "transient failure over; partition resumed"
-                );
-            }
+            let Some(retry) = state.retry.take() else {
+                return false;
+            };
+            set_paused(ctx.kafka, std::slice::from_ref(key), false);
+            info!(
+                consumer = name,
+                topic = key.0,
+                partition = key.1,
+                retries = retry.backoff.attempts(),
+                "transient failure over; partition resumed"
+            );
+            true
         }
         Flush::Transient { stage, error } => {
             summary.retries += 1;
@@ -386,6 +431,7 @@ fn after_flush(
                 ?delay,
                 "transient failure; partition paused until the retry"
             );
+            false
         }
     }
 }
@@ -464,7 +510,10 @@ async fn flush_partition(
                 }
                 return Ok(Flush::Done);
             }
+            // A delivery that starts at offset 0 cannot have skipped anything (and asking the
+            // broker would queue behind the consumer's long-poll fetch).
             if stored.is_none()
+                && first > 0
                 && let Some(low) = low_watermark(kafka, topic, partition)
                 && first > low
             {
