@@ -1,0 +1,770 @@
+//! The results: medians, ratios, targets, the profile, and the Markdown and JSON files.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+
+use crate::baselines::{CEILING_CHUNK_ROWS, CeilingResult, NaiveResult, Pass};
+use crate::pipeline_run::{LatencyResult, RunResult};
+use crate::probe::CpuSplit;
+
+/// Targets of issue 7, on this machine.
+const TARGET_ERP_EVENTS_PER_SEC: f64 = 20_000.0;
+const TARGET_B6_OVER_B3: f64 = 0.6;
+const TARGET_B6_OVER_B4: f64 = 50.0;
+const TARGET_P99_MS: f64 = 250.0;
+/// W1's event count; a run with fewer says so at the top of the report.
+const W1_EVENTS: u64 = 1_000_000;
+
+/// UTC date (`YYYY-MM-DD`).
+pub(crate) fn now_stamp() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day()
+    )
+}
+
+/// The element whose key is the median (the lower middle for an even count).
+pub(crate) fn median_by<T>(items: &[T], key: impl Fn(&T) -> f64) -> Option<&T> {
+    let mut sorted: Vec<&T> = items.iter().collect();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted.get(sorted.len().saturating_sub(1) / 2).copied()
+}
+
+/// The benchmark's settings.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Config {
+    pub(crate) events: u64,
+    pub(crate) tenants: u32,
+    pub(crate) partitions: u32,
+    pub(crate) duplicates: f64,
+    pub(crate) seed: u64,
+    pub(crate) runs: usize,
+    pub(crate) runs_all: usize,
+    pub(crate) naive_cap: u64,
+    pub(crate) latency_secs: u64,
+}
+
+/// What was preloaded.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Workload {
+    pub(crate) events: u64,
+    pub(crate) distinct: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) mean_value_bytes: f64,
+    pub(crate) produce_seconds: f64,
+}
+
+/// One row of the results table.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Row {
+    pub(crate) id: String,
+    pub(crate) what: String,
+    pub(crate) events_per_sec: f64,
+    /// Every run's events/s (the headline is their median).
+    pub(crate) runs: Vec<f64>,
+    pub(crate) events: u64,
+    pub(crate) cpu_per_1k: CpuSplit,
+    pub(crate) wal_bytes_per_event: Option<f64>,
+    pub(crate) peak_rss_mib: Option<f64>,
+    pub(crate) reconcile_clean: Option<bool>,
+    /// B6: seconds from process start to the first committed batch.
+    pub(crate) first_commit_secs: Option<f64>,
+}
+
+/// A target and whether this run met it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Target {
+    pub(crate) name: String,
+    pub(crate) goal: String,
+    pub(crate) measured: String,
+    pub(crate) met: bool,
+}
+
+/// Where the time goes in the profiled run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Profile {
+    pub(crate) events_per_sec: f64,
+    pub(crate) cpu_per_1k: CpuSplit,
+    /// Share of the run's wall time the consumer loop spent preparing and committing batches
+    /// (`ledgerflow_batch_commit_seconds` sum over wall time).
+    pub(crate) loop_busy_share: Option<f64>,
+    pub(crate) batches: Option<f64>,
+    pub(crate) mean_batch_records: Option<f64>,
+    pub(crate) mean_batch_seconds: Option<f64>,
+    /// `perf report` excerpts (top symbols), by process.
+    pub(crate) ledgerflow_top: String,
+    pub(crate) postgres_top: String,
+    pub(crate) broker_top: String,
+}
+
+/// Whether `perf` runs here.
+pub(crate) fn perf_available() -> bool {
+    Command::new("perf")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn perf_top(data: &Path, filter: &[&str]) -> String {
+    let out = Command::new("perf")
+        .arg("report")
+        .arg("-i")
+        .arg(data)
+        .args([
+            "--stdio",
+            "-q",
+            "--percentage",
+            "relative",
+            "--sort",
+            "dso,sym",
+        ])
+        .args(["--percent-limit", "1"])
+        .args(filter)
+        .output();
+    match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .take(25)
+            .map(|l| l.trim_end().to_owned())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("perf report failed: {e}"),
+    }
+}
+
+/// The profile of one run: stage timing from its metrics and top symbols from `perf`.
+pub(crate) fn profile(perf_data: &Path, run: &RunResult, broker_pid: u32) -> Profile {
+    let hist = |name: &str| {
+        run.metrics
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{name}{{")))
+            .fold((0.0, 0.0), |acc, (_, v)| (acc.0 + v.0, acc.1 + v.1))
+    };
+    let (commit_sum, commit_count) = hist("ledgerflow_batch_commit_seconds");
+    let (records_sum, records_count) = hist("ledgerflow_batch_records");
+    let have = commit_count > 0.0;
+    Profile {
+        events_per_sec: run.events_per_sec(),
+        cpu_per_1k: run.cpu.per_thousand(run.events),
+        loop_busy_share: have.then(|| commit_sum / run.seconds),
+        batches: have.then_some(commit_count),
+        mean_batch_records: (records_count > 0.0).then(|| records_sum / records_count),
+        mean_batch_seconds: have.then(|| commit_sum / commit_count),
+        ledgerflow_top: perf_top(perf_data, &["--pid", &run.pid.to_string()]),
+        postgres_top: perf_top(perf_data, &["--comm", "postgres"]),
+        broker_top: perf_top(perf_data, &["--pid", &broker_pid.to_string()]),
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Report {
+    pub(crate) date: String,
+    pub(crate) machine: serde_json::Value,
+    pub(crate) config: Config,
+    pub(crate) workload: Workload,
+    pub(crate) rows: Vec<Row>,
+    pub(crate) ratios: serde_json::Value,
+    pub(crate) targets: Vec<Target>,
+    pub(crate) latency: LatencyResult,
+    pub(crate) profile: Option<Profile>,
+    /// Measurements that failed (the run then does not count).
+    pub(crate) failures: Vec<String>,
+    pub(crate) broker_peak_rss_mib: Option<f64>,
+    pub(crate) registry_peak_rss_mib: Option<f64>,
+    /// Every B6 and latency run reconciled clean.
+    pub(crate) valid: bool,
+    pub(crate) total_seconds: f64,
+    pub(crate) raw: serde_json::Value,
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn pass_row(id: &str, what: &str, passes: &[Pass]) -> Option<Row> {
+    let median = median_by(passes, |p| p.events as f64 / p.seconds)?;
+    Some(Row {
+        id: id.to_owned(),
+        what: what.to_owned(),
+        events_per_sec: median.events as f64 / median.seconds,
+        runs: passes.iter().map(|p| p.events as f64 / p.seconds).collect(),
+        events: median.events,
+        cpu_per_1k: median.cpu.per_thousand(median.events),
+        wal_bytes_per_event: None,
+        peak_rss_mib: None,
+        reconcile_clean: None,
+        first_commit_secs: None,
+    })
+}
+
+fn run_row(id: &str, what: &str, runs: &[RunResult]) -> Option<Row> {
+    let median = median_by(runs, RunResult::events_per_sec)?;
+    Some(Row {
+        id: id.to_owned(),
+        what: what.to_owned(),
+        events_per_sec: median.events_per_sec(),
+        runs: runs.iter().map(RunResult::events_per_sec).collect(),
+        events: median.events,
+        cpu_per_1k: median.cpu.per_thousand(median.events),
+        wal_bytes_per_event: Some(median.wal_bytes as f64 / median.events.max(1) as f64),
+        peak_rss_mib: Some(mib(median.peak_rss_kib)),
+        reconcile_clean: Some(runs.iter().all(|r| r.reconcile_clean)),
+        first_commit_secs: Some(median.seconds_to_first_commit),
+    })
+}
+
+impl Report {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn build(
+        date: String,
+        config: Config,
+        workload: Workload,
+        b0: Vec<Pass>,
+        b2: Vec<Pass>,
+        b3: Option<CeilingResult>,
+        b4: NaiveResult,
+        b6_erp: Vec<RunResult>,
+        b6_all: Vec<RunResult>,
+        latency: LatencyResult,
+        profile: Option<Profile>,
+        failures: Vec<String>,
+        broker_rss_kib: Option<u64>,
+        registry_rss_kib: Option<u64>,
+        total_seconds: f64,
+    ) -> Self {
+        let mut rows = Vec::new();
+        rows.extend(pass_row(
+            "B0",
+            "transport ceiling: raw rdkafka consumer, no decoding",
+            &b0,
+        ));
+        rows.extend(pass_row(
+            "B2",
+            "decode: frame + Avro + tenant checks + erp mapping, null sink",
+            &b2,
+        ));
+        if let Some(c) = &b3 {
+            rows.push(Row {
+                id: "B3".to_owned(),
+                what: format!(
+                    "database ceiling: the same {} rows, COPY in {}-row transactions, no Kafka",
+                    c.rows, CEILING_CHUNK_ROWS
+                ),
+                events_per_sec: c.events as f64 / c.seconds,
+                runs: vec![c.events as f64 / c.seconds],
+                events: c.events,
+                cpu_per_1k: c.cpu.per_thousand(c.events),
+                wal_bytes_per_event: Some(c.wal_bytes as f64 / c.events.max(1) as f64),
+                peak_rss_mib: None,
+                reconcile_clean: None,
+                first_commit_secs: None,
+            });
+        }
+        rows.push(Row {
+            id: "B4".to_owned(),
+            what: format!(
+                "naive floor: 1 transaction + 1 sync offset commit per event ({} events{})",
+                b4.events,
+                if b4.stopped_by_time {
+                    ", stopped by the time cap"
+                } else {
+                    ""
+                }
+            ),
+            events_per_sec: b4.events as f64 / b4.seconds,
+            runs: vec![b4.events as f64 / b4.seconds],
+            events: b4.events,
+            cpu_per_1k: b4.cpu.per_thousand(b4.events),
+            wal_bytes_per_event: Some(b4.wal_bytes as f64 / b4.events.max(1) as f64),
+            peak_rss_mib: None,
+            reconcile_clean: None,
+            first_commit_secs: None,
+        });
+        rows.extend(run_row(
+            "B6 erp",
+            "ledgerflow run: erp-receivables alone, default settings",
+            &b6_erp,
+        ));
+        rows.extend(run_row(
+            "B6 all",
+            "ledgerflow run: erp-receivables + warehouse + notifications",
+            &b6_all,
+        ));
+        let rate = |id: &str| rows.iter().find(|r| r.id == id).map(|r| r.events_per_sec);
+        let b6 = rate("B6 erp").unwrap_or(0.0);
+        let ratio = |id: &str| rate(id).map(|d| b6 / d);
+        let ratios = serde_json::json!({
+            "b6_over_b0": ratio("B0"),
+            "b6_over_b2": ratio("B2"),
+            "b6_over_b3": ratio("B3"),
+            "b6_over_b4": ratio("B4"),
+        });
+        let erp_clean = b6_erp.iter().all(|r| r.reconcile_clean);
+        let all_clean = b6_all.iter().all(|r| r.reconcile_clean);
+        let mut targets = vec![Target {
+            name: "erp-receivables end to end".to_owned(),
+            goal: format!(">= {TARGET_ERP_EVENTS_PER_SEC:.0} events/s, reconcile clean"),
+            measured: format!(
+                "{b6:.0} events/s, reconcile {}",
+                if erp_clean { "clean" } else { "NOT clean" }
+            ),
+            met: b6 >= TARGET_ERP_EVENTS_PER_SEC && erp_clean,
+        }];
+        if let Some(r) = ratio("B3") {
+            targets.push(Target {
+                name: "B6/B3".to_owned(),
+                goal: format!(">= {TARGET_B6_OVER_B3}"),
+                measured: format!("{r:.2}"),
+                met: r >= TARGET_B6_OVER_B3,
+            });
+        }
+        if let Some(r) = ratio("B4") {
+            targets.push(Target {
+                name: "B6/B4".to_owned(),
+                goal: format!(">= {TARGET_B6_OVER_B4:.0}"),
+                measured: format!("{r:.1}"),
+                met: r >= TARGET_B6_OVER_B4,
+            });
+        }
+        targets.push(Target {
+            name: "p99 latency at 50% load".to_owned(),
+            goal: format!("<= {TARGET_P99_MS:.0} ms"),
+            measured: format!("{:.0} ms", latency.p99_ms),
+            met: latency.p99_ms <= TARGET_P99_MS && latency.samples > 0,
+        });
+        let valid = erp_clean && all_clean && latency.reconcile_clean && failures.is_empty();
+        let machine = serde_json::json!({
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "kernel": crate::tool_version("uname", &["-r"]),
+            "postgres": crate::tool_version("psql", &["-h", "127.0.0.1", "-U", "postgres", "-tAc", "SELECT version()"]),
+            "postgres_settings": crate::tool_version("psql", &["-h", "127.0.0.1", "-U", "postgres", "-tAc", "SELECT string_agg(name || '=' || setting, ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync','synchronous_commit','wal_level','shared_buffers','max_wal_size','full_page_writes')"]),
+            "tansu": crate::tool_version("tansu", &["--version"]),
+        });
+        let raw = serde_json::json!({
+            "b0": b0, "b2": b2, "b3": b3, "b4": b4, "b6_erp": b6_erp, "b6_all": b6_all,
+        });
+        Self {
+            date,
+            machine,
+            config,
+            workload,
+            rows,
+            ratios,
+            targets,
+            latency,
+            profile,
+            failures,
+            broker_peak_rss_mib: broker_rss_kib.map(mib),
+            registry_peak_rss_mib: registry_rss_kib.map(mib),
+            valid,
+            total_seconds,
+            raw,
+        }
+    }
+
+    fn file_stem(&self) -> String {
+        if self.config.events == W1_EVENTS {
+            self.date.clone()
+        } else {
+            format!("{}-{}-events", self.date, self.config.events)
+        }
+    }
+
+    /// Writes `<stem>.md` and `<stem>.json`.
+    pub(crate) fn write(&self, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let stem = self.file_stem();
+        let md = dir.join(format!("{stem}.md"));
+        let json = dir.join(format!("{stem}.json"));
+        std::fs::write(&md, self.markdown())?;
+        std::fs::write(&json, serde_json::to_string_pretty(self)? + "\n")?;
+        Ok((md, json))
+    }
+
+    /// A few lines for the terminal.
+    pub(crate) fn summary_lines(&self) -> String {
+        let mut s = String::new();
+        for r in &self.rows {
+            let _ = writeln!(
+                s,
+                "{:7} {:>10.0} events/s  {}",
+                r.id, r.events_per_sec, r.what
+            );
+        }
+        let _ = writeln!(
+            s,
+            "latency at {:.0}/s: p50 {:.0} ms, p99 {:.0} ms",
+            self.latency.target_rate, self.latency.p50_ms, self.latency.p99_ms
+        );
+        for t in &self.targets {
+            let _ = writeln!(
+                s,
+                "target {:32} {:>22}  {}  ({})",
+                t.name,
+                t.measured,
+                if t.met { "met" } else { "MISSED" },
+                t.goal
+            );
+        }
+        let _ = write!(
+            s,
+            "run {} (every B6 and latency run reconciled clean: {})",
+            if self.valid {
+                "counts"
+            } else {
+                "does NOT count"
+            },
+            self.valid
+        );
+        s
+    }
+
+    fn markdown(&self) -> String {
+        let mut s = String::new();
+        let c = &self.config;
+        let w = &self.workload;
+        let _ = writeln!(s, "# ledgerflow benchmark, {}\n", self.date);
+        if c.events != W1_EVENTS {
+            let _ = writeln!(
+                s,
+                "**Scaled run: {} events, not W1's {}** (`BENCH_EVENTS`); everything else as W1.\n",
+                c.events, W1_EVENTS
+            );
+        }
+        let _ = writeln!(
+            s,
+            "Run {}: every B6 run and the latency run were followed by `ledgerflow reconcile \
+             --source manifest.json`, {}.\n",
+            if self.valid {
+                "**counts**"
+            } else {
+                "**does NOT count**"
+            },
+            if self.valid {
+                "all clean"
+            } else {
+                "and at least one was NOT clean"
+            }
+        );
+        if !self.failures.is_empty() {
+            let _ = writeln!(s, "Failed measurements:\n");
+            for f in &self.failures {
+                let first = f.lines().next().unwrap_or_default();
+                let _ = writeln!(s, "- {first}");
+            }
+            s.push('\n');
+        }
+        let _ = writeln!(s, "## Machine and workload\n");
+        let m = &self.machine;
+        let _ = writeln!(
+            s,
+            "- {} cores; broker, Postgres, ledgerflow and this harness share them; kernel {}",
+            m["cores"],
+            m["kernel"].as_str().unwrap_or("?")
+        );
+        let _ = writeln!(
+            s,
+            "- {}; {}",
+            m["postgres"].as_str().unwrap_or("?"),
+            m["postgres_settings"].as_str().unwrap_or("?")
+        );
+        let _ = writeln!(
+            s,
+            "- {} (SQLite storage engine, header index added), one broker",
+            m["tansu"].as_str().unwrap_or("tansu")
+        );
+        let _ = writeln!(
+            s,
+            "- W1: {} events ({} distinct, {} exact duplicates), {} tenants (Zipf 1.1), {} \
+             partitions keyed by tenant, v1 and v2 writers of invoice_finalized and \
+             payment_captured interleaved, mean record value {:.0} bytes; seed {}; preloaded by \
+             `ledgerflow produce` in {:.1} s ({:.0} events/s)",
+            w.events,
+            w.distinct,
+            w.duplicates,
+            c.tenants,
+            c.partitions,
+            w.mean_value_bytes,
+            c.seed,
+            w.produce_seconds,
+            w.events as f64 / w.produce_seconds.max(1e-9)
+        );
+        let _ = writeln!(
+            s,
+            "- tenants without an ERP endpoint or webhooks (the subledger is written; no outbox \
+             rows, so no HTTP delivery competes for the two cores)"
+        );
+        let _ = writeln!(
+            s,
+            "- throughput: events from process start to zero lag (every consumer's positions of \
+             record at the high watermarks), median of {} runs (B6 all: {} run(s)); CPU from \
+             /proc (Postgres: every process of the cluster), WAL from pg_current_wal_lsn(); \
+             the machine is shared with other work, so expect a few percent of noise\n",
+            c.runs, c.runs_all
+        );
+        let _ = writeln!(s, "## Results\n");
+        let _ = writeln!(
+            s,
+            "| | what | events/s | runs | CPU s / 1k events (consumer / Postgres / broker) | WAL bytes / event | peak RSS | reconcile |"
+        );
+        let _ = writeln!(s, "| --- | --- | ---: | --- | --- | ---: | ---: | --- |");
+        for r in &self.rows {
+            let runs: Vec<String> = r.runs.iter().map(|x| format!("{x:.0}")).collect();
+            let cpu = r.cpu_per_1k;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {} | {:.3} / {:.3} / {:.3} | {} | {} | {} |",
+                r.id,
+                r.what,
+                r.events_per_sec,
+                runs.join(", "),
+                cpu.consumer,
+                cpu.postgres,
+                cpu.broker,
+                r.wal_bytes_per_event
+                    .map_or("-".to_owned(), |x| format!("{x:.0}")),
+                r.peak_rss_mib
+                    .map_or("-".to_owned(), |x| format!("{x:.0} MiB")),
+                match r.reconcile_clean {
+                    Some(true) => "clean",
+                    Some(false) => "NOT clean",
+                    None => "-",
+                }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nThe consumer column is the `ledgerflow` process for B6 and this harness for B0-B4. \
+             Broker peak RSS {}, registry {}.\n",
+            self.broker_peak_rss_mib
+                .map_or("?".to_owned(), |x| format!("{x:.0} MiB")),
+            self.registry_peak_rss_mib
+                .map_or("?".to_owned(), |x| format!("{x:.0} MiB"))
+        );
+        let _ = writeln!(s, "Ratios (B6 = erp-receivables alone, median):\n");
+        for (k, label) in [
+            ("b6_over_b0", "B6/B0 (share of the transport ceiling)"),
+            ("b6_over_b2", "B6/B2 (share of decode-only)"),
+            ("b6_over_b3", "B6/B3 (share of the database ceiling)"),
+            ("b6_over_b4", "B6/B4 (speed-up over the naive floor)"),
+        ] {
+            if let Some(x) = self.ratios[k].as_f64() {
+                let _ = writeln!(s, "- {label}: {x:.2}");
+            }
+        }
+        let l = &self.latency;
+        let _ = writeln!(s, "\n## Latency at 50% load\n");
+        let _ = writeln!(
+            s,
+            "Open loop: the erp-receivables consumer ran first; `ledgerflow produce --rate {:.0}` \
+             then sent {} events on a fixed schedule ({:.0} events/s achieved) to a fresh topic. \
+             Latency = the audit row's `recorded_at` (taken in the batch transaction just \
+             before COMMIT) minus the Kafka record timestamp (set when the producer sent it). \
+             The first {:.0} s of sends are warm-up (the first batch of every partition syncs \
+             with its stored position, see below) and left out: {} samples, **p50 {:.0} ms, \
+             p90 {:.0} ms, p99 {:.0} ms**, max {:.0} ms; p99 with the warm-up included {:.0} ms. \
+             Reconcile {}.\n",
+            l.target_rate,
+            l.events,
+            l.achieved_rate,
+            l.warmup_secs,
+            l.samples,
+            l.p50_ms,
+            l.p90_ms,
+            l.p99_ms,
+            l.max_ms,
+            l.p99_all_ms,
+            if l.reconcile_clean {
+                "clean"
+            } else {
+                "NOT clean"
+            }
+        );
+        let _ = writeln!(s, "## Targets\n");
+        let _ = writeln!(s, "| target | goal | measured | |");
+        let _ = writeln!(s, "| --- | --- | --- | --- |");
+        for t in &self.targets {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                t.name,
+                t.goal,
+                t.measured,
+                if t.met { "met" } else { "**missed**" }
+            );
+        }
+        s.push('\n');
+        self.time_budget(&mut s);
+        if let Some(p) = &self.profile {
+            let _ = writeln!(
+                s,
+                "## Profile (the first seconds of an extra erp-receivables run, under `perf record -a`)\n"
+            );
+            let _ = writeln!(
+                s,
+                "{:.0} events/s under the profiler; CPU s / 1k events: ledgerflow {:.3}, \
+                 Postgres {:.3}, broker {:.3}.",
+                p.events_per_sec, p.cpu_per_1k.consumer, p.cpu_per_1k.postgres, p.cpu_per_1k.broker
+            );
+            if let (Some(busy), Some(n), Some(size), Some(secs)) = (
+                p.loop_busy_share,
+                p.batches,
+                p.mean_batch_records,
+                p.mean_batch_seconds,
+            ) {
+                let _ = writeln!(
+                    s,
+                    "From ledgerflow's own metrics: {n:.0} batch transactions of {size:.0} \
+                     records on average, {:.1} ms each (prepare + commit); the consumer loop \
+                     spent {:.0}% of the wall time inside them, the rest polling Kafka and \
+                     waiting for batches to fill.\n",
+                    secs * 1000.0,
+                    busy * 100.0
+                );
+            }
+            for (title, text) in [
+                (
+                    "ledgerflow process (share of its samples)",
+                    &p.ledgerflow_top,
+                ),
+                ("Postgres processes", &p.postgres_top),
+                ("Tansu broker", &p.broker_top),
+            ] {
+                let _ = writeln!(s, "{title}:\n\n```\n{text}\n```\n");
+            }
+        }
+        let _ = writeln!(s, "## Closing note\n");
+        s.push_str(&self.closing_note());
+        let _ = writeln!(
+            s,
+            "\n_Generated by `make bench` (crates/bench) in {:.0} s._",
+            self.total_seconds
+        );
+        s
+    }
+
+    /// The stage budget derived from the baselines, and the CPU budget of the two cores.
+    fn time_budget(&self, s: &mut String) {
+        let rate = |id: &str| self.rows.iter().find(|r| r.id == id);
+        let (Some(b0), Some(b2), Some(b6)) = (rate("B0"), rate("B2"), rate("B6 erp")) else {
+            return;
+        };
+        let us = |r: &Row| 1e6 / r.events_per_sec.max(1e-9);
+        let _ = writeln!(s, "## Where the time goes\n");
+        let _ = writeln!(
+            s,
+            "Wall time per event: B0 (fetch from the broker) {:.1} µs; B2 (B0 + decode + map) \
+             {:.1} µs, so decode and map add {:.1} µs; B6 {:.1} µs, so the database path \
+             (transaction, inbox, effects, audit chain, positions) plus the loop adds {:.1} µs \
+             on top of B2.",
+            us(b0),
+            us(b2),
+            us(b2) - us(b0),
+            us(b6),
+            us(b6) - us(b2)
+        );
+        if let Some(first) = b6.first_commit_secs {
+            let _ = writeln!(
+                s,
+                "B6's first batch committed {first:.1} s after the process started (store \
+                 open, group join, first fetch, position sync); that is included in its rate."
+            );
+        }
+        if let Some(b3) = rate("B3") {
+            let _ = writeln!(
+                s,
+                "Loading the same rows alone (B3) costs {:.1} µs per event.",
+                us(b3)
+            );
+        }
+        let cpu = b6.cpu_per_1k;
+        let total = cpu.consumer + cpu.postgres + cpu.broker;
+        let cores = self.machine["cores"].as_f64().unwrap_or(2.0);
+        let _ = writeln!(
+            s,
+            "\nCPU budget of B6: {:.3} CPU s per 1,000 events in total (ledgerflow {:.0}%, \
+             Postgres {:.0}%, broker {:.0}%). With {cores:.0} cores that caps this machine at \
+             about {:.0} events/s even with perfect overlap; B6 used {:.2} of {cores:.0} cores \
+             on average.\n",
+            total,
+            100.0 * cpu.consumer / total.max(1e-9),
+            100.0 * cpu.postgres / total.max(1e-9),
+            100.0 * cpu.broker / total.max(1e-9),
+            cores * 1000.0 / total.max(1e-9),
+            total * b6.events_per_sec / 1000.0
+        );
+    }
+
+    fn closing_note(&self) -> String {
+        let mut s = String::new();
+        let missed: Vec<&Target> = self.targets.iter().filter(|t| !t.met).collect();
+        if missed.is_empty() {
+            let _ = writeln!(s, "Every target is met on this machine.");
+            return s;
+        }
+        let names: Vec<&str> = missed.iter().map(|t| t.name.as_str()).collect();
+        let _ = writeln!(s, "Missed: {}.\n", names.join("; "));
+        s.push_str(CLOSING_NOTE);
+        s
+    }
+}
+
+/// What would close the gaps: the analysis behind the numbers (see the profile above for the
+/// measured split). Kept here so every report carries it; update it when the code changes.
+const CLOSING_NOTE: &str = "\
+The consumer loop is serial: it polls, and when a partition's batch is due it prepares and
+commits it inline (`crates/runtime/src/worker.rs`, `run_consumer` -> `flush_partition` ->
+`Store::commit_batch`), one partition at a time. So B6's time per event is roughly the *sum*
+of fetch (B0), decode and map (B2 - B0) and the batch transaction, plus fixed stalls; none of
+them overlap, and the cores are far from busy (see the CPU budget above). In order of expected
+gain:
+
+1. **Position sync stalls at start** (`worker.rs`, `flush_partition`, step 1, `low_watermark`):
+   the first batch of every partition with no stored position calls `fetch_watermarks`, a
+   ListOffsets request that queues on the broker connection behind librdkafka's long-poll
+   Fetch and so returns after up to `fetch.wait.max.ms` (500 ms), with the whole loop blocked
+   (`block_in_place`). Measured: the first batches of the 12 partitions commit ~0.5 s apart,
+   about 6 s per start. Fix: skip the call when the delivered first offset is 0 (the check
+   `first > low` cannot be true then), and otherwise query all newly assigned partitions at
+   once on assignment, on a separate metadata client. Gain: ~6 s per start and per rebalance;
+   it is also the latency warm-up left out above.
+2. **Commit partitions concurrently** (`worker.rs`, the `for key in due` loop): each batch
+   transaction costs a fixed 15-40 ms (about ten round trips plus one WAL flush) whatever its
+   size, and due batches are committed one after another. At low rates every partition comes
+   due each `batch_max_wait` (200 ms) with a few records, 12 partitions need ~60 commits/s,
+   and the loop saturates: that is the p50/p99 latency at 50% load. Flushing the due
+   partitions concurrently on separate pooled connections (`FuturesUnordered`, bounded by the
+   pool) keeps per-partition order and the position fence (positions are per partition; the
+   inbox insert is already ordered by event id so two partitions cannot deadlock), and lets
+   Postgres group the WAL flushes. Expected: latency at 50% load down to roughly
+   `batch_max_wait` + one commit; throughput up by the overlap of commits.
+3. **Overlap Kafka and the database** (same loop): while a transaction runs nothing is polled
+   or decoded. Preparing the next batch while the previous one commits (one in-flight commit
+   per partition, positions still advanced only after COMMIT) turns the sum into a max:
+   towards min(B2, commit rate).
+4. **Cheaper statements on Postgres** (`crates/store/src/batch.rs`, `write_records`, and the
+   consumers' `write`): multi-row `VALUES` lists with a different row count per batch are a
+   new statement text every time, so Postgres parses and plans each one (`base_yyparse` and
+   the planner in the Postgres profile) and sqlx prepares it anew; Postgres CPU per event is
+   several times B3's. On Postgres, `INSERT ... SELECT * FROM UNNEST($1::text[], ...)` with
+   one array per column keeps the statement text fixed (prepared once, generic plan) and
+   sends a handful of parameters instead of thousands; the second inbox read
+   (`inbox_hashes_on`) is needed only for the ids the insert did not return (the duplicates,
+   ~5%). This needs a Postgres-specific path beside the `sqlx::Any` one.
+5. **Bigger transactions on catch-up**: `batch_max_records` (500) per partition bounds every
+   transaction at a few hundred records; flushing when a batch is full *or the poll comes back
+   empty*, with a larger cap (2,000), amortises the fixed per-transaction cost when there is a
+   backlog, without raising latency when there is none.
+6. **The broker** shares the two cores: Tansu with SQLite uses more CPU per event than
+   ledgerflow itself (broker column), twice B0's under B6 (group offset commits, long polls).
+   On a production Kafka, Redpanda or MSK it is not on the consumer's cores; on this machine
+   the CPU budget above caps any consumer, and 20,000 events/s end to end needs the CPU per
+   event of all three processes together below 0.1 s per 1,000 events.
+";
