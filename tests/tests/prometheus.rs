@@ -366,7 +366,9 @@ fn prometheus_scrapes_lag_applied_events_and_backlogs() {
         &[],
     );
     assert!(
-        exposition.contains(&format!("ledgerflow_held_payments {held}\n")),
+        exposition.contains(&format!(
+            "ledgerflow_held_payments{{consumer=\"erp-receivables\"}} {held}\n"
+        )),
         "held payments gauge = {held}:\n{exposition}"
     );
     assert!(exposition.contains("ledgerflow_held_payment_age_seconds "));

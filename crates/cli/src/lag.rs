@@ -460,8 +460,9 @@ impl Sampler {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
         let age = oldest.map_or(0.0, |t| (now_micros - t).max(0) as f64 / 1e6);
-        metrics::gauge!(tm::HELD_PAYMENTS).set(held as f64);
-        metrics::gauge!(tm::HELD_PAYMENT_AGE_SECONDS).set(age);
+        let consumer = ledgerflow_erp_receivables::CONSUMER_NAME;
+        metrics::gauge!(tm::HELD_PAYMENTS, "consumer" => consumer).set(held as f64);
+        metrics::gauge!(tm::HELD_PAYMENT_AGE_SECONDS, "consumer" => consumer).set(age);
         Ok(())
     }
 

@@ -207,13 +207,13 @@ pub const CATALOGUE: &[Metric] = &[
     metric(
         HELD_PAYMENTS,
         MetricKind::Gauge,
-        &[],
+        &["consumer"],
         "Payments posted whose invoice has not arrived yet, held as unapplied cash (sampled).",
     ),
     metric(
         HELD_PAYMENT_AGE_SECONDS,
         MetricKind::Gauge,
-        &[],
+        &["consumer"],
         "Payment application lag: seconds since the capture of the oldest held payment, 0 when none (sampled).",
     ),
 ];
