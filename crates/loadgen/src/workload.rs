@@ -974,7 +974,6 @@ impl TenantCtx<'_> {
 #[cfg(test)]
 mod tests {
     use std::collections::{HashMap, HashSet};
-    use std::time::Instant;
 
     use proptest::prelude::*;
 
@@ -1418,31 +1417,6 @@ mod tests {
             let items: Vec<_> = w.collect();
             assert_well_formed(&c, &profiles, &items);
             assert_lifecycles(&items, out_of_order > 0.0);
-        }
-    }
-
-    /// `cargo test -p ledgerflow-loadgen --release --lib -- --ignored --nocapture`
-    #[test]
-    #[ignore = "benchmark; run in release mode"]
-    fn generates_a_million_events_quickly() {
-        for (duplicates, out_of_order) in [(0.0, 0.0), (0.05, 0.05)] {
-            let c = WorkloadConfig {
-                duplicates,
-                out_of_order,
-                ..cfg(100, 1_000_000)
-            };
-            let start = Instant::now();
-            let mut bytes = 0usize;
-            let mut count = 0u64;
-            for ev in Workload::new(c).unwrap() {
-                bytes += ev.event.event_id_raw().len();
-                count += 1;
-            }
-            let secs = start.elapsed().as_secs_f64();
-            assert_eq!(count, 1_000_000);
-            assert!(bytes > 0);
-            let rate = count as f64 / secs;
-            println!("duplicates {duplicates}: {count} events in {secs:.3} s, {rate:.0} events/s");
         }
     }
 }
