@@ -512,6 +512,13 @@ impl Ledger {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// The operator actions recorded for a consumer, oldest first.
+    pub fn operations(&self, consumer: &str) -> Vec<ledgerflow_store::AuditRow> {
+        self.runtime
+            .block_on(self.store.operations(Some(consumer)))
+            .expect("operations")
+    }
+
     /// Every dead letter, oldest first.
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         self.runtime

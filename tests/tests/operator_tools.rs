@@ -112,18 +112,16 @@ impl Fixture {
 
     /// Operations recorded for the consumer: (kind, detail JSON).
     fn operations(&self, ledger: &Ledger) -> Vec<(String, serde_json::Value)> {
-        let rows = ledger.block_on(async {
-            sqlx::query_as::<_, (String, String)>(
-                "SELECT event_type, detail FROM audit_log WHERE consumer = $1 \
-                 AND topic = '_operations' ORDER BY seq",
-            )
-            .bind(CONSUMER)
-            .fetch_all(ledger.pool())
-            .await
-            .expect("operations")
-        });
-        rows.into_iter()
-            .map(|(kind, detail)| (kind, serde_json::from_str(&detail).expect("detail JSON")))
+        ledger
+            .operations(CONSUMER)
+            .into_iter()
+            .map(|row| {
+                let detail = row.detail.expect("operation detail");
+                (
+                    row.event_type.expect("operation kind"),
+                    serde_json::from_str(&detail).expect("detail JSON"),
+                )
+            })
             .collect()
     }
 }

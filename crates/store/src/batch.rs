@@ -159,8 +159,6 @@ pub struct BatchOutcome {
     pub stale: Option<i64>,
     /// Dead letters by reason.
     pub reasons: Vec<(ReasonCode, u64)>,
-    /// Applied events per (event_type).
-    pub applied_types: Vec<(String, u64)>,
     /// Open dead letters at the batch's coordinates that this (redrive) batch resolved.
     pub resolved: u64,
     /// Records per (decision, event type); `unknown` when the record did not decode.
@@ -177,6 +175,17 @@ enum Mode<'a> {
     /// (another attempt) or resolved (the record now has an effect, is a duplicate, or is
     /// skipped).
     Redrive { operation: &'a str },
+}
+
+impl BatchOutcome {
+    /// Applied events per event type (the `applied` rows of [`BatchOutcome::decided_types`]).
+    pub fn applied_types(&self) -> Vec<(String, u64)> {
+        self.decided_types
+            .iter()
+            .filter(|(d, _, _)| *d == Decision::Applied)
+            .map(|(_, t, n)| (t.clone(), *n))
+            .collect()
+    }
 }
 
 impl Store {
@@ -479,10 +488,6 @@ async fn write_records(
                         apply_effects.push(effect);
                     }
                     outcome.applied += 1;
-                    bump(
-                        &mut outcome.applied_types,
-                        envelope.meta.event_type.as_str().to_owned(),
-                    );
                 } else if stored_hash.get(&id) == Some(&hash) {
                     decisions.push((Decision::Duplicate, None));
                     outcome.duplicates += 1;
@@ -753,13 +758,6 @@ pub(crate) async fn insert_audit_rows(
             .map_err(StoreError::query("appending to the audit log"))?;
     }
     Ok(())
-}
-
-fn bump(counts: &mut Vec<(String, u64)>, key: String) {
-    match counts.iter_mut().find(|(k, _)| *k == key) {
-        Some((_, n)) => *n += 1,
-        None => counts.push((key, 1)),
-    }
 }
 
 fn bump_reason(counts: &mut Vec<(ReasonCode, u64)>, key: ReasonCode) {

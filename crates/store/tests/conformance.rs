@@ -517,7 +517,7 @@ async fn new_events_are_applied_once(store: &Store) {
     );
     assert_eq!(outcome.stale, None);
     assert_eq!(
-        outcome.applied_types,
+        outcome.applied_types(),
         vec![("payment_captured".to_owned(), 10)]
     );
     assert_eq!(
