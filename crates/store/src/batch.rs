@@ -26,10 +26,10 @@ use sqlx::{AnyConnection, Row};
 
 use crate::audit::{AuditRow, Decision, GENESIS_HASH};
 use crate::consumer::ErasedConsumer;
-use crate::sql::Values;
+use crate::sql::{Rows, pg_array};
 use crate::{Backend, Store, StoreError};
 
-/// Rows per multi-row statement; keeps every statement under both databases' bind limits.
+/// Ids per `IN (...)` list on SQLite; keeps every statement under its bind limit.
 const CHUNK_ROWS: usize = 1000;
 
 /// Microseconds since the Unix epoch.
@@ -277,16 +277,34 @@ impl Store {
             .acquire()
             .await
             .map_err(StoreError::query("acquiring a connection"))?;
-        inbox_hashes_on(&mut conn, consumer, ids).await
+        inbox_hashes_on(&mut conn, self.backend(), consumer, ids).await
     }
 }
 
 async fn inbox_hashes_on(
     conn: &mut AnyConnection,
+    backend: Backend,
     consumer: &str,
     ids: &[String],
 ) -> Result<HashMap<String, String>, StoreError> {
     let mut stored_hash = HashMap::new();
+    if ids.is_empty() {
+        return Ok(stored_hash);
+    }
+    if backend == Backend::Postgres {
+        // One fixed statement, the ids as one array parameter.
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT event_id, payload_hash FROM inbox \
+             WHERE consumer = $1 AND event_id = ANY($2::text[])",
+        )
+        .bind(consumer)
+        .bind(pg_array(ids))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::query("reading inbox hashes"))?;
+        stored_hash.extend(rows);
+        return Ok(stored_hash);
+    }
     for chunk in ids.chunks(CHUNK_ROWS) {
         let list = crate::sql::placeholders(1, chunk.len(), 1);
         let sql = format!(
@@ -335,7 +353,7 @@ async fn write_batch(
             .await
             .map_err(StoreError::query("locking the position"))?;
         }
-    } else if let Some(position) = fence(conn, backend, name, &batch, first_offset, now).await? {
+    } else if let Some(position) = fence(conn, name, &batch, first_offset, now).await? {
         outcome.stale = Some(position);
         return Ok(outcome);
     }
@@ -355,49 +373,34 @@ async fn write_batch(
 /// Step 1 of a live batch: `Some(stored position)` when the batch is stale.
 async fn fence(
     conn: &mut AnyConnection,
-    backend: Backend,
     name: &str,
     batch: &BatchInput,
     first_offset: i64,
     now: i64,
 ) -> Result<Option<i64>, StoreError> {
-    // 1. Position check, with the row locked on Postgres (SQLite has one writer anyway).
-    //    The row is created first when missing, as a placeholder that step 6 overwrites, so
-    //    there is always a row to lock: with no row, `FOR UPDATE` locks nothing, and two
-    //    instances racing on a partition's first batch both passed the check and both committed
-    //    (the loser's records audited as duplicates, the position possibly moved backwards).
-    //    Now the loser blocks on this insert until the winner commits, then reads the winner's
-    //    position and is stale. On SQLite the insert makes the transaction a writer from its
-    //    first statement, so the reads below never come from an outdated snapshot.
-    sqlx::query(
+    // 1. Position check, with the row locked on Postgres (SQLite has one writer anyway), in one
+    //    statement: the row is created when missing, as a placeholder that step 6 overwrites,
+    //    and otherwise "updated" to itself, which locks it and returns the stored position.
+    //    With no row to lock, two instances racing on a partition's first batch would both pass
+    //    the check and both commit (the loser's records audited as duplicates, the position
+    //    possibly moved backwards); here the loser blocks on the winner's row until the winner
+    //    commits, then reads the winner's position and is stale. On SQLite the upsert makes the
+    //    transaction a writer from its first statement, so the reads below never come from an
+    //    outdated snapshot.
+    let stored: i64 = sqlx::query_scalar(
         "INSERT INTO positions (consumer, topic, partition, next_offset, updated_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (consumer, topic, partition) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (consumer, topic, partition) \
+         DO UPDATE SET next_offset = positions.next_offset RETURNING next_offset",
     )
     .bind(name)
     .bind(&batch.topic)
     .bind(batch.partition)
     .bind(first_offset)
     .bind(now)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await
-    .map_err(StoreError::query("creating the position"))?;
-    let lock = if backend == Backend::Postgres {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
-    let stored: Option<i64> = sqlx::query(&format!(
-        "SELECT next_offset FROM positions WHERE consumer = $1 AND topic = $2 AND partition = $3{lock}"
-    ))
-    .bind(name)
-    .bind(&batch.topic)
-    .bind(batch.partition)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(StoreError::query("locking the position"))?
-    .map(|r| r.try_get::<i64, _>(0))
-    .transpose()
-    .map_err(|e| StoreError::Corrupt(format!("position: {e}")))?;
+    .map_err(StoreError::query("locking the position"))?;
+    let stored = Some(stored);
     Ok(stored.filter(|position| *position > first_offset))
 }
 
@@ -427,43 +430,56 @@ async fn write_records(
     // take their inbox row locks in the same order and cannot deadlock each other.
     let mut by_id: Vec<&Envelope> = mapped.clone();
     by_id.sort_by_key(|e| e.meta.event_id);
-    for chunk in by_id.chunks(CHUNK_ROWS) {
-        let mut values = Values::new(9);
-        for env in chunk {
-            values
-                .push(name.to_owned())
-                .push(env.meta.event_id.to_string())
-                .push(hex::encode(env.payload_hash))
-                .push(env.meta.tenant_id.to_string())
-                .push(env.meta.event_type.as_str().to_owned())
-                .push(env.coordinates.topic.clone())
-                .push(env.coordinates.partition)
-                .push(env.coordinates.offset)
-                .push(now);
-        }
-        let (sql, args) = values.finish(
+    let mut inbox = Rows::new(
+        backend,
+        &[
+            "text", "text", "text", "text", "text", "text", "integer", "bigint", "bigint",
+        ],
+    );
+    for env in &by_id {
+        inbox
+            .push(name)
+            .push(env.meta.event_id.to_string())
+            .push(hex::encode(env.payload_hash))
+            .push(env.meta.tenant_id.as_str())
+            .push(env.meta.event_type.as_str())
+            .push(env.coordinates.topic.as_str())
+            .push(env.coordinates.partition)
+            .push(env.coordinates.offset)
+            .push(now);
+    }
+    for r in inbox
+        .fetch_all(
+            &mut *conn,
+            "inserting into the inbox",
             "INSERT INTO inbox (consumer, event_id, payload_hash, tenant_id, event_type, topic, \
              partition, \"offset\", applied_at)",
             "ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+        )
+        .await?
+    {
+        inserted.insert(
+            r.try_get(0)
+                .map_err(|e| StoreError::Corrupt(format!("inbox: {e}")))?,
         );
-        let rows = sqlx::query_with(&sql, args)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(StoreError::query("inserting into the inbox"))?;
-        for r in rows {
-            inserted.insert(
-                r.try_get(0)
-                    .map_err(|e| StoreError::Corrupt(format!("inbox: {e}")))?,
-            );
-        }
     }
-    // Hashes of every event id in the batch as the inbox holds them now (new ones included).
-    let ids: Vec<String> = mapped.iter().map(|e| e.meta.event_id.to_string()).collect();
-    let stored_hash = inbox_hashes_on(conn, name, &ids).await?;
+    // Hashes of the event ids the insert did not take, as the inbox holds them: the earlier
+    // records they repeat (usually none, so usually no query).
+    let mut ids: Vec<String> = mapped
+        .iter()
+        .map(|e| e.meta.event_id.to_string())
+        .filter(|id| !inserted.contains(id))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let stored_hash = inbox_hashes_on(conn, backend, name, &ids).await?;
 
     // Decide every record, in offset order.
     let mut decisions: Vec<(Decision, Option<String>)> = Vec::with_capacity(batch.records.len());
     let mut first_seen: HashSet<String> = HashSet::new();
+    // Payload hash of each event id's applied record in this batch (a later record of the
+    // same id in the batch is its duplicate, or a conflict).
+    let mut first_hash: HashMap<String, String> = HashMap::new();
     let mut apply_envs: Vec<&Envelope> = Vec::new();
     let mut apply_effects: Vec<Box<dyn Any + Send + Sync>> = Vec::new();
     let mut dead: Vec<DeadLetterInput> = Vec::new();
@@ -482,17 +498,24 @@ async fn write_records(
                 let id = envelope.meta.event_id.to_string();
                 let hash = hex::encode(envelope.payload_hash);
                 if inserted.contains(&id) && first_seen.insert(id.clone()) {
+                    first_hash.insert(id.clone(), hash);
                     decisions.push((Decision::Applied, None));
                     apply_envs.push(envelope);
                     if let Some(effect) = effects_by_index.remove(&i) {
                         apply_effects.push(effect);
                     }
                     outcome.applied += 1;
-                } else if stored_hash.get(&id) == Some(&hash) {
+                } else if stored_hash.get(&id) == Some(&hash)
+                    || (inserted.contains(&id) && first_hash.get(&id) == Some(&hash))
+                {
                     decisions.push((Decision::Duplicate, None));
                     outcome.duplicates += 1;
                 } else {
-                    let stored = stored_hash.get(&id).cloned().unwrap_or_default();
+                    let stored = stored_hash
+                        .get(&id)
+                        .or_else(|| first_hash.get(&id))
+                        .cloned()
+                        .unwrap_or_default();
                     let mut letter = (**raw).clone();
                     letter.reason = ReasonCode::IdempotencyConflict;
                     letter.error = format!(
@@ -547,18 +570,23 @@ async fn write_records(
         bump_reason(&mut outcome.reasons, letter.reason);
     }
     outcome.dead_lettered = dead.len() as u64;
-    for chunk in dead.chunks(CHUNK_ROWS) {
-        let mut values = Values::new(18);
-        for d in chunk {
+    if !dead.is_empty() {
+        let mut rows = Rows::new(
+            backend,
+            &[
+                "text", "text", "text", "integer", "bigint", "text", "text", "bytea", "bytea",
+                "text", "bigint", "text", "text", "text", "text", "integer", "bigint", "bigint",
+            ],
+        );
+        for d in &dead {
             let headers = serde_json::to_string(&d.headers).unwrap_or_else(|_| "[]".to_owned());
-            values
-                .push(uuid::Uuid::new_v4().to_string())
-                .push(name.to_owned())
-                .push(batch.topic.clone())
+            rows.push(uuid::Uuid::new_v4().to_string())
+                .push(name)
+                .push(batch.topic.as_str())
                 .push(batch.partition)
                 .push(d.offset)
-                .push(d.reason.as_str().to_owned())
-                .push(d.error.clone())
+                .push(d.reason.as_str())
+                .push(d.error.as_str())
                 .push(d.key.clone())
                 .push(d.value.clone())
                 .push(headers)
@@ -566,7 +594,7 @@ async fn write_records(
                 .push(d.event_id.clone())
                 .push(d.tenant_id.clone())
                 .push(d.event_type.clone())
-                .push("open".to_owned())
+                .push("open")
                 .push(0i32)
                 .push(now)
                 .push(now);
@@ -582,16 +610,15 @@ async fn write_records(
                  WHERE dead_letters.status = 'open'"
             }
         };
-        let (sql, args) = values.finish(
+        rows.execute(
+            &mut *conn,
+            "inserting dead letters",
             "INSERT INTO dead_letters (id, consumer, topic, partition, \"offset\", reason, error, \
              record_key, record_value, headers, schema_id, event_id, tenant_id, event_type, status, \
              attempts, created_at, updated_at)",
             conflict,
-        );
-        sqlx::query_with(&sql, args)
-            .execute(&mut *conn)
-            .await
-            .map_err(StoreError::query("inserting dead letters"))?;
+        )
+        .await?;
     }
 
     // 5. Audit chain.
@@ -663,7 +690,7 @@ async fn write_records(
         prev = row.hash.clone();
         audit_rows.push(row);
     }
-    insert_audit_rows(&mut *conn, &audit_rows).await?;
+    insert_audit_rows(&mut *conn, backend, &audit_rows).await?;
 
     if let Mode::Redrive { .. } = mode {
         // Records that now have a decision other than a dead letter resolve the open dead
@@ -724,39 +751,44 @@ async fn write_records(
 
 pub(crate) async fn insert_audit_rows(
     conn: &mut AnyConnection,
+    backend: Backend,
     rows: &[AuditRow],
 ) -> Result<(), StoreError> {
-    for chunk in rows.chunks(CHUNK_ROWS) {
-        let mut values = Values::new(16);
-        for r in chunk {
-            values
-                .push(r.consumer.clone())
-                .push(r.topic.clone())
-                .push(r.partition)
-                .push(r.seq)
-                .push(r.offset)
-                .push(r.event_id.clone())
-                .push(r.tenant_id.clone())
-                .push(r.event_type.clone())
-                .push(r.decision.as_str().to_owned())
-                .push(r.reason.clone())
-                .push(r.payload_hash.clone())
-                .push(r.schema_id)
-                .push(r.detail.clone())
-                .push(r.recorded_at)
-                .push(r.prev_hash.clone())
-                .push(r.hash.clone());
-        }
-        let (sql, args) = values.finish(
+    let mut values = Rows::new(
+        backend,
+        &[
+            "text", "text", "integer", "bigint", "bigint", "text", "text", "text", "text", "text",
+            "text", "bigint", "text", "bigint", "text", "text",
+        ],
+    );
+    for r in rows {
+        values
+            .push(r.consumer.as_str())
+            .push(r.topic.as_str())
+            .push(r.partition)
+            .push(r.seq)
+            .push(r.offset)
+            .push(r.event_id.as_deref())
+            .push(r.tenant_id.as_deref())
+            .push(r.event_type.as_deref())
+            .push(r.decision.as_str())
+            .push(r.reason.as_deref())
+            .push(r.payload_hash.as_deref())
+            .push(r.schema_id)
+            .push(r.detail.as_deref())
+            .push(r.recorded_at)
+            .push(r.prev_hash.as_str())
+            .push(r.hash.as_str());
+    }
+    values
+        .execute(
+            conn,
+            "appending to the audit log",
             "INSERT INTO audit_log (consumer, topic, partition, seq, \"offset\", event_id, tenant_id, \
              event_type, decision, reason, payload_hash, schema_id, detail, recorded_at, prev_hash, hash)",
             "",
-        );
-        sqlx::query_with(&sql, args)
-            .execute(&mut *conn)
-            .await
-            .map_err(StoreError::query("appending to the audit log"))?;
-    }
+        )
+        .await?;
     Ok(())
 }
 

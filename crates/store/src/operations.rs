@@ -80,7 +80,7 @@ impl Store {
             hash: String::new(),
         };
         row.hash = row.compute_hash();
-        insert_audit_rows(&mut tx, std::slice::from_ref(&row)).await?;
+        insert_audit_rows(&mut tx, self.backend(), std::slice::from_ref(&row)).await?;
         tx.commit()
             .await
             .map_err(StoreError::query("committing an operation record"))?;
