@@ -6,10 +6,11 @@
 //!    it makes payment application correct even when two batches of one tenant race (a payment
 //!    committed by one while the other posts its invoice). It relies on READ COMMITTED, the
 //!    Postgres default, so reads after the lock see what the previous holder committed.
-//! 2. Load the stored state the batch touches, a few `(tenant_id, id) IN (VALUES ...)` queries.
+//! 2. Load the stored state the batch touches, a few `(tenant_id, id) IN (...)` queries.
 //! 3. Plan in memory, in batch order ([`crate::settle`]).
-//! 4. Multi-row inserts: customers (upsert, newest wins), documents, payments, journals,
-//!    lines, applications, conflicts, outbox rows. Chunked under [`MAX_BINDS`] parameters.
+//! 4. Set-based inserts: customers (upsert, newest wins), documents, payments, journals,
+//!    lines, applications, conflicts, outbox rows. On Postgres each is one fixed statement
+//!    over `UNNEST` of one array per column ([`Rows`]), prepared once per connection.
 //! 5. Recompute the open balances of touched invoices and the unapplied amounts of touched
 //!    payments from the source rows (applications, credit memos) and compare them with the
 //!    plan; any difference is an invariant violation and the batch rolls back.
@@ -17,7 +18,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use ledgerflow_core::{Envelope, EventId};
-use ledgerflow_store::{Backend, StoreError, Values};
+use ledgerflow_store::{Backend, Rows, StoreError, pg_array};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -25,9 +26,6 @@ use crate::journal::idempotency_key;
 use crate::mapping::{CustomerRecord, ErpEffect, Posting};
 use crate::payloads;
 use crate::settle::{self, HeldPayment, Key, Plan, Stored, StoredInvoice};
-
-/// Most bind parameters per statement; below SQLite's 32,766 and Postgres' 65,535.
-pub(crate) const MAX_BINDS: usize = 30_000;
 
 /// Advisory lock class of the per-tenant write lock (`pg_advisory_xact_lock(int, int)`, a key
 /// space apart from the single-`bigint` locks the store uses).
@@ -51,78 +49,73 @@ pub(crate) async fn write(
     }
     let list: Vec<&ErpEffect> = effects.iter().map(|(_, e)| e).collect();
     if backend == Backend::Postgres {
+        // Sorted (a BTreeSet), one statement for all of the batch's tenants.
         let tenants: BTreeSet<&str> = list.iter().map(|e| e.tenant_id.as_str()).collect();
-        for tenant in tenants {
-            sqlx::query(
-                "SELECT CAST(1 AS BIGINT) FROM (SELECT pg_advisory_xact_lock($1, hashtext($2))) AS l",
-            )
-            .bind(TENANT_LOCK_CLASS)
-            .bind(tenant.to_owned())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(StoreError::query("locking a tenant's receivables"))?;
-        }
+        sqlx::query(
+            "SELECT CAST(1 AS BIGINT) FROM (SELECT pg_advisory_xact_lock($1, hashtext(t)) \
+             FROM UNNEST($2::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n) AS l",
+        )
+        .bind(TENANT_LOCK_CLASS)
+        .bind(pg_array(tenants))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::query(
+            "locking the batch's tenants' receivables",
+        ))?;
     }
-    let stored = load(conn, &list).await?;
+    let stored = load(conn, backend, &list).await?;
     let plan = settle::plan(&list, stored).map_err(|e| StoreError::Invariant(e.0))?;
-    insert_customers(conn, &plan).await?;
-    insert_documents(conn, &plan).await?;
-    insert_payments(conn, &plan).await?;
-    insert_journals(conn, &plan).await?;
-    insert_applications(conn, &plan).await?;
-    insert_conflicts(conn, &plan).await?;
-    insert_outbox(conn, &plan).await?;
-    verify_balances(conn, &plan).await?;
+    insert_customers(conn, backend, &plan).await?;
+    insert_documents(conn, backend, &plan).await?;
+    insert_payments(conn, backend, &plan).await?;
+    insert_journals(conn, backend, &plan).await?;
+    insert_applications(conn, backend, &plan).await?;
+    insert_conflicts(conn, backend, &plan).await?;
+    insert_outbox(conn, backend, &plan).await?;
+    verify_balances(conn, backend, &plan).await?;
     Ok(())
 }
 
-/// Runs `prefix VALUES (...) suffix` over `rows` in chunks; `bind` pushes one row.
+/// Runs `prefix <rows> suffix` over `rows` (see [`Rows`]); `bind` pushes one row.
+#[allow(clippy::too_many_arguments)]
 async fn insert_rows<T>(
     conn: &mut AnyConnection,
+    backend: Backend,
     action: &'static str,
-    cols: usize,
+    types: &'static [&'static str],
     prefix: &str,
     suffix: &str,
     rows: &[T],
-    mut bind: impl FnMut(&mut Values, &T),
+    mut bind: impl FnMut(&mut Rows, &T),
 ) -> Result<(), StoreError> {
-    for chunk in rows.chunks((MAX_BINDS / cols).max(1)) {
-        let mut values = Values::new(cols);
-        for row in chunk {
-            bind(&mut values, row);
-        }
-        let (sql, args) = values.finish(prefix, suffix);
-        sqlx::query_with(&sql, args)
-            .execute(&mut *conn)
-            .await
-            .map_err(StoreError::query(action))?;
+    if rows.is_empty() {
+        return Ok(());
     }
+    let mut values = Rows::new(backend, types);
+    for row in rows {
+        bind(&mut values, row);
+    }
+    values.execute(conn, action, prefix, suffix).await?;
     Ok(())
 }
 
-/// Runs `prefix (tenant_id, id) IN (VALUES ...) suffix` for `keys` in chunks and collects rows.
+/// Runs `prefix <keys> suffix` where `prefix` ends in `(tenant_id, id) IN (` and collects rows.
 pub(crate) async fn fetch_by_keys(
     conn: &mut AnyConnection,
+    backend: Backend,
     action: &'static str,
     prefix: &str,
     suffix: &str,
     keys: &[Key],
 ) -> Result<Vec<AnyRow>, StoreError> {
-    let mut rows = Vec::new();
-    for chunk in keys.chunks(MAX_BINDS / 2) {
-        let mut values = Values::new(2);
-        for (tenant, id) in chunk {
-            values.push(tenant.clone()).push(id.clone());
-        }
-        let (sql, args) = values.finish(prefix, suffix);
-        rows.extend(
-            sqlx::query_with(&sql, args)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(StoreError::query(action))?,
-        );
+    if keys.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(rows)
+    let mut values = Rows::new(backend, &["text", "text"]);
+    for (tenant, id) in keys {
+        values.push(tenant.as_str()).push(id.as_str());
+    }
+    values.fetch_all(conn, action, prefix, suffix).await
 }
 
 fn dedup(keys: impl IntoIterator<Item = Key>) -> Vec<Key> {
@@ -137,7 +130,11 @@ fn corrupt(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 }
 
 /// Loads the stored state the batch touches.
-async fn load(conn: &mut AnyConnection, effects: &[&ErpEffect]) -> Result<Stored, StoreError> {
+async fn load(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    effects: &[&ErpEffect],
+) -> Result<Stored, StoreError> {
     let mut invoice_refs = Vec::new();
     let mut new_invoices = Vec::new();
     let mut payment_ids = Vec::new();
@@ -165,6 +162,7 @@ async fn load(conn: &mut AnyConnection, effects: &[&ErpEffect]) -> Result<Stored
     let action = "loading the batch's invoices";
     for row in fetch_by_keys(
         conn,
+        backend,
         action,
         "SELECT tenant_id, doc_id, event_id, currency, open_minor, receivable_account, issued_at
          FROM erp_ar_documents WHERE doc_type = 'invoice' AND (tenant_id, doc_id) IN (",
@@ -192,6 +190,7 @@ async fn load(conn: &mut AnyConnection, effects: &[&ErpEffect]) -> Result<Stored
     let action = "loading the batch's payments";
     for row in fetch_by_keys(
         conn,
+        backend,
         action,
         "SELECT tenant_id, payment_id, event_id FROM erp_payments WHERE (tenant_id, payment_id) IN (",
         ")",
@@ -208,6 +207,7 @@ async fn load(conn: &mut AnyConnection, effects: &[&ErpEffect]) -> Result<Stored
     let action = "loading the batch's credit memos";
     for row in fetch_by_keys(
         conn,
+        backend,
         action,
         "SELECT tenant_id, doc_id, event_id FROM erp_ar_documents
          WHERE doc_type = 'credit_memo' AND (tenant_id, doc_id) IN (",
@@ -236,6 +236,7 @@ async fn load(conn: &mut AnyConnection, effects: &[&ErpEffect]) -> Result<Stored
     let action = "loading held payments";
     for row in fetch_by_keys(
         conn,
+        backend,
         action,
         "SELECT p.tenant_id, p.invoice_id, p.payment_id, p.event_id, p.currency,
                 p.unapplied_minor, p.captured_at, p.unapplied_account
@@ -269,6 +270,7 @@ async fn load(conn: &mut AnyConnection, effects: &[&ErpEffect]) -> Result<Stored
     let action = "loading credit memos of arriving invoices";
     for row in fetch_by_keys(
         conn,
+        backend,
         action,
         "SELECT tenant_id, applies_to, CAST(SUM(total_minor) AS BIGINT) FROM erp_ar_documents
          WHERE doc_type = 'credit_memo' AND (tenant_id, applies_to) IN (",
@@ -288,7 +290,11 @@ async fn load(conn: &mut AnyConnection, effects: &[&ErpEffect]) -> Result<Stored
     Ok(stored)
 }
 
-async fn insert_customers(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+async fn insert_customers(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    plan: &Plan<'_>,
+) -> Result<(), StoreError> {
     // Newest (occurred_at, event_id) per customer; one row per key, as Postgres refuses to
     // upsert a row twice in one statement.
     let mut newest: HashMap<(&str, &str), (&CustomerRecord, EventId)> = HashMap::new();
@@ -307,8 +313,11 @@ async fn insert_customers(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     insert_rows(
         conn,
+        backend,
         "upserting customers",
-        9,
+        &[
+            "text", "text", "text", "text", "text", "text", "text", "bigint", "text",
+        ],
         "INSERT INTO erp_customers (tenant_id, customer_id, name, email, country, currency, tax_id,
          updated_at, event_id)",
         "ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
@@ -334,7 +343,11 @@ async fn insert_customers(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(
     .await
 }
 
-async fn insert_documents(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+async fn insert_documents(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    plan: &Plan<'_>,
+) -> Result<(), StoreError> {
     struct Doc<'a> {
         tenant: &'a str,
         doc_type: &'static str,
@@ -397,8 +410,12 @@ async fn insert_documents(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(
     }
     insert_rows(
         conn,
+        backend,
         "inserting ar documents",
-        13,
+        &[
+            "text", "text", "text", "text", "text", "text", "bigint", "bigint", "text", "text",
+            "bigint", "text", "text",
+        ],
         "INSERT INTO erp_ar_documents (tenant_id, doc_type, doc_id, doc_number, customer_id,
          currency, total_minor, open_minor, applies_to, receivable_account, issued_at, event_id,
          journal_id)",
@@ -423,7 +440,11 @@ async fn insert_documents(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(
     .await
 }
 
-async fn insert_payments(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+async fn insert_payments(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    plan: &Plan<'_>,
+) -> Result<(), StoreError> {
     let payments: Vec<_> = plan
         .accepted
         .iter()
@@ -446,8 +467,12 @@ async fn insert_payments(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<()
     let rows: Vec<_> = payments.iter().zip(unapplied).collect();
     insert_rows(
         conn,
+        backend,
         "inserting payments",
-        12,
+        &[
+            "text", "text", "text", "text", "text", "bigint", "bigint", "bigint", "text", "bigint",
+            "text", "text",
+        ],
         "INSERT INTO erp_payments (tenant_id, payment_id, invoice_id, customer_id, currency,
          amount_minor, fee_minor, unapplied_minor, unapplied_account, captured_at, event_id,
          journal_id)",
@@ -471,7 +496,11 @@ async fn insert_payments(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<()
     .await
 }
 
-async fn insert_journals(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+async fn insert_journals(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    plan: &Plan<'_>,
+) -> Result<(), StoreError> {
     let mut totals = Vec::with_capacity(plan.journals.len());
     for (j, _) in &plan.journals {
         let total = j.total_debit();
@@ -485,8 +514,12 @@ async fn insert_journals(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<()
     let rows: Vec<_> = plan.journals.iter().zip(totals).collect();
     insert_rows(
         conn,
+        backend,
         "inserting journal entries",
-        12,
+        &[
+            "text", "text", "text", "text", "text", "bigint", "text", "text", "text", "bigint",
+            "bigint", "text",
+        ],
         "INSERT INTO erp_journal_entries (id, tenant_id, event_id, kind, currency, posted_at,
          document_type, document_id, memo, total_minor, line_count, erp_kind)",
         "",
@@ -519,8 +552,9 @@ async fn insert_journals(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<()
         .collect();
     insert_rows(
         conn,
+        backend,
         "inserting journal lines",
-        5,
+        &["text", "bigint", "text", "bigint", "bigint"],
         "INSERT INTO erp_journal_lines (entry_id, line_no, account, debit_minor, credit_minor)",
         "",
         &lines,
@@ -535,11 +569,16 @@ async fn insert_journals(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<()
     .await
 }
 
-async fn insert_applications(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+async fn insert_applications(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    plan: &Plan<'_>,
+) -> Result<(), StoreError> {
     insert_rows(
         conn,
+        backend,
         "inserting payment applications",
-        7,
+        &["text", "text", "text", "text", "bigint", "text", "bigint"],
         "INSERT INTO erp_applications (tenant_id, payment_id, invoice_id, currency, amount_minor,
          journal_id, applied_at)",
         "",
@@ -557,11 +596,16 @@ async fn insert_applications(conn: &mut AnyConnection, plan: &Plan<'_>) -> Resul
     .await
 }
 
-async fn insert_conflicts(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+async fn insert_conflicts(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    plan: &Plan<'_>,
+) -> Result<(), StoreError> {
     insert_rows(
         conn,
+        backend,
         "recording document conflicts",
-        5,
+        &["text", "text", "text", "text", "text"],
         "INSERT INTO erp_conflicts (tenant_id, event_id, event_type, document_id,
          existing_event_id)",
         "ON CONFLICT (tenant_id, event_id) DO NOTHING",
@@ -577,7 +621,11 @@ async fn insert_conflicts(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(
     .await
 }
 
-async fn insert_outbox(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+async fn insert_outbox(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    plan: &Plan<'_>,
+) -> Result<(), StoreError> {
     let now = now_micros();
     let mut rows = Vec::new();
     for (journal, route) in &plan.journals {
@@ -593,8 +641,12 @@ async fn insert_outbox(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), 
     }
     insert_rows(
         conn,
+        backend,
         "enqueueing erp deliveries",
-        13,
+        &[
+            "text", "text", "text", "text", "text", "text", "bigint", "text", "text", "text",
+            "bigint", "bigint", "bigint",
+        ],
         "INSERT INTO erp_outbox (id, tenant_id, journal_id, erp_kind, endpoint, credential,
          rate_limit_per_sec, idempotency_key, payload, status, attempts, next_attempt_at,
          created_at)",
@@ -619,78 +671,122 @@ async fn insert_outbox(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), 
     .await
 }
 
-/// Recomputes balances from the source rows and checks them against the plan.
-async fn verify_balances(conn: &mut AnyConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+/// Open balance of an invoice recomputed from its source rows (`d` is the invoice).
+const INVOICE_OPEN: &str = "d.total_minor
+    - COALESCE((SELECT CAST(SUM(a.amount_minor) AS BIGINT) FROM erp_applications a
+                WHERE a.tenant_id = d.tenant_id AND a.invoice_id = d.doc_id), 0)
+    - COALESCE((SELECT CAST(SUM(c.total_minor) AS BIGINT) FROM erp_ar_documents c
+                WHERE c.tenant_id = d.tenant_id AND c.doc_type = 'credit_memo'
+                  AND c.applies_to = d.doc_id), 0)";
+
+/// Unapplied amount of a payment recomputed from its applications (`d` is the payment).
+const PAYMENT_UNAPPLIED: &str = "d.amount_minor
+    - COALESCE((SELECT CAST(SUM(a.amount_minor) AS BIGINT) FROM erp_applications a
+                WHERE a.tenant_id = d.tenant_id AND a.payment_id = d.payment_id), 0)";
+
+/// Recomputes balances from the source rows and checks them against the plan; then stores
+/// the planned balance where the stored one differs (invoices and payments that existed
+/// before this batch; new rows were inserted with it).
+async fn verify_balances(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    plan: &Plan<'_>,
+) -> Result<(), StoreError> {
     let invoices: Vec<Key> = dedup(plan.invoice_open.keys().cloned());
     if !invoices.is_empty() {
-        fetch_by_keys(
-            conn,
-            "recomputing invoice open balances",
-            "UPDATE erp_ar_documents SET open_minor = total_minor
-                - COALESCE((SELECT CAST(SUM(a.amount_minor) AS BIGINT) FROM erp_applications a
-                            WHERE a.tenant_id = erp_ar_documents.tenant_id
-                              AND a.invoice_id = erp_ar_documents.doc_id), 0)
-                - COALESCE((SELECT CAST(SUM(c.total_minor) AS BIGINT) FROM erp_ar_documents c
-                            WHERE c.tenant_id = erp_ar_documents.tenant_id
-                              AND c.doc_type = 'credit_memo'
-                              AND c.applies_to = erp_ar_documents.doc_id), 0)
-             WHERE doc_type = 'invoice' AND (tenant_id, doc_id) IN (",
-            ")",
-            &invoices,
-        )
-        .await?;
-        let action = "reading back invoice open balances";
+        let action = "recomputing invoice open balances";
         let rows = fetch_by_keys(
             conn,
+            backend,
             action,
-            "SELECT tenant_id, doc_id, open_minor FROM erp_ar_documents
-             WHERE doc_type = 'invoice' AND (tenant_id, doc_id) IN (",
+            &format!(
+                "SELECT d.tenant_id, d.doc_id, {INVOICE_OPEN}, d.open_minor FROM erp_ar_documents d
+                 WHERE d.doc_type = 'invoice' AND (d.tenant_id, d.doc_id) IN ("
+            ),
             ")",
             &invoices,
         )
         .await?;
-        check(rows, &plan.invoice_open, "invoice open balance", action)?;
+        let stale = check(rows, &plan.invoice_open, "invoice open balance", action)?;
+        if !stale.is_empty() {
+            let action = "storing invoice open balances";
+            let rows = fetch_by_keys(
+                conn,
+                backend,
+                action,
+                &format!(
+                    "UPDATE erp_ar_documents AS d SET open_minor = {INVOICE_OPEN}
+                     WHERE d.doc_type = 'invoice' AND (d.tenant_id, d.doc_id) IN ("
+                ),
+                ") RETURNING tenant_id, doc_id, open_minor, open_minor",
+                &stale,
+            )
+            .await?;
+            check_subset(
+                rows,
+                stale.len(),
+                &plan.invoice_open,
+                "invoice open balance",
+                action,
+            )?;
+        }
     }
     let payments: Vec<Key> = dedup(plan.payment_unapplied.keys().cloned());
     if !payments.is_empty() {
-        fetch_by_keys(
-            conn,
-            "recomputing unapplied payment amounts",
-            "UPDATE erp_payments SET unapplied_minor = amount_minor
-                - COALESCE((SELECT CAST(SUM(a.amount_minor) AS BIGINT) FROM erp_applications a
-                            WHERE a.tenant_id = erp_payments.tenant_id
-                              AND a.payment_id = erp_payments.payment_id), 0)
-             WHERE (tenant_id, payment_id) IN (",
-            ")",
-            &payments,
-        )
-        .await?;
-        let action = "reading back unapplied payment amounts";
+        let action = "recomputing unapplied payment amounts";
         let rows = fetch_by_keys(
             conn,
+            backend,
             action,
-            "SELECT tenant_id, payment_id, unapplied_minor FROM erp_payments
-             WHERE (tenant_id, payment_id) IN (",
+            &format!(
+                "SELECT d.tenant_id, d.payment_id, {PAYMENT_UNAPPLIED}, d.unapplied_minor
+                 FROM erp_payments d WHERE (d.tenant_id, d.payment_id) IN ("
+            ),
             ")",
             &payments,
         )
         .await?;
-        check(
+        let stale = check(
             rows,
             &plan.payment_unapplied,
             "unapplied payment amount",
             action,
         )?;
+        if !stale.is_empty() {
+            let action = "storing unapplied payment amounts";
+            let rows = fetch_by_keys(
+                conn,
+                backend,
+                action,
+                &format!(
+                    "UPDATE erp_payments AS d SET unapplied_minor = {PAYMENT_UNAPPLIED}
+                     WHERE (d.tenant_id, d.payment_id) IN ("
+                ),
+                ") RETURNING tenant_id, payment_id, unapplied_minor, unapplied_minor",
+                &stale,
+            )
+            .await?;
+            check_subset(
+                rows,
+                stale.len(),
+                &plan.payment_unapplied,
+                "unapplied payment amount",
+                action,
+            )?;
+        }
     }
     Ok(())
 }
 
+/// Checks rows of (tenant, id, recomputed, stored) against the plan: every planned key is
+/// there and its recomputed balance is the planned one. Returns the keys whose stored balance
+/// differs from the plan (to be updated).
 fn check(
     rows: Vec<AnyRow>,
     expected: &HashMap<Key, i128>,
     what: &str,
     action: &'static str,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Key>, StoreError> {
     if rows.len() != expected.len() {
         return Err(StoreError::Invariant(format!(
             "{what}: {} rows found for {} planned",
@@ -698,20 +794,42 @@ fn check(
             expected.len()
         )));
     }
+    check_subset(rows, expected.len(), expected, what, action)
+}
+
+/// [`check`] for rows of a subset of the planned keys (`count` of them).
+fn check_subset(
+    rows: Vec<AnyRow>,
+    count: usize,
+    expected: &HashMap<Key, i128>,
+    what: &str,
+    action: &'static str,
+) -> Result<Vec<Key>, StoreError> {
+    if rows.len() != count {
+        return Err(StoreError::Invariant(format!(
+            "{what}: {} rows found for {count} expected",
+            rows.len()
+        )));
+    }
+    let mut stale = Vec::new();
     for row in rows {
         let k: Key = (
             row.try_get(0).map_err(corrupt(action))?,
             row.try_get(1).map_err(corrupt(action))?,
         );
-        let stored = i128::from(row.try_get::<i64, _>(2).map_err(corrupt(action))?);
-        if expected.get(&k) != Some(&stored) {
+        let recomputed = i128::from(row.try_get::<i64, _>(2).map_err(corrupt(action))?);
+        let stored = i128::from(row.try_get::<i64, _>(3).map_err(corrupt(action))?);
+        if expected.get(&k) != Some(&recomputed) {
             return Err(StoreError::Invariant(format!(
-                "{what} of {}/{} is {stored} after recomputation, planned {:?}",
+                "{what} of {}/{} is {recomputed} after recomputation, planned {:?}",
                 k.0,
                 k.1,
                 expected.get(&k)
             )));
         }
+        if stored != recomputed {
+            stale.push(k);
+        }
     }
-    Ok(())
+    Ok(stale)
 }

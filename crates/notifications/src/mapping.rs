@@ -1,7 +1,7 @@
 //! The consumer: event -> notifications (pure), and the set-based outbox writer.
 
 use ledgerflow_core::{Envelope, EventId, EventType, Failure};
-use ledgerflow_store::{Backend, ConsumerLogic, StoreError, Values};
+use ledgerflow_store::{Backend, ConsumerLogic, Rows, StoreError};
 use ledgerflow_tenants::{NotificationKind, TenantConfig};
 use sha1::{Digest, Sha1};
 use sqlx::AnyConnection;
@@ -12,9 +12,6 @@ use crate::schema;
 
 /// Stable consumer name (group id suffix, store key).
 pub const CONSUMER_NAME: &str = "notifications";
-
-/// Rows per multi-row insert (17 binds each: well under both databases' limits).
-const CHUNK_ROWS: usize = 500;
 
 /// UUID namespace of webhook-ids (a random v4, fixed forever: changing it re-keys every
 /// notification, and receivers dedup by webhook-id).
@@ -116,7 +113,7 @@ impl ConsumerLogic for Notifications {
     async fn write<'a>(
         &'a self,
         conn: &'a mut AnyConnection,
-        _backend: Backend,
+        backend: Backend,
         effects: &'a [(&'a Envelope, NotificationEffect)],
     ) -> Result<(), StoreError> {
         let now = now_micros();
@@ -124,39 +121,43 @@ impl ConsumerLogic for Notifications {
             .iter()
             .flat_map(|(env, effect)| effect.messages.iter().map(move |m| (*env, m)))
             .collect();
-        for chunk in rows.chunks(CHUNK_ROWS) {
-            let mut values = Values::new(17);
-            for (env, m) in chunk {
-                values
-                    .push(m.webhook_id.clone())
-                    .push(env.meta.tenant_id.to_string())
-                    .push(env.meta.event_id.to_string())
-                    .push(env.meta.event_type.as_str().to_owned())
-                    .push(m.kind.as_str().to_owned())
-                    .push(m.endpoint_id.clone())
-                    .push(m.url.clone())
-                    .push(m.secret_ref.clone())
-                    .push(m.rate_limit_per_sec.map(i64::from))
-                    .push(m.body.clone())
-                    .push("pending".to_owned())
-                    .push(0i64)
-                    .push(0i64)
-                    .push(now)
-                    .push(now)
-                    .push(now)
-                    .push(None::<i64>);
-            }
-            let (sql, args) = values.finish(
+        let mut values = Rows::new(
+            backend,
+            &[
+                "text", "text", "text", "text", "text", "text", "text", "text", "bigint", "text",
+                "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
+            ],
+        );
+        for (env, m) in &rows {
+            values
+                .push(m.webhook_id.as_str())
+                .push(env.meta.tenant_id.as_str())
+                .push(env.meta.event_id.to_string())
+                .push(env.meta.event_type.as_str())
+                .push(m.kind.as_str())
+                .push(m.endpoint_id.as_str())
+                .push(m.url.as_str())
+                .push(m.secret_ref.as_str())
+                .push(m.rate_limit_per_sec.map(i64::from))
+                .push(m.body.as_str())
+                .push("pending")
+                .push(0i64)
+                .push(0i64)
+                .push(now)
+                .push(now)
+                .push(now)
+                .push(None::<i64>);
+        }
+        values
+            .execute(
+                conn,
+                "inserting notification outbox rows",
                 "INSERT INTO notification_outbox (webhook_id, tenant_id, event_id, event_type, \
                  kind, endpoint_id, url, secret_ref, rate_limit_per_sec, body, status, attempts, \
                  requeued_attempts, next_attempt_at, created_at, updated_at, delivered_at)",
                 "ON CONFLICT (webhook_id) DO NOTHING",
-            );
-            sqlx::query_with(&sql, args)
-                .execute(&mut *conn)
-                .await
-                .map_err(StoreError::query("inserting notification outbox rows"))?;
-        }
+            )
+            .await?;
         Ok(())
     }
 }

@@ -14,23 +14,20 @@
 //!    `event_id` for ties). An update older than the stored one therefore becomes a closed
 //!    historical version, wherever it arrives.
 //!
-//! Every statement is chunked under [`MAX_BINDS`] parameters (SQLite accepts 32,766 per
-//! statement), and rows are sorted by key first so concurrent writers take key locks in the
-//! same order.
+//! Rows go through [`ledgerflow_store::Rows`]: on Postgres one fixed statement per table over
+//! `UNNEST` of one array per column, on SQLite `VALUES` lists chunked under its bind limit.
+//! Rows are sorted by key first so concurrent writers take key locks in the same order.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use ledgerflow_core::Envelope;
-use ledgerflow_store::{Backend, StoreError, Values};
+use ledgerflow_store::{Backend, PushCell, Rows as SetRows, StoreError, pg_array};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::Value;
 use crate::mapping::{Fact, TenantRow, WarehouseEffect};
 use crate::table::{ColumnKind, Table, table_name};
-
-/// Most bind parameters per statement; below SQLite's 32,766 and Postgres' 65,535.
-pub(crate) const MAX_BINDS: usize = 30_000;
 
 /// Advisory lock class of the per-tenant customer-timeline lock (`pg_advisory_xact_lock(int,
 /// int)`), apart from the store's single-`bigint` locks and the receivables' class.
@@ -114,15 +111,18 @@ pub(crate) async fn write(
         .collect();
     if backend == Backend::Postgres {
         let tenants: BTreeSet<&str> = touched.iter().map(|(t, _)| t.as_str()).collect();
-        for tenant in tenants {
+        if !tenants.is_empty() {
             sqlx::query(
-                "SELECT CAST(1 AS BIGINT) FROM (SELECT pg_advisory_xact_lock($1, hashtext($2))) AS l",
+                "SELECT CAST(1 AS BIGINT) FROM (SELECT pg_advisory_xact_lock($1, hashtext(t)) \
+                 FROM UNNEST($2::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n) AS l",
             )
             .bind(TENANT_LOCK_CLASS)
-            .bind(tenant.to_owned())
+            .bind(pg_array(tenants))
             .fetch_all(&mut *conn)
             .await
-            .map_err(StoreError::query("locking a tenant's customer timeline"))?;
+            .map_err(StoreError::query(
+                "locking the batch's tenants' customer timelines",
+            ))?;
         }
     }
 
@@ -215,12 +215,16 @@ pub(crate) async fn write(
 }
 
 /// Pushes one value as the column's SQL type (typed NULLs included, which Postgres needs).
-pub(crate) fn bind(values: &mut Values, kind: ColumnKind, value: &Value) -> Result<(), String> {
+pub(crate) fn bind<V: PushCell>(
+    values: &mut V,
+    kind: ColumnKind,
+    value: &Value,
+) -> Result<(), String> {
     match (kind, value) {
-        (ColumnKind::Text, Value::Text(v)) => values.push(Some(v.clone())),
-        (ColumnKind::Text, Value::Null) => values.push(None::<String>),
-        (_, Value::Int(v)) if kind != ColumnKind::Text => values.push(Some(*v)),
-        (_, Value::Null) => values.push(None::<i64>),
+        (ColumnKind::Text, Value::Text(v)) => values.push_cell(Some(v.as_str())),
+        (ColumnKind::Text, Value::Null) => values.push_cell(None::<String>),
+        (_, Value::Int(v)) if kind != ColumnKind::Text => values.push_cell(Some(*v)),
+        (_, Value::Null) => values.push_cell(None::<i64>),
         (kind, value) => return Err(format!("{value:?} does not fit a {kind:?} column")),
     };
     Ok(())
@@ -253,36 +257,31 @@ async fn insert(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for chunk in rows.chunks((MAX_BINDS / columns.len()).max(1)) {
-        let mut values = Values::new(columns.len());
-        for row in chunk {
-            if row.len() != columns.len() {
-                return Err(StoreError::Invariant(format!(
-                    "{table} row has {} values for {} columns",
-                    row.len(),
-                    columns.len()
-                )));
-            }
-            for (column, value) in columns.iter().zip(row) {
-                bind(&mut values, column.kind, value)
-                    .map_err(|e| StoreError::Invariant(format!("{table}.{}: {e}", column.name)))?;
-            }
+    let types: Vec<&'static str> = columns
+        .iter()
+        .map(|c| match c.kind {
+            ColumnKind::Text => "text",
+            ColumnKind::Int | ColumnKind::Timestamp | ColumnKind::Flag => "bigint",
+        })
+        .collect();
+    let mut values = SetRows::new(backend, &types);
+    for row in &rows {
+        if row.len() != columns.len() {
+            return Err(StoreError::Invariant(format!(
+                "{table} row has {} values for {} columns",
+                row.len(),
+                columns.len()
+            )));
         }
-        let (sql, args) = values.finish(&prefix, suffix);
-        let query = sqlx::query_with(&sql, args);
-        if suffix.contains("RETURNING") {
-            returned.extend(
-                query
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(StoreError::query(action))?,
-            );
-        } else {
-            query
-                .execute(&mut *conn)
-                .await
-                .map_err(StoreError::query(action))?;
+        for (column, value) in columns.iter().zip(row) {
+            bind(&mut values, column.kind, value)
+                .map_err(|e| StoreError::Invariant(format!("{table}.{}: {e}", column.name)))?;
         }
+    }
+    if suffix.contains("RETURNING") {
+        returned = values.fetch_all(conn, action, &prefix, suffix).await?;
+    } else {
+        values.execute(conn, action, &prefix, suffix).await?;
     }
     Ok(returned)
 }
@@ -312,18 +311,12 @@ async fn recompute_timelines(
          is_current = CASE WHEN EXISTS (SELECT 1 {later}) THEN 0 ELSE 1 END \
          WHERE (tenant_id, customer_id) IN ("
     );
-    let keys: Vec<&(String, String)> = customers.iter().collect();
-    for chunk in keys.chunks(MAX_BINDS / 2) {
-        let mut values = Values::new(2);
-        for (tenant, customer) in chunk {
-            values.push(tenant.clone()).push(customer.clone());
-        }
-        let (sql, args) = values.finish(&prefix, ")");
-        sqlx::query_with(&sql, args)
-            .execute(&mut *conn)
-            .await
-            .map_err(StoreError::query("recomputing customer timelines"))?;
+    let mut keys = SetRows::new(backend, &["text", "text"]);
+    for (tenant, customer) in customers {
+        keys.push(tenant).push(customer);
     }
+    keys.execute(conn, "recomputing customer timelines", &prefix, ")")
+        .await?;
     Ok(())
 }
 
@@ -333,7 +326,7 @@ mod tests {
 
     #[test]
     fn binds_refuse_values_of_the_wrong_kind() {
-        let mut values = Values::new(1);
+        let mut values = ledgerflow_store::Values::new(1);
         assert!(bind(&mut values, ColumnKind::Text, &Value::Int(1)).is_err());
         assert!(bind(&mut values, ColumnKind::Int, &Value::from("x")).is_err());
         assert!(bind(&mut values, ColumnKind::Timestamp, &Value::Null).is_ok());
