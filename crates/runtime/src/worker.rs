@@ -1,10 +1,14 @@
 //! The loop of one consumer: its own group, its own positions, its own batches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use ledgerflow_codec::Decoder;
 use ledgerflow_store::{BatchInput, BatchOutcome, ErasedConsumer, Store, StoreError};
 use ledgerflow_tenants::TenantRegistry;
@@ -125,6 +129,21 @@ struct Retry {
 }
 
 impl PartitionState {
+    /// Buffers a received record, unless it is below the known position or not past the last
+    /// buffered one (committed earlier, or re-delivered by a seek race).
+    fn accept(&mut self, record: RawRecord) {
+        if self.next.is_some_and(|n| record.offset < n)
+            || self
+                .buffer
+                .last()
+                .is_some_and(|r| record.offset <= r.offset)
+        {
+            return;
+        }
+        self.buffer.push(record);
+        self.first_buffered_at.get_or_insert_with(Instant::now);
+    }
+
     /// Whether the buffered batch should be flushed now.
     fn due(&self, config: &RuntimeConfig, now: Instant) -> bool {
         if self.buffer.is_empty() {
@@ -145,8 +164,11 @@ impl PartitionState {
 /// How a flush ended.
 #[derive(Debug)]
 enum Flush {
-    /// Committed, or corrected its position (seek); nothing left to retry.
+    /// Committed (or dropped records below the stored position); nothing left to retry.
     Done,
+    /// Moved the partition's fetch position: records received since the flush started come
+    /// from the old fetch position and are dropped (they are fetched again).
+    Seeked,
     /// A transient failure: the records are back in the buffer, to be retried.
     Transient { stage: &'static str, error: String },
 }
@@ -164,6 +186,48 @@ struct Ctx<'a> {
     decoder: &'a Decoder,
     tenants: &'a TenantRegistry,
     config: &'a RuntimeConfig,
+}
+
+/// What one turn of the loop woke up for.
+enum Polled<'a> {
+    /// A record, a consumer error, or the poll timed out.
+    Record(
+        Result<
+            Result<rdkafka::message::BorrowedMessage<'a>, rdkafka::error::KafkaError>,
+            tokio::time::error::Elapsed,
+        >,
+    ),
+    /// A flush returned.
+    Flushed(Box<Completion>),
+}
+
+/// A returned flush: the partition's state comes back to the loop with the result.
+struct Completion {
+    key: Key,
+    generation: u64,
+    state: PartitionState,
+    result: Result<Flush, RuntimeError>,
+    local: ConsumerSummary,
+}
+
+type InFlight<'a> = Pin<Box<dyn Future<Output = Completion> + Send + 'a>>;
+
+/// Runs [`flush_partition`] on a partition's state taken out of the loop's map.
+async fn flush_owned(
+    ctx: Ctx<'_>,
+    key: Key,
+    generation: u64,
+    mut state: PartitionState,
+) -> Completion {
+    let mut local = ConsumerSummary::default();
+    let result = flush_partition(&ctx, &key, &mut state, &mut local).await;
+    Completion {
+        key,
+        generation,
+        state,
+        result,
+        local,
+    }
 }
 
 /// How often a delivery that starts past the expected offset is re-fetched before the gap is
@@ -226,6 +290,16 @@ pub async fn run_consumer(
         config: &config,
     };
     let mut parts: BTreeMap<Key, PartitionState> = BTreeMap::new();
+    // Flushes in flight, at most one per partition. Kafka is polled and records are decoded
+    // while they commit: the loop never waits for the database, so fetching, decoding and the
+    // partitions' transactions overlap. A partition in flight is out of `parts`; records that
+    // arrive for it meanwhile wait in `arrivals` and join its buffer when the flush returns.
+    let mut inflight: FuturesUnordered<InFlight<'_>> = FuturesUnordered::new();
+    let mut busy: HashSet<Key> = HashSet::new();
+    let mut arrivals: HashMap<Key, Vec<RawRecord>> = HashMap::new();
+    // Bumped on every assignment change of a partition: a flush that returns into a newer
+    // generation belongs to an assignment that is gone, and its state is dropped.
+    let mut generations: HashMap<Key, u64> = HashMap::new();
     let mut last_activity = Instant::now();
     // Between a revoke and the assignment that follows it the group is rebalancing: this member
     // holds no partitions only because the coordinator has not handed them out yet (after a
@@ -239,9 +313,10 @@ pub async fn run_consumer(
         if *shutdown.borrow() {
             break;
         }
-        let received = tokio::select! {
+        let event = tokio::select! {
             _ = shutdown.changed() => break,
-            r = tokio::time::timeout(tick, kafka.recv()) => r,
+            r = tokio::time::timeout(tick, kafka.recv()) => Polled::Record(r),
+            Some(done) = inflight.next(), if !inflight.is_empty() => Polled::Flushed(Box::new(done)),
         };
         // Assignment changes before the record: librdkafka runs the rebalance callbacks inside
         // the poll that then returns the first record of the new assignment, so by now they are
@@ -256,6 +331,8 @@ pub async fn run_consumer(
                     // A partition paused here before it was revoked starts afresh.
                     set_paused(&kafka, &list, false);
                     for key in list {
+                        *generations.entry(key.clone()).or_default() += 1;
+                        arrivals.remove(&key);
                         parts.insert(key, PartitionState::default());
                     }
                     rebalancing = false;
@@ -264,6 +341,8 @@ pub async fn run_consumer(
                 Membership::Revoked(list) => {
                     info!(consumer = name, partitions = ?list, "partitions revoked");
                     for key in list {
+                        *generations.entry(key.clone()).or_default() += 1;
+                        arrivals.remove(&key);
                         parts.remove(&key);
                     }
                     rebalancing = true;
@@ -271,77 +350,75 @@ pub async fn run_consumer(
                 }
             }
         }
-        match received {
-            Ok(Ok(msg)) => {
+        match event {
+            Polled::Record(Ok(Ok(msg))) => {
                 last_activity = Instant::now();
                 let key = (msg.topic().to_owned(), msg.partition());
-                let state = parts.entry(key).or_default();
-                if state.next.is_some_and(|n| msg.offset() < n)
-                    || state
-                        .buffer
-                        .last()
-                        .is_some_and(|r| msg.offset() <= r.offset)
-                {
-                    // Below the known position: committed earlier, re-delivered by a seek race.
-                    continue;
+                let record = RawRecord::from_message(&msg);
+                if busy.contains(&key) && !parts.contains_key(&key) {
+                    arrivals.entry(key).or_default().push(record);
+                } else {
+                    parts.entry(key).or_default().accept(record);
                 }
-                state.buffer.push(RawRecord::from_message(&msg));
-                state.first_buffered_at.get_or_insert_with(Instant::now);
             }
-            Ok(Err(e)) => {
+            Polled::Record(Ok(Err(e))) => {
                 warn!(consumer = name, error = %e, "kafka consumer error");
             }
-            Err(_) => {}
+            Polled::Record(Err(_)) => {}
+            Polled::Flushed(done) => {
+                busy.remove(&done.key);
+                if returned(
+                    &ctx,
+                    *done,
+                    &generations,
+                    &mut arrivals,
+                    &mut parts,
+                    &mut summary,
+                )? {
+                    last_activity = Instant::now();
+                }
+            }
         }
-        // Flush partitions whose batch is full or old enough, or whose retry is due.
+        // Start flushes of partitions whose batch is full or old enough, or whose retry is
+        // due. They commit concurrently, each in its own transaction on its own connection:
+        // partitions share nothing in the store but the inbox, whose rows every batch inserts
+        // in event-id order, and a deadlock the database still detects is a transient failure
+        // of one partition, retried after its pause.
         let now = Instant::now();
         let due: Vec<Key> = parts
             .iter()
-            .filter(|(_, s)| s.due(&config, now))
+            .filter(|(k, s)| !busy.contains(*k) && s.due(&config, now))
             .map(|(k, _)| k.clone())
             .collect();
-        // The due partitions commit concurrently, each in its own transaction on its own
-        // connection: partitions share nothing in the store but the inbox, whose rows every
-        // batch inserts in event-id order, and a deadlock the database still detects is a
-        // transient failure of one partition, retried after its pause.
-        let mut taken: Vec<(Key, PartitionState)> = due
-            .into_iter()
-            .filter_map(|key| parts.remove(&key).map(|state| (key, state)))
-            .collect();
-        let flushes =
-            futures_util::future::join_all(taken.iter_mut().map(|(key, state)| async move {
-                let mut local = ConsumerSummary::default();
-                let flush = flush_partition(&ctx, key, state, &mut local).await;
-                (flush, local)
-            }))
-            .await;
-        let mut failure = None;
-        for ((key, mut state), (flush, local)) in taken.into_iter().zip(flushes) {
-            summary.merge(&local);
-            match flush {
-                Ok(flush) => {
-                    if after_flush(&ctx, &key, &mut state, flush, &mut summary) {
-                        last_activity = Instant::now();
-                    }
-                }
-                Err(e) => {
-                    failure.get_or_insert(e);
-                }
-            }
-            parts.insert(key, state);
-        }
-        if let Some(e) = failure {
-            return Err(e);
+        for key in due {
+            let Some(state) = parts.remove(&key) else {
+                continue;
+            };
+            busy.insert(key.clone());
+            let generation = generations.get(&key).copied().unwrap_or_default();
+            inflight.push(Box::pin(flush_owned(ctx, key, generation, state)));
         }
         if let Some(idle) = config.exit_when_idle {
-            let pending = parts
-                .values()
-                .any(|s| !s.buffer.is_empty() || s.retry.is_some());
+            let pending = !inflight.is_empty()
+                || parts
+                    .values()
+                    .any(|s| !s.buffer.is_empty() || s.retry.is_some());
             if !pending && !rebalancing && last_activity.elapsed() >= idle {
                 info!(consumer = name, "idle, exiting");
                 break;
             }
         }
+    }
+    // Flushes in flight finish first (their records are in their transactions already).
+    while let Some(done) = inflight.next().await {
+        returned(
+            &ctx,
+            done,
+            &generations,
+            &mut arrivals,
+            &mut parts,
+            &mut summary,
+        )?;
     }
     // Graceful shutdown: commit what is buffered (a SIGTERM must not waste work, and must not
     // leave anything half-done — the transaction guarantees the latter either way). Through a
@@ -395,7 +472,7 @@ fn after_flush(
 ) -> bool {
     let name = ctx.consumer.name();
     match flush {
-        Flush::Done => {
+        Flush::Done | Flush::Seeked => {
             let Some(retry) = state.retry.take() else {
                 return false;
             };
@@ -436,6 +513,13 @@ fn after_flush(
     }
 }
 
+/// After a seek: what is still buffered came from the old fetch position and is fetched again.
+fn seeked(state: &mut PartitionState) -> Flush {
+    state.buffer.clear();
+    state.first_buffered_at = None;
+    Flush::Seeked
+}
+
 /// Syncs, prepares and commits the buffered records of one partition. A transient failure puts
 /// the records back into the buffer and returns [`Flush::Transient`]; the caller schedules the
 /// retry. Nothing here sleeps, so one partition's outage never holds up another's batches.
@@ -454,8 +538,16 @@ async fn flush_partition(
         ..
     } = *ctx;
     let (topic, partition) = (key.0.as_str(), key.1);
-    let records = std::mem::take(&mut state.buffer);
-    let buffered_at = state.first_buffered_at.take();
+    // At most `batch_max_records` per transaction; the rest stays buffered (and is due at once).
+    let mut records = std::mem::take(&mut state.buffer);
+    if records.len() > ctx.config.batch_max_records {
+        state.buffer = records.split_off(ctx.config.batch_max_records);
+    }
+    let buffered_at = if state.buffer.is_empty() {
+        state.first_buffered_at.take()
+    } else {
+        state.first_buffered_at
+    };
     let Some(first) = records.first().map(|r| r.offset) else {
         return Ok(Flush::Done);
     };
@@ -497,14 +589,16 @@ async fn flush_partition(
                     // offset is ahead, e.g. after a restore): go back, nothing may be skipped.
                     info!(position, first, "seeking back to the stored position");
                     seek(kafka, topic, partition, position);
-                    return Ok(Flush::Done);
+                    return Ok(seeked(state));
                 }
                 // Behind the position: these records were committed earlier; drop them.
                 let kept: Vec<RawRecord> = records
                     .into_iter()
                     .filter(|r| r.offset >= position)
                     .collect();
-                if !kept.is_empty() {
+                if !kept.is_empty() || !state.buffer.is_empty() {
+                    let mut kept = kept;
+                    kept.append(&mut state.buffer);
                     state.buffer = kept;
                     state.first_buffered_at = Some(Instant::now());
                 }
@@ -525,7 +619,7 @@ async fn flush_partition(
                 );
                 state.next = Some(low);
                 seek(kafka, topic, partition, low);
-                return Ok(Flush::Done);
+                return Ok(seeked(state));
             }
             state.next = Some(first);
         }
@@ -537,7 +631,7 @@ async fn flush_partition(
                 state.gap_reseeks += 1;
                 warn!(expected, first, attempt = state.gap_reseeks, "delivery starts past the expected offset; re-fetching");
                 seek(kafka, topic, partition, expected);
-                return Ok(Flush::Done);
+                return Ok(seeked(state));
             }
             tracing::error!(
                 expected,
@@ -601,7 +695,7 @@ async fn flush_partition(
                     );
                     state.next = Some(position);
                     seek(kafka, topic, partition, position);
-                    return Ok(Flush::Done);
+                    return Ok(seeked(state));
                 }
                 summary.add(&outcome);
                 record_metrics(consumer.name(), topic, partition, &outcome, batch_started, last + 1);
@@ -693,4 +787,40 @@ fn mirror_commit(kafka: &StreamConsumer<LoopContext>, topic: &str, partition: i3
     {
         debug!(topic, partition, error = %e, "kafka offset mirror commit failed (advisory)");
     }
+}
+
+/// Takes a returned flush back into the loop's state: its partition's state goes back into
+/// `parts` (with the records that arrived meanwhile, unless the flush moved the fetch position),
+/// or is dropped when the partition's assignment changed since. Returns whether a paused
+/// partition was resumed (see [`after_flush`]); a fatal error ends the consumer.
+fn returned(
+    ctx: &Ctx<'_>,
+    done: Completion,
+    generations: &HashMap<Key, u64>,
+    arrivals: &mut HashMap<Key, Vec<RawRecord>>,
+    parts: &mut BTreeMap<Key, PartitionState>,
+    summary: &mut ConsumerSummary,
+) -> Result<bool, RuntimeError> {
+    let Completion {
+        key,
+        generation,
+        mut state,
+        result,
+        local,
+    } = done;
+    summary.merge(&local);
+    let flush = result?;
+    if generations.get(&key).copied().unwrap_or_default() != generation {
+        return Ok(false);
+    }
+    let seeked = matches!(flush, Flush::Seeked);
+    let resumed = after_flush(ctx, &key, &mut state, flush, summary);
+    let waiting = arrivals.remove(&key).unwrap_or_default();
+    if !seeked {
+        for record in waiting {
+            state.accept(record);
+        }
+    }
+    parts.insert(key, state);
+    Ok(resumed)
 }
