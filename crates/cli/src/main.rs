@@ -29,6 +29,9 @@ mod warehouse;
 
 use std::process::ExitCode;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// ledgerflow: effect-once consumers from billing events to finance systems.
