@@ -81,6 +81,11 @@ struct Args {
     /// Output directory for `<date>.md` and `<date>.json`.
     #[arg(long, env = "BENCH_OUT", default_value = "bench/results")]
     out: PathBuf,
+    /// Development loop: preload, then only B6 runs of these consumers (comma-separated,
+    /// e.g. `erp-receivables` or `erp-receivables,warehouse,notifications`), `--runs` times;
+    /// prints each run's rate and writes no report.
+    #[arg(long, env = "BENCH_QUICK")]
+    quick: Option<String>,
     /// Administrative Postgres URL; fresh databases are created and dropped on this server.
     #[arg(
         long,
@@ -217,6 +222,54 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .map_err(anyhow::Error::msg)?;
     let decoder = Decoder::new(client, DecoderConfig::default());
     let tenants = TenantRegistry::load(&tenants_file).context("loading the tenants file")?;
+
+    if let Some(list) = &args.quick {
+        let consumers: Vec<&'static str> = ALL_CONSUMERS
+            .iter()
+            .copied()
+            .filter(|c| list.split(',').any(|x| x.trim() == *c))
+            .collect();
+        anyhow::ensure!(
+            !consumers.is_empty(),
+            "--quick names none of {ALL_CONSUMERS:?}"
+        );
+        let mut clean = true;
+        for i in 0..args.runs {
+            let spec = RunSpec {
+                label: format!("quick-{}", i + 1),
+                consumers: &consumers,
+                topic: TOPIC,
+                hwm: &hwm,
+                tenants_file: &tenants_file,
+                manifest: &manifest,
+                metrics: true,
+                perf: None,
+                stop_after: None,
+            };
+            let (result, db) =
+                pipeline_run::run_to_zero_lag(&stack, &args.postgres, &spec, ticks).await?;
+            say(
+                t0,
+                &format!(
+                    "B6 {consumers:?} run {}: {:.0} events/s, reconcile {}; {}",
+                    i + 1,
+                    result.events_per_sec(),
+                    if result.reconcile_clean {
+                        "clean"
+                    } else {
+                        "NOT CLEAN"
+                    },
+                    result.quick_line(),
+                ),
+            );
+            clean &= result.reconcile_clean;
+            db.drop_now().await;
+            // The run's log survives the scratch directory.
+            let log = format!("quick-{}.log", i + 1);
+            let _ = std::fs::copy(stack.path(&log), args.out.join(&log));
+        }
+        return Ok(clean);
+    }
 
     let mut b0 = Vec::new();
     for i in 0..args.runs {

@@ -63,6 +63,25 @@ impl RunResult {
     pub(crate) fn events_per_sec(&self) -> f64 {
         self.events as f64 / self.seconds.max(1e-9)
     }
+
+    /// CPU per 1,000 events, WAL per event and the batch histograms' means, on one line.
+    pub(crate) fn quick_line(&self) -> String {
+        let cpu = self.cpu.per_thousand(self.events);
+        let mut line = format!(
+            "CPU s/1k: ledgerflow {:.3}, postgres {:.3}, broker {:.3}; WAL {} B/event; first commit {:.2}s",
+            cpu.consumer,
+            cpu.postgres,
+            cpu.broker,
+            self.wal_bytes / self.events.max(1) as i64,
+            self.seconds_to_first_commit
+        );
+        for (name, (sum, count)) in &self.metrics {
+            if *count > 0.0 {
+                line.push_str(&format!("; {name} mean {:.4} (n {count})", sum / count));
+            }
+        }
+        line
+    }
 }
 
 /// Runs `ledgerflow run` on a fresh database until every consumer's positions reach the high
@@ -99,14 +118,15 @@ pub(crate) async fn run_to_zero_lag(
         // consumer whose fetches stall for a few seconds on a busy machine does not exit early.
         "--exit-when-idle",
         "10s",
-        "--log",
-        "warn",
         "--format",
         "json",
     ]
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
+    // `BENCH_LOG` (a log filter, e.g. `warn,sqlx=debug`) for a closer look; logging costs time.
+    args.push("--log".to_owned());
+    args.push(std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()));
     for c in spec.consumers {
         args.push("--consumer".to_owned());
         args.push((*c).to_owned());
