@@ -188,6 +188,13 @@ struct Ctx<'a> {
     config: &'a RuntimeConfig,
 }
 
+/// Records received for a partition while its flush is in flight.
+struct Arrivals {
+    /// When the first of them arrived (their batch wait runs from here).
+    since: Instant,
+    records: Vec<RawRecord>,
+}
+
 /// What one turn of the loop woke up for.
 enum Polled<'a> {
     /// A record, a consumer error, or the poll timed out.
@@ -258,7 +265,13 @@ pub async fn run_consumer(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .set("topic.metadata.refresh.interval.ms", "10000");
+        .set("topic.metadata.refresh.interval.ms", "10000")
+        // A fetch the broker holds open waits at most this long for records (librdkafka's
+        // default is 500 ms). A broker that holds fetches to the limit instead of answering as
+        // records arrive (Tansu 0.6 does) would otherwise add up to that to every record's
+        // latency; an idle consumer pays 20 fetches a second per broker. Overridable with
+        // `--kafka-property fetch.wait.max.ms=...`.
+        .set("fetch.wait.max.ms", "50");
     for (k, v) in &config.kafka_properties {
         cfg.set(k, v);
     }
@@ -296,7 +309,7 @@ pub async fn run_consumer(
     // arrive for it meanwhile wait in `arrivals` and join its buffer when the flush returns.
     let mut inflight: FuturesUnordered<InFlight<'_>> = FuturesUnordered::new();
     let mut busy: HashSet<Key> = HashSet::new();
-    let mut arrivals: HashMap<Key, Vec<RawRecord>> = HashMap::new();
+    let mut arrivals: HashMap<Key, Arrivals> = HashMap::new();
     // Bumped on every assignment change of a partition: a flush that returns into a newer
     // generation belongs to an assignment that is gone, and its state is dropped.
     let mut generations: HashMap<Key, u64> = HashMap::new();
@@ -356,7 +369,11 @@ pub async fn run_consumer(
                 let key = (msg.topic().to_owned(), msg.partition());
                 let record = RawRecord::from_message(&msg);
                 if busy.contains(&key) && !parts.contains_key(&key) {
-                    arrivals.entry(key).or_default().push(record);
+                    let waiting = arrivals.entry(key).or_insert_with(|| Arrivals {
+                        since: Instant::now(),
+                        records: Vec::new(),
+                    });
+                    waiting.records.push(record);
                 } else {
                     parts.entry(key).or_default().accept(record);
                 }
@@ -797,7 +814,7 @@ fn returned(
     ctx: &Ctx<'_>,
     done: Completion,
     generations: &HashMap<Key, u64>,
-    arrivals: &mut HashMap<Key, Vec<RawRecord>>,
+    arrivals: &mut HashMap<Key, Arrivals>,
     parts: &mut BTreeMap<Key, PartitionState>,
     summary: &mut ConsumerSummary,
 ) -> Result<bool, RuntimeError> {
@@ -815,10 +832,15 @@ fn returned(
     }
     let seeked = matches!(flush, Flush::Seeked);
     let resumed = after_flush(ctx, &key, &mut state, flush, summary);
-    let waiting = arrivals.remove(&key).unwrap_or_default();
-    if !seeked {
-        for record in waiting {
+    if let Some(waiting) = arrivals.remove(&key)
+        && !seeked
+    {
+        for record in waiting.records {
             state.accept(record);
+        }
+        // They have waited since they arrived, not since the flush returned.
+        if let Some(at) = state.first_buffered_at.as_mut() {
+            *at = (*at).min(waiting.since);
         }
     }
     parts.insert(key, state);
