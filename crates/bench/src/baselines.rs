@@ -410,3 +410,50 @@ pub(crate) async fn database_ceiling(
         wal_bytes: wal,
     })
 }
+
+/// The transport's own latency under the open-loop run: a raw consumer (no decoding, no
+/// database; the same `fetch.wait.max.ms` as `ledgerflow run`) reads the topic from the start
+/// while it is produced, and takes receive time minus record timestamp for `expect` records (or
+/// until `within` passes). Runs on its own thread; join it after producing. Returns
+/// `(record timestamp ms, latency ms)` per record.
+pub(crate) fn transport_latency(
+    brokers: String,
+    topic: String,
+    partitions: i32,
+    expect: u64,
+    within: Duration,
+) -> std::thread::JoinHandle<anyhow::Result<Vec<(i64, f64)>>> {
+    std::thread::spawn(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set(
+                "group.id",
+                format!("bench-transport-{}", uuid::Uuid::new_v4().simple()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", "50")
+            .create()
+            .context("creating the transport reader")?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl).context("assigning partitions")?;
+        let deadline = Instant::now() + within;
+        let mut out = Vec::with_capacity(expect as usize);
+        while (out.len() as u64) < expect && Instant::now() < deadline {
+            let Some(result) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let msg = result.context("consuming")?;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+            if let Some(ts) = msg.timestamp().to_millis() {
+                out.push((ts, (now_ms - ts as f64).max(0.0)));
+            }
+        }
+        Ok(out)
+    })
+}

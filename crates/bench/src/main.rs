@@ -103,6 +103,7 @@ struct Args {
 
 const TOPIC: &str = "bench.w1";
 const LATENCY_TOPIC: &str = "bench.latency";
+const TRANSPORT_TOPIC: &str = "bench.transport";
 const ERP: &str = ledgerflow_erp_receivables::CONSUMER_NAME;
 const ALL_CONSUMERS: &[&str] = &[ERP, "warehouse", "notifications"];
 
@@ -223,6 +224,55 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let decoder = Decoder::new(client, DecoderConfig::default());
     let tenants = TenantRegistry::load(&tenants_file).context("loading the tenants file")?;
 
+    if let Some(list) = &args.quick
+        && list.split(',').any(|x| x.trim() == "latency")
+    {
+        let rate: f64 = std::env::var("BENCH_LATENCY_RATE")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(6000.0);
+        let secs = (args.latency_secs + args.latency_warmup_secs) as f64;
+        let latency = pipeline_run::latency_run(
+            &stack,
+            &args.postgres,
+            LATENCY_TOPIC,
+            args.partitions,
+            args.tenants,
+            args.duplicates,
+            &tenants_file,
+            rate,
+            (rate * secs) as u64,
+            args.latency_warmup_secs as f64,
+        )
+        .await?;
+        let mut latency = latency;
+        pipeline_run::transport_run(
+            &stack,
+            TRANSPORT_TOPIC,
+            args.partitions,
+            args.tenants,
+            args.duplicates,
+            rate,
+            (rate * secs) as u64,
+            args.latency_warmup_secs as f64,
+            &mut latency,
+        )?;
+        say(
+            t0,
+            &format!(
+                "latency at {:.0}/s: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms, reconcile {}; transport alone p50 {:.0} ms, p99 {:.0} ms",
+                latency.achieved_rate,
+                latency.p50_ms,
+                latency.p90_ms,
+                latency.p99_ms,
+                latency.max_ms,
+                latency.reconcile_clean,
+                latency.transport_p50_ms,
+                latency.transport_p99_ms
+            ),
+        );
+        return Ok(latency.reconcile_clean);
+    }
     if let Some(list) = &args.quick {
         let consumers: Vec<&'static str> = ALL_CONSUMERS
             .iter()
@@ -457,6 +507,24 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         args.latency_warmup_secs as f64,
     )
     .await?;
+    say(
+        t0,
+        &format!(
+            "transport alone: the same {latency_events} events at {latency_rate:.0}/s, a raw consumer"
+        ),
+    );
+    let mut latency = latency;
+    pipeline_run::transport_run(
+        &stack,
+        TRANSPORT_TOPIC,
+        args.partitions,
+        args.tenants,
+        args.duplicates,
+        latency_rate,
+        latency_events,
+        args.latency_warmup_secs as f64,
+        &mut latency,
+    )?;
 
     let profile = if args.profile_secs > 0 {
         say(

@@ -380,6 +380,10 @@ pub(crate) struct LatencyResult {
     pub(crate) warmup_secs: f64,
     /// p99 over every record, warm-up included.
     pub(crate) p99_all_ms: f64,
+    /// The transport alone at the same rate, measured before (see [`transport_run`]).
+    pub(crate) transport_p50_ms: f64,
+    pub(crate) transport_p99_ms: f64,
+    pub(crate) transport_samples: u64,
     pub(crate) reconcile_clean: bool,
 }
 
@@ -529,8 +533,72 @@ pub(crate) async fn latency_run(
         samples: latencies.len() as u64,
         warmup_secs,
         p99_all_ms: percentile(&all, 0.99),
+        transport_p50_ms: 0.0,
+        transport_p99_ms: 0.0,
+        transport_samples: 0,
         reconcile_clean: code == 0,
     })
+}
+
+/// The transport alone at `rate`: the same open-loop `ledgerflow produce` to a fresh topic,
+/// read by a raw consumer (no decoding, no database, the `fetch.wait.max.ms` of `ledgerflow
+/// run`), no ledgerflow consumer running. Fills the `transport_*` fields of `latency`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn transport_run(
+    stack: &Stack,
+    topic: &str,
+    partitions: u32,
+    tenants: u32,
+    duplicates: f64,
+    rate: f64,
+    events: u64,
+    warmup_secs: f64,
+    latency: &mut LatencyResult,
+) -> anyhow::Result<()> {
+    stack.create_topic(topic, partitions)?;
+    let reader = crate::baselines::transport_latency(
+        stack.brokers.clone(),
+        topic.to_owned(),
+        i32::try_from(partitions).unwrap_or(i32::MAX),
+        events,
+        Duration::from_secs_f64(events as f64 / rate.max(1.0) + 120.0),
+    );
+    let out = stack.ledgerflow(&[
+        "produce",
+        "--topic",
+        topic,
+        "--tenants",
+        &tenants.to_string(),
+        "--events",
+        &events.to_string(),
+        "--duplicates",
+        &duplicates.to_string(),
+        "--seed",
+        "7",
+        "--rate",
+        &format!("{rate:.0}"),
+    ])?;
+    if !out.status.success() {
+        bail!(
+            "transport produce failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let samples = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the transport reader panicked"))??;
+    let first = samples.iter().map(|(ts, _)| *ts).min().unwrap_or(0);
+    let warm_from = first + (warmup_secs * 1000.0) as i64;
+    let mut ms: Vec<f64> = samples
+        .into_iter()
+        .filter(|(ts, _)| *ts >= warm_from)
+        .map(|(_, ms)| ms)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    latency.transport_p50_ms = percentile(&ms, 0.50);
+    latency.transport_p99_ms = percentile(&ms, 0.99);
+    latency.transport_samples = ms.len() as u64;
+    Ok(())
 }
 
 /// Nearest-rank percentile of sorted values.

@@ -400,8 +400,12 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "latency at {:.0}/s: p50 {:.0} ms, p99 {:.0} ms",
-            self.latency.target_rate, self.latency.p50_ms, self.latency.p99_ms
+            "latency at {:.0}/s: p50 {:.0} ms, p99 {:.0} ms (transport alone p50 {:.0} ms, p99 {:.0} ms)",
+            self.latency.target_rate,
+            self.latency.p50_ms,
+            self.latency.p99_ms,
+            self.latency.transport_p50_ms,
+            self.latency.transport_p99_ms
         );
         for t in &self.targets {
             let _ = writeln!(
@@ -570,7 +574,13 @@ impl Report {
              The first {:.0} s of sends are warm-up (the first batch of every partition syncs \
              with its stored position, see below) and left out: {} samples, **p50 {:.0} ms, \
              p90 {:.0} ms, p99 {:.0} ms**, max {:.0} ms; p99 with the warm-up included {:.0} ms. \
-             Reconcile {}.\n",
+             Reconcile {}.\n\n\
+             The transport alone at the same rate, right after: the same open-loop produce to \
+             a fresh topic, read by a raw consumer in this harness (no decoding, no database, \
+             the same `fetch.wait.max.ms` of 50 ms) with no ledgerflow running; its receive time \
+             minus the record timestamp, after the same warm-up: p50 {:.0} ms, p99 {:.0} ms \
+             ({} samples). That part is the producer and the broker; it is inside every figure \
+             above.\n",
             l.target_rate,
             l.events,
             l.achieved_rate,
@@ -585,7 +595,10 @@ impl Report {
                 "clean"
             } else {
                 "NOT clean"
-            }
+            },
+            l.transport_p50_ms,
+            l.transport_p99_ms,
+            l.transport_samples
         );
         let _ = writeln!(s, "## Targets\n");
         let _ = writeln!(s, "| target | goal | measured | |");

@@ -192,8 +192,13 @@ impl Stack {
     pub(crate) fn spawn(&self, args: &[&str], name: &str) -> anyhow::Result<Proc> {
         let out = std::fs::File::create(self.path(&format!("{name}.out")))?;
         let log = std::fs::File::create(self.path(&format!("{name}.log")))?;
-        let child = self
-            .command(args)
+        let mut command = self.command(args);
+        // `BENCH_RUN_ARGS`: extra arguments for every `ledgerflow run` (experiments with
+        // settings, e.g. `--batch-max-wait 50ms`); a report made with them says so.
+        if args.first() == Some(&"run") {
+            command.args(run_args());
+        }
+        let child = command
             .stdout(out)
             .stderr(log)
             .spawn()
@@ -300,4 +305,13 @@ impl Drop for PgDatabase {
         })
         .join();
     }
+}
+
+/// The extra `ledgerflow run` arguments from `BENCH_RUN_ARGS` (whitespace-separated).
+pub(crate) fn run_args() -> Vec<String> {
+    std::env::var("BENCH_RUN_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
