@@ -263,7 +263,10 @@ pub async fn run_consumer(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
+        // Kafka's own default: a broker that answers heartbeats late under load (Tansu 0.6 does,
+        // past 10 s at a million records) must not cost the member its partitions; a dead
+        // instance's partitions move after this long.
+        .set("session.timeout.ms", "45000")
         .set("heartbeat.interval.ms", "1000")
         .set("topic.metadata.refresh.interval.ms", "10000")
         // A fetch the broker holds open waits at most this long for records (librdkafka's
