@@ -18,7 +18,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use ledgerflow_core::{Envelope, EventId};
-use ledgerflow_store::{Backend, Rows, StoreError, pg_array};
+use ledgerflow_store::{Backend, Rows, StoreError, lock_tenants};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -48,21 +48,16 @@ pub(crate) async fn write(
         return Ok(());
     }
     let list: Vec<&ErpEffect> = effects.iter().map(|(_, e)| e).collect();
-    if backend == Backend::Postgres {
-        // Sorted (a BTreeSet), one statement for all of the batch's tenants.
-        let tenants: BTreeSet<&str> = list.iter().map(|e| e.tenant_id.as_str()).collect();
-        sqlx::query(
-            "SELECT CAST(1 AS BIGINT) FROM (SELECT pg_advisory_xact_lock($1, hashtext(t)) \
-             FROM UNNEST($2::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n) AS l",
-        )
-        .bind(TENANT_LOCK_CLASS)
-        .bind(pg_array(tenants))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(StoreError::query(
-            "locking the batch's tenants' receivables",
-        ))?;
-    }
+    // Sorted (a BTreeSet), one statement for all of the batch's tenants.
+    let tenants: BTreeSet<&str> = list.iter().map(|e| e.tenant_id.as_str()).collect();
+    lock_tenants(
+        conn,
+        backend,
+        TENANT_LOCK_CLASS,
+        tenants,
+        "locking the batch's tenants' receivables",
+    )
+    .await?;
     let stored = load(conn, backend, &list).await?;
     let plan = settle::plan(&list, stored).map_err(|e| StoreError::Invariant(e.0))?;
     insert_customers(conn, backend, &plan).await?;

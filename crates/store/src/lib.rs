@@ -32,7 +32,7 @@ pub use consumer::{ConsumerLogic, Effects, ErasedConsumer};
 pub use dead_letter::{DeadLetter, DeadLetterFilter};
 pub use error::StoreError;
 pub use operations::{OPERATIONS_TOPIC, OperationInput};
-pub use sql::{Cell, PushCell, Rows, Values, pg_array, placeholders};
+pub use sql::{Cell, PushCell, Rows, Values, lock_tenants, pg_array, placeholders};
 pub use stats::{DecisionCount, PositionRow};
 
 /// Which SQL dialect the store speaks.

@@ -216,6 +216,35 @@ impl PushCell for Rows {
     }
 }
 
+/// Takes the transaction-scoped advisory locks `(class, hashtext(tenant))` of these tenants, in
+/// the order given, in one statement (Postgres only; SQLite has one writer anyway). Give them
+/// sorted, so two transactions locking overlapping sets cannot deadlock.
+pub async fn lock_tenants<'a>(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    class: i32,
+    sorted_tenants: impl IntoIterator<Item = &'a str>,
+    action: &'static str,
+) -> Result<(), StoreError> {
+    if backend != Backend::Postgres {
+        return Ok(());
+    }
+    let tenants = pg_array(sorted_tenants);
+    if tenants == "{}" {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT CAST(1 AS BIGINT) FROM (SELECT pg_advisory_xact_lock($1, hashtext(t)) \
+         FROM UNNEST($2::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n) AS l",
+    )
+    .bind(class)
+    .bind(tenants)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(StoreError::query(action))?;
+    Ok(())
+}
+
 /// The Postgres array literal of `items` (`{"a","b"}`), for a `$n::text[]`-style parameter.
 pub fn pg_array<C: Cell>(items: impl IntoIterator<Item = C>) -> String {
     let mut out = String::from("{");

@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use ledgerflow_core::Envelope;
-use ledgerflow_store::{Backend, PushCell, Rows as SetRows, StoreError, pg_array};
+use ledgerflow_store::{Backend, PushCell, Rows as SetRows, StoreError, lock_tenants};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -109,22 +109,15 @@ pub(crate) async fn write(
         .iter()
         .filter_map(|r| Some((r[0].as_text()?.to_owned(), r[1].as_text()?.to_owned())))
         .collect();
-    if backend == Backend::Postgres {
-        let tenants: BTreeSet<&str> = touched.iter().map(|(t, _)| t.as_str()).collect();
-        if !tenants.is_empty() {
-            sqlx::query(
-                "SELECT CAST(1 AS BIGINT) FROM (SELECT pg_advisory_xact_lock($1, hashtext(t)) \
-                 FROM UNNEST($2::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n) AS l",
-            )
-            .bind(TENANT_LOCK_CLASS)
-            .bind(pg_array(tenants))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(StoreError::query(
-                "locking the batch's tenants' customer timelines",
-            ))?;
-        }
-    }
+    let tenants: BTreeSet<&str> = touched.iter().map(|(t, _)| t.as_str()).collect();
+    lock_tenants(
+        conn,
+        backend,
+        TENANT_LOCK_CLASS,
+        tenants,
+        "locking the batch's tenants' customer timelines",
+    )
+    .await?;
 
     let nothing = "ON CONFLICT DO NOTHING";
     insert(
