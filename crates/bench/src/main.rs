@@ -23,7 +23,8 @@ mod probe;
 mod report;
 mod stack;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -232,31 +233,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .and_then(|r| r.parse().ok())
             .unwrap_or(6000.0);
         let secs = (args.latency_secs + args.latency_warmup_secs) as f64;
-        let latency = pipeline_run::latency_run(
-            &stack,
-            &args.postgres,
-            LATENCY_TOPIC,
-            args.partitions,
-            args.tenants,
-            args.duplicates,
-            &tenants_file,
-            rate,
-            (rate * secs) as u64,
-            args.latency_warmup_secs as f64,
-        )
-        .await?;
-        let mut latency = latency;
-        pipeline_run::transport_run(
-            &stack,
-            TRANSPORT_TOPIC,
-            args.partitions,
-            args.tenants,
-            args.duplicates,
-            rate,
-            (rate * secs) as u64,
-            args.latency_warmup_secs as f64,
-            &mut latency,
-        )?;
+        let latency =
+            measure_latency(&stack, &args, &tenants_file, rate, (rate * secs) as u64, t0).await?;
         say(
             t0,
             &format!(
@@ -285,17 +263,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         );
         let mut clean = true;
         for i in 0..args.runs {
-            let spec = RunSpec {
-                label: format!("quick-{}", i + 1),
-                consumers: &consumers,
-                topic: TOPIC,
-                hwm: &hwm,
-                tenants_file: &tenants_file,
-                manifest: &manifest,
-                metrics: true,
-                perf: None,
-                stop_after: None,
-            };
+            let spec = b6_spec(
+                format!("quick-{}", i + 1),
+                &consumers,
+                &hwm,
+                &tenants_file,
+                &manifest,
+            );
             let (result, db) =
                 pipeline_run::run_to_zero_lag(&stack, &args.postgres, &spec, ticks).await?;
             say(
@@ -354,17 +328,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 args.runs
             ),
         );
-        let spec = RunSpec {
-            label: format!("b6-erp-{}", i + 1),
-            consumers: &[ERP],
-            topic: TOPIC,
-            hwm: &hwm,
-            tenants_file: &tenants_file,
-            manifest: &manifest,
-            metrics: true,
-            perf: None,
-            stop_after: None,
-        };
+        let spec = b6_spec(
+            format!("b6-erp-{}", i + 1),
+            &[ERP],
+            &hwm,
+            &tenants_file,
+            &manifest,
+        );
         // One retry: a shared machine's Postgres may restart under a run (the crash tests do).
         let (result, db) =
             match pipeline_run::run_to_zero_lag(&stack, &args.postgres, &spec, ticks).await {
@@ -448,17 +418,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 args.runs_all
             ),
         );
-        let spec = RunSpec {
-            label: format!("b6-all-{}", i + 1),
-            consumers: ALL_CONSUMERS,
-            topic: TOPIC,
-            hwm: &hwm,
-            tenants_file: &tenants_file,
-            manifest: &manifest,
-            metrics: true,
-            perf: None,
-            stop_after: None,
-        };
+        let spec = b6_spec(
+            format!("b6-all-{}", i + 1),
+            ALL_CONSUMERS,
+            &hwm,
+            &tenants_file,
+            &manifest,
+        );
         match pipeline_run::run_to_zero_lag(&stack, &args.postgres, &spec, ticks).await {
             Ok((result, db)) => {
                 say(
@@ -494,37 +460,15 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "open-loop latency: {latency_events} events at {latency_rate:.0}/s (50% of the B6 erp median)"
         ),
     );
-    let latency = pipeline_run::latency_run(
+    let latency = measure_latency(
         &stack,
-        &args.postgres,
-        LATENCY_TOPIC,
-        args.partitions,
-        args.tenants,
-        args.duplicates,
+        &args,
         &tenants_file,
         latency_rate,
         latency_events,
-        args.latency_warmup_secs as f64,
+        t0,
     )
     .await?;
-    say(
-        t0,
-        &format!(
-            "transport alone: the same {latency_events} events at {latency_rate:.0}/s, a raw consumer"
-        ),
-    );
-    let mut latency = latency;
-    pipeline_run::transport_run(
-        &stack,
-        TRANSPORT_TOPIC,
-        args.partitions,
-        args.tenants,
-        args.duplicates,
-        latency_rate,
-        latency_events,
-        args.latency_warmup_secs as f64,
-        &mut latency,
-    )?;
 
     let profile = if args.profile_secs > 0 {
         say(
@@ -610,6 +554,68 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     println!("{}", report.summary_lines());
     drop(stack);
     Ok(report.valid)
+}
+
+/// A B6 run of `consumers` over the preloaded topic to zero lag, metrics scraped.
+fn b6_spec<'a>(
+    label: String,
+    consumers: &'a [&'a str],
+    hwm: &'a BTreeMap<i32, i64>,
+    tenants_file: &'a Path,
+    manifest: &'a Path,
+) -> RunSpec<'a> {
+    RunSpec {
+        label,
+        consumers,
+        topic: TOPIC,
+        hwm,
+        tenants_file,
+        manifest,
+        metrics: true,
+        perf: None,
+        stop_after: None,
+    }
+}
+
+/// The open-loop latency run of erp-receivables at `rate`, then the transport alone at the
+/// same rate (its figures go into the same result).
+async fn measure_latency(
+    stack: &Stack,
+    args: &Args,
+    tenants_file: &Path,
+    rate: f64,
+    events: u64,
+    t0: Instant,
+) -> anyhow::Result<pipeline_run::LatencyResult> {
+    let mut latency = pipeline_run::latency_run(
+        stack,
+        &args.postgres,
+        LATENCY_TOPIC,
+        args.partitions,
+        args.tenants,
+        args.duplicates,
+        tenants_file,
+        rate,
+        events,
+        args.latency_warmup_secs as f64,
+    )
+    .await?;
+    say(
+        t0,
+        &format!("transport alone: the same {events} events at {rate:.0}/s, a raw consumer"),
+    );
+    pipeline_run::transport_run(
+        stack,
+        TRANSPORT_TOPIC,
+        args.partitions,
+        args.tenants,
+        args.duplicates,
+        rate,
+        events,
+        args.latency_warmup_secs as f64,
+        &mut latency,
+    )?;
+    Ok(latency)
 }
 
 /// Version of an external tool, for the report's header.

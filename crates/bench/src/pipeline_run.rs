@@ -446,32 +446,15 @@ pub(crate) async fn latency_run(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let produced_at = Instant::now();
-    let manifest_arg = manifest.display().to_string();
-    let out = stack.ledgerflow(&[
-        "produce",
-        "--topic",
+    let produce_seconds = produce_open_loop(
+        stack,
         topic,
-        "--tenants",
-        &tenants.to_string(),
-        "--events",
-        &events.to_string(),
-        "--duplicates",
-        &duplicates.to_string(),
-        "--seed",
-        "7",
-        "--rate",
-        &format!("{rate:.0}"),
-        "--manifest",
-        &manifest_arg,
-    ])?;
-    if !out.status.success() {
-        bail!(
-            "latency produce failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let produce_seconds = produced_at.elapsed().as_secs_f64();
+        tenants,
+        events,
+        duplicates,
+        rate,
+        Some(manifest.as_path()),
+    )?;
     let hwm = crate::baselines::high_watermarks(&stack.brokers, topic)?;
     let mut pg = PgConnection::connect(&db.url).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -540,6 +523,53 @@ pub(crate) async fn latency_run(
     })
 }
 
+/// `ledgerflow produce --rate` of the latency workload (seed 7) to `topic`; returns the seconds
+/// it took.
+fn produce_open_loop(
+    stack: &Stack,
+    topic: &str,
+    tenants: u32,
+    events: u64,
+    duplicates: f64,
+    rate: f64,
+    manifest: Option<&Path>,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let (tenants, events, duplicates, rate) = (
+        tenants.to_string(),
+        events.to_string(),
+        duplicates.to_string(),
+        format!("{rate:.0}"),
+    );
+    let mut args = vec![
+        "produce",
+        "--topic",
+        topic,
+        "--tenants",
+        &tenants,
+        "--events",
+        &events,
+        "--duplicates",
+        &duplicates,
+        "--seed",
+        "7",
+        "--rate",
+        &rate,
+    ];
+    let manifest = manifest.map(|m| m.display().to_string());
+    if let Some(m) = &manifest {
+        args.extend(["--manifest", m.as_str()]);
+    }
+    let out = stack.ledgerflow(&args)?;
+    if !out.status.success() {
+        bail!(
+            "open-loop produce to {topic} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 /// The transport alone at `rate`: the same open-loop `ledgerflow produce` to a fresh topic,
 /// read by a raw consumer (no decoding, no database, the `fetch.wait.max.ms` of `ledgerflow
 /// run`), no ledgerflow consumer running. Fills the `transport_*` fields of `latency`.
@@ -563,27 +593,7 @@ pub(crate) fn transport_run(
         events,
         Duration::from_secs_f64(events as f64 / rate.max(1.0) + 120.0),
     );
-    let out = stack.ledgerflow(&[
-        "produce",
-        "--topic",
-        topic,
-        "--tenants",
-        &tenants.to_string(),
-        "--events",
-        &events.to_string(),
-        "--duplicates",
-        &duplicates.to_string(),
-        "--seed",
-        "7",
-        "--rate",
-        &format!("{rate:.0}"),
-    ])?;
-    if !out.status.success() {
-        bail!(
-            "transport produce failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    produce_open_loop(stack, topic, tenants, events, duplicates, rate, None)?;
     let samples = reader
         .join()
         .map_err(|_| anyhow::anyhow!("the transport reader panicked"))??;

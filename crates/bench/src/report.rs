@@ -732,36 +732,35 @@ impl Report {
 /// What would close the gaps: the analysis behind the numbers (see the profile above for the
 /// measured split). Kept here so every report carries it; update it when the code changes.
 const CLOSING_NOTE: &str = "\
-The consumer loop prepares and commits each due partition's batch inline
-(`crates/runtime/src/worker.rs`, `run_consumer` -> `flush_partition` -> `Store::commit_batch`).
-Due partitions now commit concurrently (one transaction per partition on its own pooled
-connection), and a partition whose first delivery starts at offset 0 no longer waits ~0.5 s
-for a ListOffsets answer queued behind the long-poll fetch; together they took B6 from about
-4.5k to 7.4k events/s and p99 at 50% load from 2.1 s to 1.2 s at 50,000 events. What is left,
-in order of expected gain:
+What changed since the first report (4.5k events/s, p99 2.1 s at 50,000 events; 2.5k events/s
+at 1,000,000): the consumer loop no longer waits for the database. Each partition has at most
+one flush in flight while the loop keeps polling and decoding (`crates/runtime/src/worker.rs`).
+On Postgres every set-based statement has a fixed text over `UNNEST` of one array parameter per
+column, prepared once per connection (`ledgerflow_store::Rows`), where multi-row `VALUES` lists
+were parsed and planned anew for every batch. The position fence is one statement; the inbox
+hashes are read only for repeated ids; balances are verified by a read and updated only where
+they moved; the audit chain lost its random event-id index. mimalloc replaced glibc malloc. The
+batch wait is 50 ms and `fetch.wait.max.ms` 50 ms (Tansu holds a fetch to that limit).
 
-1. **Overlap Kafka and the database** (same loop): while the due batches commit, nothing is
-   polled or decoded. Preparing the next batch while the previous one commits (one in-flight
-   commit per partition, positions still advanced only after COMMIT) turns the sum of fetch,
-   decode and commit into their max: towards min(B2, commit rate).
-2. **Cheaper statements on Postgres** (`crates/store/src/batch.rs`, `write_records`, and the
-   consumers' `write`): multi-row `VALUES` lists with a different row count per batch are a
-   new statement text every time, so Postgres parses and plans each one (`base_yyparse` and
-   the planner in the Postgres profile) and sqlx prepares it anew; Postgres CPU per event is
-   several times B3's. On Postgres, `INSERT ... SELECT * FROM UNNEST($1::text[], ...)` with
-   one array per column keeps the statement text fixed (prepared once, generic plan) and
-   sends a handful of parameters instead of thousands; the second inbox read
-   (`inbox_hashes_on`) is needed only for the ids the insert did not return (the duplicates,
-   ~5%). This needs a Postgres-specific path beside the `sqlx::Any` one.
-3. **Latency at low load**: each batch waits up to `batch_max_wait` (200 ms) for more records
-   and every transaction has a fixed cost of 15-40 ms; flushing as soon as a poll comes back
-   empty, and committing the audit rows of small batches with fewer statements, bring p99
-   towards one commit time.
-4. **Bigger transactions on catch-up**: `batch_max_records` (500) per partition bounds every
-   transaction at a few hundred records; a larger cap (2,000) when there is a backlog
-   amortises the fixed per-transaction cost without raising latency when there is none.
-5. **The broker** shares the two cores: Tansu with SQLite uses more CPU per event than
-   ledgerflow itself (broker column). On a production Kafka it is not on the consumer's
-   cores; on this machine the CPU budget above caps any consumer, and 20,000 events/s end to
-   end needs the CPU per event of all three processes together below 0.1 s per 1,000 events.
+What is left, in order of expected gain:
+
+1. **Postgres CPU per event** is the largest share (see the CPU columns): every event costs
+   about a dozen index insertions, most on random UUID text keys (inbox, journal entries and
+   lines, documents, payments, applications), plus the reads of the batch's stored state and the
+   balance recomputation. B3 writes the same rows with COPY at a fraction of that CPU. Candidates:
+   hashes and ids as `bytea`/`uuid` instead of hex text (smaller rows, cheaper comparisons, less
+   WAL), dropping secondary indexes the code never reads, and `COPY` into a temporary table
+   for the biggest inserts.
+2. **Ledger size**: throughput falls as the tables outgrow shared_buffers and checkpoints add
+   full-page writes (WAL per event grows with the ledger). This machine's Postgres runs Debian's
+   defaults (128 MB shared_buffers, max_wal_size 1 GB); a ledger database sized as usual (a
+   quarter of RAM for shared_buffers, a max_wal_size that spans the checkpoint interval) keeps
+   the working set in memory.
+3. **Latency at half load** is mostly commit time under load: with the batch wait at 10 or 20
+   ms p99 stayed near 480 ms. Fewer statements per small batch (the fence, audit head and
+   position could be one round trip) would cut it.
+4. **The broker** shares the two cores: Tansu with SQLite uses more CPU per event than
+   ledgerflow itself (broker column). On a production Kafka it is not on the consumer's cores;
+   here the CPU budget above caps any consumer, and 20,000 events/s end to end needs the CPU of
+   all three processes together below 0.1 s per 1,000 events.
 ";
