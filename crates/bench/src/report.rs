@@ -635,11 +635,11 @@ impl Report {
                 let _ = writeln!(
                     s,
                     "From ledgerflow's own metrics: {n:.0} batch transactions of {size:.0} \
-                     records on average, {:.1} ms each (prepare + commit); the consumer loop \
-                     spent {:.0}% of the wall time inside them, the rest polling Kafka and \
-                     waiting for batches to fill.\n",
+                     records on average, {:.1} ms each (prepare + commit); summed, they take \
+                     {:.1} times the wall time, i.e. that many partitions' batches were in \
+                     flight at once on average while the loop went on polling.\n",
                     secs * 1000.0,
-                    busy * 100.0
+                    busy
                 );
             }
             for (title, text) in [
