@@ -687,90 +687,89 @@ async fn verify_balances(
     backend: Backend,
     plan: &Plan<'_>,
 ) -> Result<(), StoreError> {
-    let invoices: Vec<Key> = dedup(plan.invoice_open.keys().cloned());
-    if !invoices.is_empty() {
-        let action = "recomputing invoice open balances";
+    let invoices = Balance {
+        what: "invoice open balance",
+        table: "erp_ar_documents",
+        id: "doc_id",
+        column: "open_minor",
+        recomputed: INVOICE_OPEN,
+        filter: "d.doc_type = 'invoice' AND ",
+    };
+    invoices.verify(conn, backend, &plan.invoice_open).await?;
+    let payments = Balance {
+        what: "unapplied payment amount",
+        table: "erp_payments",
+        id: "payment_id",
+        column: "unapplied_minor",
+        recomputed: PAYMENT_UNAPPLIED,
+        filter: "",
+    };
+    payments
+        .verify(conn, backend, &plan.payment_unapplied)
+        .await
+}
+
+/// A stored balance and how to recompute it (`d` is the row).
+struct Balance {
+    what: &'static str,
+    table: &'static str,
+    id: &'static str,
+    column: &'static str,
+    recomputed: &'static str,
+    filter: &'static str,
+}
+
+impl Balance {
+    /// Checks the recomputed balance of every planned key, then stores it where it moved.
+    async fn verify(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        planned: &HashMap<Key, i128>,
+    ) -> Result<(), StoreError> {
+        let keys: Vec<Key> = dedup(planned.keys().cloned());
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let Self {
+            what,
+            table,
+            id,
+            column,
+            recomputed,
+            filter,
+        } = self;
         let rows = fetch_by_keys(
             conn,
             backend,
-            action,
+            "recomputing balances",
             &format!(
-                "SELECT d.tenant_id, d.doc_id, {INVOICE_OPEN}, d.open_minor FROM erp_ar_documents d
-                 WHERE d.doc_type = 'invoice' AND (d.tenant_id, d.doc_id) IN ("
+                "SELECT d.tenant_id, d.{id}, {recomputed}, d.{column} FROM {table} d
+                 WHERE {filter}(d.tenant_id, d.{id}) IN ("
             ),
             ")",
-            &invoices,
+            &keys,
         )
         .await?;
-        let stale = check(rows, &plan.invoice_open, "invoice open balance", action)?;
-        if !stale.is_empty() {
-            let action = "storing invoice open balances";
-            let rows = fetch_by_keys(
-                conn,
-                backend,
-                action,
-                &format!(
-                    "UPDATE erp_ar_documents AS d SET open_minor = {INVOICE_OPEN}
-                     WHERE d.doc_type = 'invoice' AND (d.tenant_id, d.doc_id) IN ("
-                ),
-                ") RETURNING tenant_id, doc_id, open_minor, open_minor",
-                &stale,
-            )
-            .await?;
-            check_subset(
-                rows,
-                stale.len(),
-                &plan.invoice_open,
-                "invoice open balance",
-                action,
-            )?;
+        let stale = check(rows, planned, what, "recomputing balances")?;
+        if stale.is_empty() {
+            return Ok(());
         }
-    }
-    let payments: Vec<Key> = dedup(plan.payment_unapplied.keys().cloned());
-    if !payments.is_empty() {
-        let action = "recomputing unapplied payment amounts";
         let rows = fetch_by_keys(
             conn,
             backend,
-            action,
+            "storing balances",
             &format!(
-                "SELECT d.tenant_id, d.payment_id, {PAYMENT_UNAPPLIED}, d.unapplied_minor
-                 FROM erp_payments d WHERE (d.tenant_id, d.payment_id) IN ("
+                "UPDATE {table} AS d SET {column} = {recomputed}
+                 WHERE {filter}(d.tenant_id, d.{id}) IN ("
             ),
-            ")",
-            &payments,
+            &format!(") RETURNING tenant_id, {id}, {column}, {column}"),
+            &stale,
         )
         .await?;
-        let stale = check(
-            rows,
-            &plan.payment_unapplied,
-            "unapplied payment amount",
-            action,
-        )?;
-        if !stale.is_empty() {
-            let action = "storing unapplied payment amounts";
-            let rows = fetch_by_keys(
-                conn,
-                backend,
-                action,
-                &format!(
-                    "UPDATE erp_payments AS d SET unapplied_minor = {PAYMENT_UNAPPLIED}
-                     WHERE (d.tenant_id, d.payment_id) IN ("
-                ),
-                ") RETURNING tenant_id, payment_id, unapplied_minor, unapplied_minor",
-                &stale,
-            )
-            .await?;
-            check_subset(
-                rows,
-                stale.len(),
-                &plan.payment_unapplied,
-                "unapplied payment amount",
-                action,
-            )?;
-        }
+        check_subset(rows, stale.len(), planned, what, "storing balances")?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Checks rows of (tenant, id, recomputed, stored) against the plan: every planned key is

@@ -76,6 +76,7 @@ per_backend!(
     payment_before_invoice_in_the_same_batch_is_applied,
     currency_mismatch_is_never_applied_and_is_flagged,
     unique_keys_reject_a_second_posting,
+    a_stored_balance_that_disagrees_with_its_source_rows_refuses_the_batch,
     a_document_resent_under_a_new_event_id_is_refused_and_reported,
     customers_keep_the_newest_update,
     reconcile_finds_missing_extra_double_and_unbalanced,
@@ -254,6 +255,33 @@ async fn currency_mismatch_is_never_applied_and_is_flagged(backend: Backend) {
     assert_eq!(acme.payments.posted_total["EUR"], "10.00");
     // Flagged, but nothing is missing, double or unbalanced.
     assert!(report.is_clean(), "{report:#?}");
+    db.drop_db().await;
+}
+
+/// The balance check recomputes from the source rows (applications, credit memos), not from
+/// the stored balance: a stored open balance that no longer matches them (edited by hand, or a
+/// bug) makes the next batch touching the invoice fail as an invariant violation, and the
+/// batch writes nothing.
+async fn a_stored_balance_that_disagrees_with_its_source_rows_refuses_the_batch(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let t = [tenant("acme", None, None)];
+    let events = [
+        invoice("acme", 1, "inv-1", 10_000, 0),
+        payment("acme", 2, "pay-1", "inv-1", 4_000, 0),
+    ];
+    db.write(&events[..1], &t).await.unwrap();
+    sqlx::query("UPDATE erp_ar_documents SET open_minor = 3000 WHERE doc_id = 'inv-1'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let err = db.write(&events[1..], &t).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Invariant(m) if m.contains("invoice open balance")),
+        "{err:?}"
+    );
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM erp_payments").await, 0);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM erp_applications").await, 0);
+    assert_eq!(db.open_balance("acme", "inv-1").await, 3_000);
     db.drop_db().await;
 }
 
