@@ -26,10 +26,10 @@ use sqlx::{AnyConnection, Row};
 
 use crate::audit::{AuditRow, Decision, GENESIS_HASH};
 use crate::consumer::ErasedConsumer;
-use crate::sql::{Rows, pg_array};
+use crate::sql::Rows;
 use crate::{Backend, Store, StoreError};
 
-/// Ids per `IN (...)` list on SQLite; keeps every statement under its bind limit.
+/// Offsets per `IN (...)` list when a redrive resolves dead letters (under the bind limits).
 const CHUNK_ROWS: usize = 1000;
 
 /// Microseconds since the Unix epoch.
@@ -287,40 +287,28 @@ async fn inbox_hashes_on(
     consumer: &str,
     ids: &[String],
 ) -> Result<HashMap<String, String>, StoreError> {
-    let mut stored_hash = HashMap::new();
     if ids.is_empty() {
-        return Ok(stored_hash);
+        return Ok(HashMap::new());
     }
-    if backend == Backend::Postgres {
-        // One fixed statement, the ids as one array parameter.
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT event_id, payload_hash FROM inbox \
-             WHERE consumer = $1 AND event_id = ANY($2::text[])",
+    let mut keys = Rows::new(backend, &["text", "text"]);
+    for id in ids {
+        keys.push(consumer).push(id);
+    }
+    let mut stored_hash = HashMap::with_capacity(ids.len());
+    for row in keys
+        .fetch_all(
+            conn,
+            "reading inbox hashes",
+            "SELECT event_id, payload_hash FROM inbox WHERE (consumer, event_id) IN (",
+            ")",
         )
-        .bind(consumer)
-        .bind(pg_array(ids))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(StoreError::query("reading inbox hashes"))?;
-        stored_hash.extend(rows);
-        return Ok(stored_hash);
-    }
-    for chunk in ids.chunks(CHUNK_ROWS) {
-        let list = crate::sql::placeholders(1, chunk.len(), 1);
-        let sql = format!(
-            "SELECT event_id, payload_hash FROM inbox WHERE consumer = $1 AND event_id IN {list}"
-        );
-        let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(consumer);
-        for id in chunk {
-            q = q.bind(id.clone());
-        }
-        for (id, hash) in q
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(StoreError::query("reading inbox hashes"))?
-        {
-            stored_hash.insert(id, hash);
-        }
+        .await?
+    {
+        let get = |i| {
+            row.try_get::<String, _>(i)
+                .map_err(|e| StoreError::Corrupt(format!("inbox: {e}")))
+        };
+        stored_hash.insert(get(0)?, get(1)?);
     }
     Ok(stored_hash)
 }
@@ -400,8 +388,7 @@ async fn fence(
     .fetch_one(&mut *conn)
     .await
     .map_err(StoreError::query("locking the position"))?;
-    let stored = Some(stored);
-    Ok(stored.filter(|position| *position > first_offset))
+    Ok((stored > first_offset).then_some(stored))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -476,7 +463,6 @@ async fn write_records(
 
     // Decide every record, in offset order.
     let mut decisions: Vec<(Decision, Option<String>)> = Vec::with_capacity(batch.records.len());
-    let mut first_seen: HashSet<String> = HashSet::new();
     // Payload hash of each event id's applied record in this batch (a later record of the
     // same id in the batch is its duplicate, or a conflict).
     let mut first_hash: HashMap<String, String> = HashMap::new();
@@ -497,7 +483,7 @@ async fn write_records(
             RecordOutcome::Mapped { envelope, raw, .. } => {
                 let id = envelope.meta.event_id.to_string();
                 let hash = hex::encode(envelope.payload_hash);
-                if inserted.contains(&id) && first_seen.insert(id.clone()) {
+                if inserted.contains(&id) && !first_hash.contains_key(&id) {
                     first_hash.insert(id.clone(), hash);
                     decisions.push((Decision::Applied, None));
                     apply_envs.push(envelope);
@@ -505,9 +491,7 @@ async fn write_records(
                         apply_effects.push(effect);
                     }
                     outcome.applied += 1;
-                } else if stored_hash.get(&id) == Some(&hash)
-                    || (inserted.contains(&id) && first_hash.get(&id) == Some(&hash))
-                {
+                } else if stored_hash.get(&id).or_else(|| first_hash.get(&id)) == Some(&hash) {
                     decisions.push((Decision::Duplicate, None));
                     outcome.duplicates += 1;
                 } else {
