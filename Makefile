@@ -4,12 +4,11 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
-TANSU_VERSION := 0.6.0
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup setup-system setup-tools setup-python setup-postgres build test test-rust fuzz-smoke lint demo bench clean
+.PHONY: setup setup-system setup-tools setup-kafka setup-python setup-postgres build test test-rust fuzz-smoke lint demo bench clean
 
-setup: setup-system setup-tools setup-python setup-postgres build
+setup: setup-system setup-tools setup-kafka setup-python setup-postgres build
 
 setup-system:
 	@scripts/ensure-system-libs.sh
@@ -17,12 +16,11 @@ setup-system:
 setup-tools:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup)"; exit 1; }
 	@$(CARGO) --version
-	@if tansu --version 2>/dev/null | grep -q "$(TANSU_VERSION)"; then \
-		echo "tansu $(TANSU_VERSION) present"; \
-	else \
-		echo "installing tansu $(TANSU_VERSION) (about 12 minutes the first time)"; \
-		$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql; \
-	fi
+
+# Apache Kafka 4.4.0 jars from Maven Central into .local/kafka/lib/ (skipped when present);
+# scripts/kafka starts clusters from them.
+setup-kafka:
+	@scripts/setup-kafka.sh
 
 setup-python:
 	@if $(PYTHON) -c "import confluent_kafka.schema_registry.avro" 2>/dev/null; then \
@@ -68,7 +66,7 @@ demo: setup
 
 # W1 on this machine: broker, Postgres and ledgerflow together; writes bench/results/<date>.md
 # and .json (BENCH_EVENTS=200000 make bench for a shorter run), then the criterion benches.
-bench: setup-system setup-tools setup-postgres
+bench: setup-system setup-tools setup-kafka setup-postgres
 	@command -v perf >/dev/null || echo "perf not found: the report will have no profile (apt-get install linux-perf)"
 	$(CARGO) build --release -p ledgerflow-cli -p ledgerflow-bench
 	target/release/ledgerflow-bench

@@ -1,9 +1,11 @@
-//! Test harness for end-to-end tests: starts a real Tansu broker (SQLite storage in a temp dir,
-//! a free port) and the `ledgerflow` schema registry as child processes, and runs the
-//! `ledgerflow` binary against them. Everything is killed when the harness is dropped.
+//! Test harness for end-to-end tests: a real Apache Kafka cluster (one single-node KRaft
+//! cluster per test binary, started through `scripts/kafka` by [`KafkaCluster::shared`], or a
+//! test's own 3-node cluster), the `ledgerflow` schema registry as a child process, and the
+//! `ledgerflow` binary run against them. Each [`Stack`] has its own registry, scratch directory
+//! and consumer-group prefix; topics are created per test and must have names of their own.
 //!
-//! Binaries: `LEDGERFLOW_BIN` (default `<target>/debug/ledgerflow`) and `TANSU_BIN` (default
-//! `tansu` on PATH, then `~/.cargo/bin/tansu`). `make test` builds and installs both.
+//! Binary: `LEDGERFLOW_BIN` (default `<target>/debug/ledgerflow`); Kafka's jars come from
+//! `make setup` (`.local/kafka/lib/`).
 //!
 //! Besides the stack: [`Running`] (a `ledgerflow` child that can be SIGKILLed), [`PgDatabase`]
 //! (a fresh Postgres database, dropped with the guard), [`Ledger`] (SQL reads of a store),
@@ -17,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -27,11 +29,11 @@ use ledgerflow_codec::{Encoder, RegistryClient};
 use ledgerflow_core::Event;
 use ledgerflow_loadgen::{GeneratedEvent, Manifest, Workload, WorkloadConfig};
 use ledgerflow_store::{DeadLetter, DeadLetterFilter, PositionRow, Store};
-pub use ledgerflow_testkit::{PgDatabase, block_on, postgres_admin_url};
+pub use ledgerflow_testkit::{KafkaCluster, PgDatabase, block_on, postgres_admin_url};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sqlx::{AnyPool, Connection};
+use sqlx::AnyPool;
 
 /// Path of the `ledgerflow` binary under test.
 pub fn ledgerflow_bin() -> PathBuf {
@@ -44,39 +46,10 @@ pub fn ledgerflow_bin() -> PathBuf {
     target.join("debug/ledgerflow")
 }
 
-/// Path of the `tansu` broker binary.
-pub fn tansu_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("TANSU_BIN") {
-        return PathBuf::from(p);
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("tansu"))
-            .find(|p| p.is_file())
-    });
-    on_path.unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo/bin/tansu")
-    })
-}
-
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
-}
-
-fn wait_for_port(port: u16, child: &mut Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} did not listen on port {port} within 30s");
 }
 
 /// A child process killed on drop.
@@ -85,55 +58,48 @@ pub struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _killed = self.0.kill();
+        let _reaped = self.0.wait();
     }
 }
 
-/// A running broker and registry in a private temp dir.
+/// The cluster a stack runs on.
+#[derive(Debug)]
+enum Cluster {
+    Shared(&'static KafkaCluster),
+    Own(KafkaCluster),
+}
+
+/// A registry and a scratch directory on a Kafka cluster, with a group prefix of its own.
 #[derive(Debug)]
 pub struct Stack {
-    /// `127.0.0.1:PORT` of the broker.
+    /// `host:port,...` of the brokers.
     pub brokers: String,
     /// `http://127.0.0.1:PORT` of the registry.
     pub registry: String,
+    /// Consumer-group prefix every `ledgerflow` command of this stack gets
+    /// (`LEDGERFLOW_GROUP_PREFIX`; a `--group-prefix` flag still wins).
+    pub group_prefix: String,
     /// Scratch directory for the test (manifests, outputs).
     pub dir: tempfile::TempDir,
-    // Field order matters: processes die before the directory is removed.
+    // Field order matters: the registry dies before the directory is removed.
     _registry: Proc,
-    _broker: Proc,
+    cluster: Cluster,
 }
 
 impl Stack {
-    /// Starts Tansu (SQLite storage) and the ledgerflow registry.
+    /// The ledgerflow registry on the test binary's shared single-node Kafka cluster.
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("broker.log")).expect("broker log");
-        let mut broker = Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            // Not the memory engine: in Tansu 0.6.0 a fetch at an offset inside a stored
-            // record batch returns the NEXT batch (fetch at 3500 -> first record 6028, measured),
-            // so a consumer resuming mid-batch silently misses records.
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(dir.path())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("starting {} (run `make setup`): {e}", tansu_bin().display())
-            });
-        wait_for_port(port, &mut broker, "tansu broker");
-        let broker = Proc(broker);
-        index_tansu_headers(&dir.path().join("tansu.db"));
+        Self::on(Cluster::Shared(KafkaCluster::shared()))
+    }
 
+    /// The ledgerflow registry on a cluster of the test's own (stopped with the stack).
+    pub fn with_cluster(cluster: KafkaCluster) -> Self {
+        Self::on(Cluster::Own(cluster))
+    }
+
+    fn on(cluster: Cluster) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
         let db = format!("sqlite://{}", dir.path().join("registry.db").display());
         let mut registry = Command::new(ledgerflow_bin())
             .args([
@@ -158,36 +124,41 @@ impl Stack {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected registry output {line:?}"))
             .to_owned();
+        let brokers = match &cluster {
+            Cluster::Shared(c) => c.bootstrap.clone(),
+            Cluster::Own(c) => c.bootstrap.clone(),
+        };
         Self {
-            brokers: format!("127.0.0.1:{port}"),
+            brokers,
             registry: registry_url,
+            group_prefix: format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             dir,
             _registry: Proc(registry),
-            _broker: broker,
+            cluster,
         }
     }
 
-    /// Creates a topic with `tansu topic create`.
-    pub fn create_topic(&self, name: &str, partitions: u32) {
-        let out = Command::new(tansu_bin())
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &format!("tcp://{}", self.brokers),
-            ])
-            .args(["--partitions", &partitions.to_string(), name])
-            .output()
-            .expect("tansu topic create");
-        assert!(
-            out.status.success(),
-            "topic create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    /// The Kafka cluster under this stack.
+    pub fn kafka(&self) -> &KafkaCluster {
+        match &self.cluster {
+            Cluster::Shared(c) => c,
+            Cluster::Own(c) => c,
+        }
     }
 
-    /// `ledgerflow ARGS` with the stack's broker and registry in the environment (and no other
-    /// `LEDGERFLOW_*` variable from the developer's shell), not yet started.
+    /// Creates a topic (replication factor = the cluster's nodes) and waits for its leaders.
+    /// Topic names must be unique within a test binary (the cluster is shared).
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        self.kafka().create_topic(name, partitions);
+    }
+
+    /// The consumer group of `consumer` under this stack's prefix.
+    pub fn group(&self, consumer: &str) -> String {
+        format!("{}.{consumer}", self.group_prefix)
+    }
+
+    /// `ledgerflow ARGS` with the stack's broker, registry and group prefix in the environment
+    /// (and no other `LEDGERFLOW_*` variable from the developer's shell), not yet started.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(ledgerflow_bin());
         for (key, _) in std::env::vars_os() {
@@ -198,10 +169,10 @@ impl Stack {
         cmd.args(args)
             .env("LEDGERFLOW_BROKERS", &self.brokers)
             .env("LEDGERFLOW_SCHEMA_REGISTRY_URL", &self.registry)
+            .env("LEDGERFLOW_GROUP_PREFIX", &self.group_prefix)
             .env("NO_COLOR", "1");
         cmd
     }
-
     /// Runs `ledgerflow ARGS` with the stack's broker and registry in the environment.
     pub fn ledgerflow(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run ledgerflow")
@@ -315,42 +286,6 @@ fn json_command(out: Output, args: &[&str]) -> (i32, serde_json::Value) {
     (code, value)
 }
 
-/// Tansu 0.6.0's SQLite schema has no index on `header (topition, offset_id)`, and a fetch looks
-/// up every record's headers by exactly those columns: a scan of the whole header table per
-/// record, so fetching slows down with every record the broker holds. Measured here with 3
-/// headers per record: 3,000 records fetched in 1.1 s from a broker holding only them, in 9.7 s
-/// from one holding 26,000 (~330 records/s), and in 1.8 s once this index existed. The index
-/// changes query plans only, never results. Tansu may create its database file and tables just
-/// after it starts listening, so this retries for a while; it only warns if it never succeeds.
-fn index_tansu_headers(db: &Path) {
-    let url = format!("sqlite://{}", db.display());
-    let attempt = || {
-        block_on(async {
-            let mut conn = sqlx::SqliteConnection::connect(&url).await?;
-            sqlx::query(
-                "CREATE INDEX IF NOT EXISTS e2e_header_topition_offset \
-                 ON header (topition, offset_id)",
-            )
-            .execute(&mut conn)
-            .await
-            .map(|_| ())
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match attempt() {
-            Ok(()) => return,
-            Err(e) if Instant::now() >= deadline => {
-                eprintln!(
-                    "warning: could not index tansu's header table in {url} ({e}); fetches will be slow"
-                );
-                return;
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
 /// A `ledgerflow` child process (see [`Stack::spawn`]), SIGKILLed on drop if still running.
 #[derive(Debug)]
 pub struct Running {
@@ -389,8 +324,8 @@ impl Running {
     /// Returns whether the process was still running when the signal was sent.
     pub fn sigkill(&mut self) -> bool {
         let running = self.try_wait().is_none();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _killed = self.child.kill();
+        let _reaped = self.child.wait();
         running
     }
 
@@ -427,8 +362,8 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _killed = self.child.kill();
+        let _reaped = self.child.wait();
     }
 }
 

@@ -378,19 +378,55 @@ fn rewinding_a_stopped_consumer_to_the_earliest_offset_posts_nothing_new() {
     );
     assert_eq!(ledger.positions(), before, "a dry run moves nothing");
 
-    // Tansu 0.6.0 answers no ListGroups/DescribeGroups, so the tool cannot see whether the
-    // group has live members and refuses (exit 2) unless told the consumer is stopped.
+    // A live member in the group: the reset refuses (exit 2) and moves nothing.
+    let mut live = f.stack.spawn(
+        &[
+            "run",
+            "--consumer",
+            CONSUMER,
+            "--tenants",
+            &f.tenants,
+            "--database",
+            &f.db,
+            "--topic",
+            &f.topic,
+        ],
+        "live-member",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while live.log_count("partitions assigned") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the live member was never assigned:\n{}",
+            live.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let refused = f
         .stack
         .ledgerflow(&f.args(&["offsets", "reset", "--to-earliest", "--execute"]));
-    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "a reset under a live member must refuse: {refused:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("live member"),
+        "{refused:?}"
+    );
     assert_eq!(ledger.positions(), before, "a refused reset moves nothing");
+    let stopped = live.sigterm(std::time::Duration::from_secs(30));
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "the live member stops on SIGTERM"
+    );
+
+    // The member left the group on shutdown: the reset goes ahead without --force.
     let out = f.stack.ledgerflow_ok(&f.args(&[
         "offsets",
         "reset",
         "--to-earliest",
         "--execute",
-        "--force",
         "--reason",
         "re-verify",
     ]));
@@ -418,4 +454,9 @@ fn rewinding_a_stopped_consumer_to_the_earliest_offset_posts_nothing_new() {
     let ops = f.operations(&ledger);
     assert_eq!(ops.len(), 1);
     assert_eq!(ops[0].0, "offsets_reset");
+    assert_eq!(
+        ops[0].1["details"]["forced"], false,
+        "no --force was needed: {:#}",
+        ops[0].1
+    );
 }

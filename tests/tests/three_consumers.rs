@@ -118,7 +118,7 @@ fn a_stalled_webhook_endpoint_does_not_hold_back_postings_or_the_warehouse() {
     );
     for c in CONSUMERS {
         assert!(
-            run.log().contains(&format!("group=ledgerflow.{c}")),
+            run.log().contains(&format!("group={}", stack.group(c))),
             "{c} runs in its own group"
         );
     }

@@ -1,9 +1,14 @@
 //! Dev-only test helpers shared by every crate's tests: a throwaway Postgres database
 //! ([`PgDatabase`], dropped `WITH (FORCE)` with its guard), a throwaway store on either backend
-//! ([`ScratchStore`]), and [`block_on`] for async setup from synchronous code and `Drop`.
+//! ([`ScratchStore`]), a real Apache Kafka cluster ([`KafkaCluster`]: one shared per test binary,
+//! or one of a test's own), and [`block_on`] for async setup from synchronous code and `Drop`.
 //!
 //! The Postgres server is `LEDGERFLOW_TEST_POSTGRES` (an administrative URL, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); `make setup` makes sure it answers.
+
+pub mod kafka;
+
+pub use kafka::{KafkaCluster, PartitionInfo};
 
 use std::future::Future;
 use std::time::Duration;
