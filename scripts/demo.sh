@@ -1,23 +1,49 @@
 #!/usr/bin/env bash
-# The whole local path with nothing installed by hand: a Tansu broker (SQLite storage), the
-# built-in schema registry (SQLite), a local ERP receiver and webhook receiver, a few tenants'
-# worth of produced events, every consumer (erp-receivables, warehouse, notifications) run until
-# idle, then stats, reconcile (manifest and billing export), audit verify, a warehouse export,
-# the notification deliveries and a replay plan.
+# The whole local path with nothing installed by hand: a single-node Apache Kafka 4.4 (KRaft,
+# scripts/kafka), the built-in schema registry, a local ERP receiver and webhook receiver, a few
+# tenants' worth of produced events, every consumer (erp-receivables, warehouse, notifications)
+# run until drained, then stats, reconcile (manifest and billing export), audit verify, a
+# warehouse export, the notification deliveries and a replay plan.
+#
+# One progress line per phase on the terminal; every process logs to a file under
+# DEMO_DIR/logs (default target/demo/logs), and the warnings the demo provokes on purpose
+# (injected webhook failures) are counted in the closing summary instead of printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 LEDGERFLOW=${LEDGERFLOW:-target/debug/ledgerflow}
-WORK=$(mktemp -d -t ledgerflow-demo.XXXXXX)
+WORK=${DEMO_DIR:-$PWD/target/demo}
+LOGS=$WORK/logs
+rm -rf "$WORK"
+mkdir -p "$LOGS"
 pids=()
+started=$SECONDS
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  [ -f "$WORK/kafka/cluster.env" ] && scripts/kafka stop --dir "$WORK/kafka" 2>>"$LOGS/kafka.log"
+  return 0
 }
 trap cleanup EXIT
 
+phase=0
+PHASES=12
+step() { phase=$((phase + 1)); printf '\n[%2d/%d] %s\n' "$phase" "$PHASES" "$*"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_block() {
+  python3 - <<'PY'
+import random, socket
+for _ in range(200):
+    base = random.randrange(20000, 32000, 2)
+    try:
+        socks = []
+        for p in (base, base + 1):
+            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
+        print(base); break
+    except OSError:
+        continue
+PY
+}
 wait_port() {
   for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -26,119 +52,139 @@ wait_port() {
   echo "nothing listening on port $1" >&2; return 1
 }
 
-BROKER_PORT=$(free_port)
 REGISTRY_PORT=$(free_port)
 ERP_PORT=$(free_port)
 WEBHOOK_PORT=$(free_port)
 TOPIC=billing.events
 
-echo "== starting tansu broker on 127.0.0.1:$BROKER_PORT (sqlite storage in a temp dir)"
-(cd "$WORK" && exec tansu broker --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" --storage-engine sqlite://tansu.db \
-  >"$WORK/broker.log" 2>&1) &
-pids+=($!)
-wait_port "$BROKER_PORT"
+step "starting Apache Kafka 4.4 (one KRaft node, logs in $WORK/kafka/node-1/)"
+BOOTSTRAP=$(scripts/kafka start --dir "$WORK/kafka" --port "$(free_block)" --owner-pid $$ \
+  2>>"$LOGS/kafka.log" | sed -n 's/^BOOTSTRAP=//p')
+echo "        broker on $BOOTSTRAP"
 
-echo "== starting the schema registry on 127.0.0.1:$REGISTRY_PORT (sqlite)"
+step "starting the schema registry on 127.0.0.1:$REGISTRY_PORT (SQLite) and the receivers"
 "$LEDGERFLOW" registry serve --listen "127.0.0.1:$REGISTRY_PORT" \
-  --database "sqlite://$WORK/registry.db" >"$WORK/registry.log" 2>&1 &
+  --database "sqlite://$WORK/registry.db" >"$LOGS/registry.log" 2>&1 &
 pids+=($!)
+python3 scripts/erp_receiver.py "$ERP_PORT" "$WORK/erp-summary.json" >"$LOGS/erp-receiver.log" 2>&1 &
+erp_pid=$!
+pids+=($erp_pid)
 wait_port "$REGISTRY_PORT"
-
-echo "== starting a local ERP receiver on 127.0.0.1:$ERP_PORT (stands in for the tenants' ERPs)"
-python3 scripts/erp_receiver.py "$ERP_PORT" "$WORK/erp-summary.json" &
-pids+=($!)
 wait_port "$ERP_PORT"
+echo "        ERP receiver on 127.0.0.1:$ERP_PORT (stands in for the tenants' ERPs)"
 
 export LEDGERFLOW_DATABASE_URL="sqlite://$WORK/ledgerflow.db"
-export LEDGERFLOW_BROKERS="127.0.0.1:$BROKER_PORT"
+export LEDGERFLOW_BROKERS="$BOOTSTRAP"
 export LEDGERFLOW_SCHEMA_REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT"
 
-echo "== creating topic $TOPIC with 6 partitions"
-tansu topic create --broker "tcp://127.0.0.1:$BROKER_PORT" --partitions 6 "$TOPIC" >/dev/null
+step "creating topic $TOPIC with 6 partitions"
+scripts/kafka topic --dir "$WORK/kafka" --create "$TOPIC" --partitions 6 2>>"$LOGS/kafka.log"
 
-echo "== producing 2,000 events for 8 tenants, 5% exact duplicates"
+step "producing 2,000 events for 8 tenants, 5% exact duplicates"
 "$LEDGERFLOW" produce --topic "$TOPIC" --tenants 8 --events 2000 --duplicates 0.05 --seed 42 \
   --manifest "$WORK/manifest.json" --billing-csv "$WORK/billing.csv" \
   --tenants-file "$WORK/tenants.toml" \
-  --erp-url "http://127.0.0.1:$ERP_PORT" --webhook-url "http://127.0.0.1:$WEBHOOK_PORT"
-
-echo "== starting a webhook receiver on 127.0.0.1:$WEBHOOK_PORT (verifies every signature with"
-echo "   Python's hmac, fails the first attempt of 20% of the webhook-ids, dedups by webhook-id)"
+  --erp-url "http://127.0.0.1:$ERP_PORT" --webhook-url "http://127.0.0.1:$WEBHOOK_PORT" \
+  2>"$LOGS/produce.log"
 python3 scripts/webhook_receiver.py "$WEBHOOK_PORT" "$WORK/tenants.toml" "$WORK/webhooks.json" 20 \
-  >"$WORK/webhooks.log" 2>&1 &
-pids+=($!)
+  >"$LOGS/webhook-receiver.log" 2>&1 &
+webhook_pid=$!
+pids+=($webhook_pid)
 wait_port "$WEBHOOK_PORT"
-
-echo "== registered subjects (TopicRecordNameStrategy)"
-curl -s "$LEDGERFLOW_SCHEMA_REGISTRY_URL/subjects" | python3 -m json.tool
-
-echo "== manifest summary"
+echo "        webhook receiver on 127.0.0.1:$WEBHOOK_PORT: checks every signature with Python's"
+echo "        hmac, fails the first attempt of 20% of the webhook-ids on purpose, dedups by id"
 python3 - "$WORK/manifest.json" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
-print(f"events_sent={m['events_sent']} distinct={m['distinct_events']} duplicates={m['duplicates_sent']}")
-print(f"{'tenant':8} {'ccy':4} {'invoices':>9} {'invoiced':>14} {'payments':>9} {'paid':>14} {'memos':>6} {'credited':>12}")
+print(f"        sent={m['events_sent']} distinct={m['distinct_events']} duplicates={m['duplicates_sent']}")
+print(f"        {'tenant':8} {'ccy':4} {'invoices':>9} {'invoiced':>14} {'payments':>9} {'paid':>14} {'memos':>6} {'credited':>12}")
 for t, d in m["tenants"].items():
-    print(f"{t:8} {d['currency']:4} {d['invoices']['count']:9} {d['invoices']['total']:>14} "
+    print(f"        {t:8} {d['currency']:4} {d['invoices']['count']:9} {d['invoices']['total']:>14} "
           f"{d['payments']['count']:9} {d['payments']['total']:>14} {d['credit_memos']['count']:6} "
           f"{d['credit_memos']['total']:>12}")
 PY
 
-echo "== the first 5 events, decoded by ledgerflow tail"
-"$LEDGERFLOW" tail --topic "$TOPIC" --from-beginning --max 5 --format text 2>/dev/null | cut -c1-220
-
-echo "== all $((2000)) records decode back (tail --exit-at-end --format json)"
-"$LEDGERFLOW" tail --topic "$TOPIC" --from-beginning --exit-at-end --format json 2>/dev/null \
+step "reading the topic back without a consumer group (ledgerflow tail)"
+"$LEDGERFLOW" tail --topic "$TOPIC" --from-beginning --max 3 --format text 2>>"$LOGS/tail.log" \
+  | cut -c1-150 | sed 's/^/        /'
+"$LEDGERFLOW" tail --topic "$TOPIC" --from-beginning --exit-at-end --format json 2>>"$LOGS/tail.log" \
   | python3 -c 'import json,sys,collections
 rows=[json.loads(l) for l in sys.stdin]
 c=collections.Counter(r.get("event_type","ERROR") for r in rows)
-print(f"{len(rows)} records:", dict(sorted(c.items())))'
-echo "== running every consumer until idle (SQLite store: $LEDGERFLOW_DATABASE_URL)"
+print(f"        {len(rows)} records decode:", dict(sorted(c.items())))'
+
+step "running every consumer until drained (--exit-when-idle 4s; log: $LOGS/run.log)"
 LEDGERFLOW_ERP_POLL_MS=100 LEDGERFLOW_WEBHOOK_POLL_MS=100 LEDGERFLOW_WEBHOOK_BACKOFF_BASE_MS=200 \
-  "$LEDGERFLOW" run --tenants "$WORK/tenants.toml" --topic "$TOPIC" --exit-when-idle 4s --log warn
+  "$LEDGERFLOW" --log info --log-format json run --tenants "$WORK/tenants.toml" --topic "$TOPIC" \
+  --exit-when-idle 4s 2>"$LOGS/run.log" | sed 's/^/        /'
 
-echo "== ledgerflow stats"
-"$LEDGERFLOW" stats
+step "ledgerflow stats"
+"$LEDGERFLOW" stats 2>>"$LOGS/tools.log" | sed 's/^/        /'
 
-echo "== ledgerflow reconcile --source manifest.json (exit 0 = the ledger matches what was produced)"
-"$LEDGERFLOW" reconcile --source "$WORK/manifest.json"
-
-echo "== ledgerflow reconcile --source billing.csv (every document by id, exact amounts)"
-"$LEDGERFLOW" reconcile --source "$WORK/billing.csv" --format json | python3 -c 'import json,sys
+step "ledgerflow reconcile against the manifest and the billing export"
+"$LEDGERFLOW" reconcile --source "$WORK/manifest.json" 2>>"$LOGS/tools.log" | sed 's/^/        /'
+"$LEDGERFLOW" reconcile --source "$WORK/billing.csv" --format json 2>>"$LOGS/tools.log" | python3 -c 'import json,sys
 r=json.load(sys.stdin); docs=("invoices","payments","credit_memos")
 n=sum(t[d]["expected_count"] for t in r["tenants"].values() for d in docs)
 bad=sum(t[d]["missing_count"]+t[d]["extra_count"]+t[d]["mismatched_count"] for t in r["tenants"].values() for d in docs)
 src, clean = r["source"], r["clean"]
-print(f"source={src} clean={clean} documents={n} missing+extra+mismatched={bad}")'
+print(f"        billing export: source={src} clean={clean} documents={n} missing+extra+mismatched={bad}")'
 
-echo "== ledgerflow audit verify"
-"$LEDGERFLOW" audit verify
+step "ledgerflow audit verify"
+"$LEDGERFLOW" audit verify 2>>"$LOGS/tools.log" | sed 's/^/        /'
 
-echo "== warehouse: fact_invoice exported to CSV (first rows)"
-"$LEDGERFLOW" warehouse export --table fact_invoice --format csv --out "$WORK/fact_invoice.csv"
-sed -n 1,4p "$WORK/fact_invoice.csv" | cut -c1-160
+step "warehouse and notifications"
+"$LEDGERFLOW" warehouse export --table fact_invoice --format csv --out "$WORK/fact_invoice.csv" >/dev/null \
+  2>>"$LOGS/tools.log"
+echo "        fact_invoice.csv: $(($(wc -l <"$WORK/fact_invoice.csv") - 1)) rows; first:"
+sed -n 2,3p "$WORK/fact_invoice.csv" | cut -c1-140 | sed 's/^/          /'
+"$LEDGERFLOW" notifications list --format json 2>>"$LOGS/tools.log" \
+  | python3 -c 'import json,sys,collections; print("        notifications by status:", dict(collections.Counter(r["status"] for r in json.load(sys.stdin))))'
 
-echo "== notifications by status"
-"$LEDGERFLOW" notifications list --format json \
-  | python3 -c 'import json,sys,collections; print(dict(collections.Counter(r["status"] for r in json.load(sys.stdin))))'
-
-echo "== replay plan of everything: every event is already applied"
+step "replay plan of everything, then a second run: nothing is posted twice"
 "$LEDGERFLOW" replay plan --consumer erp-receivables --topic "$TOPIC" --tenants "$WORK/tenants.toml" \
-  --from 2000-01-01 --format json | python3 -c 'import json,sys
+  --from 2000-01-01 --format json 2>>"$LOGS/tools.log" | python3 -c 'import json,sys
 r=json.load(sys.stdin); t=r["totals"]
-print("read=%d would_apply=%d already_applied=%d conflicts=%d skipped=%d" % (r["read"], t["applied"], t["already_applied"], t["conflicts"], t["skipped"]))'
+print("        replay plan: read=%d would_apply=%d already_applied=%d conflicts=%d skipped=%d" % (r["read"], t["applied"], t["already_applied"], t["conflicts"], t["skipped"]))'
+"$LEDGERFLOW" --log info --log-format json run --tenants "$WORK/tenants.toml" --topic "$TOPIC" \
+  --exit-when-idle 3s 2>"$LOGS/run-again.log" | sed 's/^/        /'
 
-echo "== running again: every event is already applied, nothing new is posted"
-"$LEDGERFLOW" run --tenants "$WORK/tenants.toml" --topic "$TOPIC" --exit-when-idle 3s --log warn
-
-echo "== ERP receiver"
-kill "${pids[2]}" 2>/dev/null || true
+step "what the receivers saw"
+kill "$erp_pid" 2>/dev/null || true
 for _ in $(seq 1 50); do [ -f "$WORK/erp-summary.json" ] && break; sleep 0.1; done
-cat "$WORK/erp-summary.json" 2>/dev/null && echo
-echo "== webhook receiver (accepted_twice and bad_signatures must be 0)"
-kill "${pids[3]}" 2>/dev/null || true
+echo "        ERP receiver: $(cat "$WORK/erp-summary.json" 2>/dev/null)"
+kill "$webhook_pid" 2>/dev/null || true
 for _ in $(seq 1 50); do [ -f "$WORK/webhooks.json" ] && break; sleep 0.1; done
 python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))
-print({k: s[k] for k in ("requests","accepted","replays","injected_failures","bad_signatures","accepted_twice")})' "$WORK/webhooks.json"
-echo "== demo done"
+print("        webhook receiver (accepted_twice and bad_signatures must be 0):",
+      {k: s[k] for k in ("requests","accepted","replays","injected_failures","bad_signatures","accepted_twice")})' "$WORK/webhooks.json"
+
+echo
+echo "== log summary (files in $LOGS)"
+python3 - "$LOGS" <<'PY'
+import collections, json, os, sys
+logs = sys.argv[1]
+levels = collections.Counter()
+warnings = collections.Counter()
+for name in sorted(os.listdir(logs)):
+    if not name.startswith("run"):
+        continue
+    for line in open(os.path.join(logs, name), errors="replace"):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        level = entry.get("level", "?")
+        levels[level] += 1
+        if level in ("WARN", "ERROR"):
+            fields = entry.get("fields", {})
+            warnings[(level, fields.get("message", "?"))] += 1
+print("   log lines by level:", dict(sorted(levels.items())))
+if warnings:
+    print("   warnings and errors, counted (the injected webhook failures are expected):")
+    for (level, message), n in warnings.most_common():
+        print(f"     {n:6}  {level:5} {message}")
+else:
+    print("   no warnings")
+PY
+echo "== demo done in $((SECONDS - started)) s; work dir $WORK"

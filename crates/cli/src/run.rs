@@ -72,6 +72,9 @@ impl Pipeline {
             batch_max_wait: s.batch_max_wait,
             exit_when_idle: s.exit_when_idle,
             kafka_properties: s.kafka_properties.clone(),
+            group_protocol: s.group_protocol,
+            instance_id: s.instance_id.clone(),
+            session_timeout: s.session_timeout,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(10),
         }

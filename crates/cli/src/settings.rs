@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use ledgerflow_runtime::GroupProtocol;
 use serde::Deserialize;
 
 /// `--database` for commands that only read or fix the store.
@@ -86,6 +87,18 @@ pub(crate) struct PipelineArgs {
     /// Serve /metrics, /healthz and /readyz on this address, e.g. `127.0.0.1:9464`.
     #[arg(long, env = "LEDGERFLOW_METRICS_LISTEN")]
     pub(crate) metrics_listen: Option<String>,
+    /// Consumer-group protocol: `classic` (cooperative-sticky assignor; the default) or
+    /// `consumer` (KIP-848, Kafka 4.0+ brokers).
+    #[arg(long, env = "LEDGERFLOW_GROUP_PROTOCOL", value_parser = parse_group_protocol)]
+    pub(crate) group_protocol: Option<GroupProtocol>,
+    /// Static group membership (KIP-345): a stable id per instance, e.g. the pod name; each
+    /// consumer's `group.instance.id` is `<ID>.<consumer>`.
+    #[arg(long, env = "LEDGERFLOW_INSTANCE_ID")]
+    pub(crate) instance_id: Option<String>,
+    /// Classic protocol: how long a silent member keeps its partitions, e.g. `45s` (the
+    /// default). With `--group-protocol consumer` the broker sets it.
+    #[arg(long, env = "LEDGERFLOW_SESSION_TIMEOUT", value_parser = parse_duration)]
+    pub(crate) session_timeout: Option<Duration>,
 }
 
 /// The TOML file.
@@ -107,6 +120,9 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     kafka: BTreeMap<String, String>,
     metrics_listen: Option<String>,
+    group_protocol: Option<String>,
+    instance_id: Option<String>,
+    session_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -150,6 +166,9 @@ pub(crate) struct PipelineSettings {
     pub(crate) exit_when_idle: Option<Duration>,
     pub(crate) kafka_properties: Vec<(String, String)>,
     pub(crate) metrics_listen: Option<String>,
+    pub(crate) group_protocol: GroupProtocol,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) session_timeout: Duration,
 }
 
 fn default_brokers() -> String {
@@ -166,6 +185,12 @@ fn default_topics() -> Vec<String> {
 }
 fn default_group_prefix() -> String {
     "ledgerflow".to_owned()
+}
+fn default_session_timeout() -> Duration {
+    // Kafka's own default. A crashed member's partitions wait this long (a graceful shutdown
+    // leaves the group at once, unless the member is static); shorter risks taking partitions
+    // from a member that is only slow to heartbeat.
+    Duration::from_secs(45)
 }
 fn default_batch_max_records() -> usize {
     500
@@ -195,6 +220,39 @@ impl PipelineArgs {
             .transpose()
             .map_err(anyhow::Error::msg)
             .context("exit_when_idle in the config file")?;
+        let file_session = file
+            .session_timeout
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(anyhow::Error::msg)
+            .context("session_timeout in the config file")?;
+        let file_protocol = file
+            .group_protocol
+            .as_deref()
+            .map(parse_group_protocol)
+            .transpose()
+            .map_err(anyhow::Error::msg)
+            .context("group_protocol in the config file")?;
+        let group_protocol = self.group_protocol.or(file_protocol).unwrap_or_default();
+        let session_timeout = self.session_timeout.or(file_session);
+        if group_protocol == GroupProtocol::Consumer && session_timeout.is_some() {
+            anyhow::bail!(
+                "the session timeout is a broker setting with group protocol `consumer` \
+                 (group.consumer.session.timeout.ms); drop --session-timeout"
+            );
+        }
+        let instance_id = self.instance_id.clone().or(file.instance_id);
+        if let Some(id) = &instance_id
+            && (id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            anyhow::bail!(
+                "instance id {id:?} must be non-empty ASCII letters, digits, '-', '_' or '.'"
+            );
+        }
         let topics = if !self.topics.is_empty() {
             self.topics.clone()
         } else if !file.topics.is_empty() {
@@ -239,6 +297,9 @@ impl PipelineArgs {
             exit_when_idle: self.exit_when_idle.or(file_idle),
             kafka_properties,
             metrics_listen: self.metrics_listen.clone().or(file.metrics_listen),
+            group_protocol,
+            instance_id,
+            session_timeout: session_timeout.unwrap_or_else(default_session_timeout),
         };
         if settings.batch_max_records == 0 || settings.batch_max_records > 10_000 {
             anyhow::bail!(
@@ -270,6 +331,11 @@ pub(crate) fn parse_duration(raw: &str) -> Result<Duration, String> {
         return Err(format!("{raw:?} is not a non-negative duration"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_group_protocol(raw: &str) -> Result<GroupProtocol, String> {
+    GroupProtocol::parse(raw)
+        .ok_or_else(|| format!("{raw:?} is not a group protocol (classic or consumer)"))
 }
 
 fn parse_property(raw: &str) -> Result<(String, String), String> {

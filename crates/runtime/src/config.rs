@@ -29,6 +29,38 @@ impl TopicSelector {
     }
 }
 
+/// The consumer-group protocol a consumer speaks (Kafka 4 brokers run both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    /// The classic protocol (join/sync, client-side assignment), with the cooperative-sticky
+    /// assignor: a rebalance moves only the partitions that change owner, the others keep
+    /// flowing. Works with every Kafka-compatible broker.
+    #[default]
+    Classic,
+    /// KIP-848 (`group.protocol=consumer`, Kafka 4.0+): the broker assigns, incrementally, and
+    /// owns the session timeout and heartbeat interval (`group.consumer.*` broker configs).
+    Consumer,
+}
+
+impl GroupProtocol {
+    /// `classic` or `consumer`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "classic" => Some(Self::Classic),
+            "consumer" => Some(Self::Consumer),
+            _ => None,
+        }
+    }
+
+    /// The `group.protocol` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Consumer => "consumer",
+        }
+    }
+}
+
 /// Settings for one consumer loop.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -49,6 +81,14 @@ pub struct RuntimeConfig {
     pub exit_when_idle: Option<Duration>,
     /// Extra librdkafka properties (security, tuning), applied last.
     pub kafka_properties: Vec<(String, String)>,
+    /// Consumer-group protocol.
+    pub group_protocol: GroupProtocol,
+    /// Static membership (KIP-345): `group.instance.id` is `<instance_id>.<consumer>`, so a
+    /// restarted instance with the same id takes its partitions back without a rebalance.
+    pub instance_id: Option<String>,
+    /// Classic protocol only: how long the group waits for a silent member before its
+    /// partitions move (with KIP-848 the broker's `group.consumer.session.timeout.ms` rules).
+    pub session_timeout: Duration,
     /// Backoff for transient failures.
     pub retry_base: Duration,
     /// Backoff cap.
@@ -59,5 +99,12 @@ impl RuntimeConfig {
     /// The consumer group of a consumer.
     pub fn group_id(&self, consumer: &str) -> String {
         format!("{}.{consumer}", self.group_prefix)
+    }
+
+    /// The static member id of a consumer, when static membership is on.
+    pub fn group_instance_id(&self, consumer: &str) -> Option<String> {
+        self.instance_id
+            .as_ref()
+            .map(|id| format!("{id}.{consumer}"))
     }
 }

@@ -37,7 +37,7 @@ mod redrive;
 mod worker;
 
 pub use backoff::Backoff;
-pub use config::{RuntimeConfig, TopicSelector};
+pub use config::{GroupProtocol, RuntimeConfig, TopicSelector};
 pub use error::RuntimeError;
 pub use pipeline::{RawRecord, prepare_record};
 pub use redrive::{

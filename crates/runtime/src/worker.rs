@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::pipeline::{RawRecord, prepare_record};
-use crate::{Backoff, RuntimeConfig, RuntimeError};
+use crate::{Backoff, GroupProtocol, RuntimeConfig, RuntimeError};
 use ledgerflow_telemetry as tm;
 
 /// Totals of one consumer run.
@@ -244,6 +244,48 @@ const MAX_GAP_RESEEKS: u32 = 3;
 
 type Key = (String, i32);
 
+/// The librdkafka configuration of a consumer's group member.
+fn consumer_client_config(config: &RuntimeConfig, name: &str) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &config.brokers)
+        .set("group.id", config.group_id(name))
+        .set("client.id", format!("ledgerflow-{name}"))
+        .set("group.protocol", config.group_protocol.as_str())
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("topic.metadata.refresh.interval.ms", "10000")
+        // A fetch the broker holds open waits at most this long for records (librdkafka's
+        // default is 500 ms, which would be added to the latency of a record that arrives
+        // while a fetch is parked); an idle consumer pays 20 fetches a second per broker.
+        // Overridable with `--kafka-property fetch.wait.max.ms=...`.
+        .set("fetch.wait.max.ms", "50");
+    if config.group_protocol == GroupProtocol::Classic {
+        // Incremental rebalances: members keep the partitions they are not giving up, so a
+        // joining or leaving peer stalls only the partitions that move. With KIP-848 the broker
+        // assigns, and session and heartbeat timing are broker settings (librdkafka refuses
+        // these three there).
+        cfg.set("partition.assignment.strategy", "cooperative-sticky")
+            .set(
+                "session.timeout.ms",
+                config.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (config.session_timeout.as_millis() / 10)
+                    .clamp(100, 3000)
+                    .to_string(),
+            );
+    }
+    if let Some(instance) = config.group_instance_id(name) {
+        cfg.set("group.instance.id", instance);
+    }
+    for (k, v) in &config.kafka_properties {
+        cfg.set(k, v);
+    }
+    cfg
+}
+
 /// Runs one consumer until shutdown (or idle, with `exit_when_idle`).
 pub async fn run_consumer(
     consumer: Arc<dyn ErasedConsumer>,
@@ -256,28 +298,7 @@ pub async fn run_consumer(
     let name = consumer.name();
     let group = config.group_id(name);
     let (tx, membership) = mpsc::channel();
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", &config.brokers)
-        .set("group.id", &group)
-        .set("client.id", format!("ledgerflow-{name}"))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        // Kafka's own default: a broker that answers heartbeats late under load (Tansu 0.6 does,
-        // past 10 s at a million records) must not cost the member its partitions; a dead
-        // instance's partitions move after this long.
-        .set("session.timeout.ms", "45000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("topic.metadata.refresh.interval.ms", "10000")
-        // A fetch the broker holds open waits at most this long for records (librdkafka's
-        // default is 500 ms). A broker that holds fetches to the limit instead of answering as
-        // records arrive (Tansu 0.6 does) would otherwise add up to that to every record's
-        // latency; an idle consumer pays 20 fetches a second per broker. Overridable with
-        // `--kafka-property fetch.wait.max.ms=...`.
-        .set("fetch.wait.max.ms", "50");
-    for (k, v) in &config.kafka_properties {
-        cfg.set(k, v);
-    }
+    let cfg = consumer_client_config(&config, name);
     let kafka: StreamConsumer<LoopContext> =
         cfg.create_with_context(LoopContext { tx })
             .map_err(|source| RuntimeError::Kafka {
