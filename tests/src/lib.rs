@@ -83,7 +83,7 @@ pub struct Stack {
     /// Scratch directory for the test (manifests, outputs).
     pub dir: tempfile::TempDir,
     // Field order matters: the registry dies before the directory is removed.
-    _registry: Proc,
+    _registry: Option<Proc>,
     cluster: Cluster,
 }
 
@@ -96,6 +96,21 @@ impl Stack {
     /// The ledgerflow registry on a cluster of the test's own (stopped with the stack).
     pub fn with_cluster(cluster: KafkaCluster) -> Self {
         Self::on(Cluster::Own(cluster))
+    }
+
+    /// A schema registry the test runs itself (`registry_url`, e.g. another product's
+    /// Confluent-compatible API) on the shared single-node Kafka cluster; the stack starts no
+    /// registry and stops none.
+    pub fn with_registry(registry_url: &str) -> Self {
+        let cluster = KafkaCluster::shared();
+        Self {
+            brokers: cluster.bootstrap.clone(),
+            registry: registry_url.to_owned(),
+            group_prefix: format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            dir: tempfile::tempdir().expect("temp dir"),
+            _registry: None,
+            cluster: Cluster::Shared(cluster),
+        }
     }
 
     fn on(cluster: Cluster) -> Self {
@@ -133,7 +148,7 @@ impl Stack {
             registry: registry_url,
             group_prefix: format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             dir,
-            _registry: Proc(registry),
+            _registry: Some(Proc(registry)),
             cluster,
         }
     }
