@@ -80,7 +80,7 @@ struct Args {
     #[arg(long, env = "BENCH_PROFILE_SECS", default_value_t = 20)]
     profile_secs: u64,
     /// Output directory for `<date>.md` and `<date>.json`.
-    #[arg(long, env = "BENCH_OUT", default_value = "bench/results")]
+    #[arg(long, env = "BENCH_OUT", default_value = DEFAULT_OUT)]
     out: PathBuf,
     /// Development loop: preload, then only B6 runs of these consumers (comma-separated,
     /// e.g. `erp-receivables` or `erp-receivables,warehouse,notifications`), `--runs` times;
@@ -97,11 +97,18 @@ struct Args {
     /// The `ledgerflow` binary (default: next to this one, i.e. the same build profile).
     #[arg(long, env = "LEDGERFLOW_BIN")]
     ledgerflow: Option<PathBuf>,
-    /// The `tansu` binary (default: on PATH, then ~/.cargo/bin/tansu).
-    #[arg(long, env = "TANSU_BIN")]
-    tansu: Option<PathBuf>,
+    /// The Kafka launcher (default: this workspace's `scripts/kafka`); it starts a single-node
+    /// KRaft cluster from the jars `make setup` put in `.local/kafka/lib/`.
+    #[arg(long, env = "LEDGERFLOW_KAFKA_SCRIPT")]
+    kafka_script: Option<PathBuf>,
+    /// An earlier report's JSON whose B0/B2/B3/B4/B6 figures the new report prints beside its
+    /// own (default: the newest older report in `bench/results`; `none`: no comparison).
+    #[arg(long, env = "BENCH_COMPARE")]
+    compare: Option<PathBuf>,
 }
 
+/// Where reports go, and where the default comparison is looked for.
+const DEFAULT_OUT: &str = "bench/results";
 const TOPIC: &str = "bench.w1";
 const LATENCY_TOPIC: &str = "bench.latency";
 const TRANSPORT_TOPIC: &str = "bench.transport";
@@ -137,17 +144,6 @@ fn default_ledgerflow() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target/release/ledgerflow"))
 }
 
-fn default_tansu() -> PathBuf {
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("tansu"))
-            .find(|p| p.is_file())
-    });
-    on_path.unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo/bin/tansu")
-    })
-}
-
 fn say(started: Instant, what: &str) {
     eprintln!("[{:>7.1}s] {what}", started.elapsed().as_secs_f64());
 }
@@ -157,7 +153,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let t0 = Instant::now();
     let ticks = probe::clock_ticks();
     let ledgerflow = args.ledgerflow.clone().unwrap_or_else(default_ledgerflow);
-    let tansu = args.tansu.clone().unwrap_or_else(default_tansu);
+    let kafka_script = args
+        .kafka_script
+        .clone()
+        .unwrap_or_else(stack::default_kafka_script);
     anyhow::ensure!(
         ledgerflow.is_file(),
         "{} not found: build it with `cargo build --release -p ledgerflow-cli`",
@@ -166,13 +165,37 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let date = report::now_stamp();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    // Read before the run, so a wrong `--compare` fails in a second, not after the benchmark.
+    let compare = match &args.compare {
+        Some(path) if path.as_os_str() == "none" => None,
+        Some(path) => Some(path.clone()),
+        None if args.quick.is_some() => None,
+        None => report::newest_older_report(Path::new(DEFAULT_OUT), &date, args.events),
+    };
+    let previous = compare.as_deref().map(report::load_previous).transpose()?;
+    if let Some(p) = &previous {
+        say(
+            t0,
+            &format!(
+                "the report compares with {} ({}, {} broker)",
+                p.file, p.date, p.broker
+            ),
+        );
+    }
 
     say(
         t0,
-        "starting tansu (sqlite storage) and the schema registry",
+        "starting Apache Kafka (one KRaft node) and the schema registry",
     );
-    let stack = Stack::start(ledgerflow, tansu).await?;
-    stack.create_topic(TOPIC, args.partitions)?;
+    let stack = Stack::start(ledgerflow, &kafka_script)?;
+    say(
+        t0,
+        &format!(
+            "{} on {} ({}, heap {})",
+            stack.broker_info.kafka, stack.brokers, stack.broker_info.java, stack.broker_info.heap
+        ),
+    );
+    stack.create_topic(TOPIC, args.partitions).await?;
 
     say(
         t0,
@@ -544,8 +567,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         failures,
         broker_rss,
         registry_rss,
+        &stack.broker_info,
         t0.elapsed().as_secs_f64(),
-    );
+    )
+    .with_previous(previous);
     let (md, json) = report.write(&args.out)?;
     say(
         t0,
@@ -614,7 +639,8 @@ async fn measure_latency(
         events,
         args.latency_warmup_secs as f64,
         &mut latency,
-    )?;
+    )
+    .await?;
     Ok(latency)
 }
 

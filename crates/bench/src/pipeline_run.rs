@@ -404,7 +404,7 @@ pub(crate) async fn latency_run(
     events: u64,
     warmup_secs: f64,
 ) -> anyhow::Result<LatencyResult> {
-    stack.create_topic(topic, partitions)?;
+    stack.create_topic(topic, partitions).await?;
     let db = PgDatabase::create(admin, "latency").await?;
     let manifest = stack.path("latency-manifest.json");
     let tenants_arg = tenants_file.display().to_string();
@@ -574,7 +574,7 @@ fn produce_open_loop(
 /// read by a raw consumer (no decoding, no database, the `fetch.wait.max.ms` of `ledgerflow
 /// run`), no ledgerflow consumer running. Fills the `transport_*` fields of `latency`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn transport_run(
+pub(crate) async fn transport_run(
     stack: &Stack,
     topic: &str,
     partitions: u32,
@@ -585,7 +585,7 @@ pub(crate) fn transport_run(
     warmup_secs: f64,
     latency: &mut LatencyResult,
 ) -> anyhow::Result<()> {
-    stack.create_topic(topic, partitions)?;
+    stack.create_topic(topic, partitions).await?;
     let reader = crate::baselines::transport_latency(
         stack.brokers.clone(),
         topic.to_owned(),

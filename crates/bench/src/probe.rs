@@ -118,7 +118,7 @@ pub(crate) struct CpuSplit {
     pub(crate) consumer: f64,
     /// Every process of the Postgres cluster.
     pub(crate) postgres: f64,
-    /// The Tansu broker.
+    /// The broker: the JVM of the single Kafka node.
     pub(crate) broker: f64,
 }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::baselines::{CEILING_CHUNK_ROWS, CeilingResult, NaiveResult, Pass};
 use crate::pipeline_run::{LatencyResult, RunResult};
 use crate::probe::CpuSplit;
+use crate::stack::BrokerInfo;
 
 /// Targets of issue 7, on this machine.
 const TARGET_ERP_EVENTS_PER_SEC: f64 = 20_000.0;
@@ -111,19 +112,14 @@ pub(crate) fn perf_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn perf_top(data: &Path, filter: &[&str]) -> String {
+/// `perf report` of the samples `filter` selects, sorted by `sort` (`dso,sym`, or `dso` where
+/// symbols are not resolvable).
+fn perf_top(data: &Path, sort: &str, filter: &[&str]) -> String {
     let out = Command::new("perf")
         .arg("report")
         .arg("-i")
         .arg(data)
-        .args([
-            "--stdio",
-            "-q",
-            "--percentage",
-            "relative",
-            "--sort",
-            "dso,sym",
-        ])
+        .args(["--stdio", "-q", "--percentage", "relative", "--sort", sort])
         .args(["--percent-limit", "1"])
         .args(filter)
         .output();
@@ -157,9 +153,11 @@ pub(crate) fn profile(perf_data: &Path, run: &RunResult, broker_pid: u32) -> Pro
         batches: have.then_some(commit_count),
         mean_batch_records: (records_count > 0.0).then(|| records_sum / records_count),
         mean_batch_seconds: have.then(|| commit_sum / commit_count),
-        ledgerflow_top: perf_top(perf_data, &["--pid", &run.pid.to_string()]),
-        postgres_top: perf_top(perf_data, &["--comm", "postgres"]),
-        broker_top: perf_top(perf_data, &["--pid", &broker_pid.to_string()]),
+        ledgerflow_top: perf_top(perf_data, "dso,sym", &["--pid", &run.pid.to_string()]),
+        postgres_top: perf_top(perf_data, "dso,sym", &["--comm", "postgres"]),
+        // By shared object: JIT-compiled Java has no symbols for perf, so per-address lines
+        // would only scatter the JIT share.
+        broker_top: perf_top(perf_data, "dso", &["--pid", &broker_pid.to_string()]),
     }
 }
 
@@ -179,6 +177,9 @@ pub(crate) struct Report {
     pub(crate) failures: Vec<String>,
     pub(crate) broker_peak_rss_mib: Option<f64>,
     pub(crate) registry_peak_rss_mib: Option<f64>,
+    /// An earlier report's figures, printed beside this run's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) previous: Option<Previous>,
     /// Every B6 and latency run reconciled clean.
     pub(crate) valid: bool,
     pub(crate) total_seconds: f64,
@@ -238,6 +239,7 @@ impl Report {
         failures: Vec<String>,
         broker_rss_kib: Option<u64>,
         registry_rss_kib: Option<u64>,
+        broker: &BrokerInfo,
         total_seconds: f64,
     ) -> Self {
         let mut rows = Vec::new();
@@ -346,7 +348,9 @@ impl Report {
             "kernel": crate::tool_version("uname", &["-r"]),
             "postgres": crate::tool_version("psql", &["-h", "127.0.0.1", "-U", "postgres", "-tAc", "SELECT version()"]),
             "postgres_settings": crate::tool_version("psql", &["-h", "127.0.0.1", "-U", "postgres", "-tAc", "SELECT string_agg(name || '=' || setting, ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync','synchronous_commit','wal_level','shared_buffers','max_wal_size','full_page_writes')"]),
-            "tansu": crate::tool_version("tansu", &["--version"]),
+            "kafka": broker.kafka,
+            "java": broker.java,
+            "kafka_heap": broker.heap,
         });
         let raw = serde_json::json!({
             "b0": b0, "b2": b2, "b3": b3, "b4": b4, "b6_erp": b6_erp, "b6_all": b6_all,
@@ -364,18 +368,21 @@ impl Report {
             failures,
             broker_peak_rss_mib: broker_rss_kib.map(mib),
             registry_peak_rss_mib: registry_rss_kib.map(mib),
+            previous: None,
             valid,
             total_seconds,
             raw,
         }
     }
 
+    /// Prints `previous`'s figures beside this run's.
+    pub(crate) fn with_previous(mut self, previous: Option<Previous>) -> Self {
+        self.previous = previous;
+        self
+    }
+
     fn file_stem(&self) -> String {
-        if self.config.events == W1_EVENTS {
-            self.date.clone()
-        } else {
-            format!("{}-{}-events", self.date, self.config.events)
-        }
+        file_stem(&self.date, self.config.events)
     }
 
     /// Writes `<stem>.md` and `<stem>.json`.
@@ -416,6 +423,24 @@ impl Report {
                 if t.met { "met" } else { "MISSED" },
                 t.goal
             );
+        }
+        if let Some(p) = &self.previous {
+            let _ = writeln!(
+                s,
+                "compared with {} ({}, {} events): events/s then -> now; CPU s / 1k events \
+                 (consumer / Postgres / broker) then -> now",
+                p.date, p.broker, p.events
+            );
+            for (id, then, now) in self.compared_rows(p) {
+                let _ = writeln!(
+                    s,
+                    "  {id:7} {:>8} -> {:>8}   {} -> {}",
+                    rate_text(then.as_ref()),
+                    rate_text(now),
+                    cpu_text(then.as_ref()),
+                    cpu_text(now),
+                );
+            }
         }
         let _ = write!(
             s,
@@ -481,8 +506,11 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "- {} (SQLite storage engine, header index added), one broker",
-            m["tansu"].as_str().unwrap_or("tansu")
+            "- {}: one KRaft node (broker and controller in one JVM, heap {}), started by \
+             `scripts/kafka` in the harness's scratch directory, replication factor 1; {}",
+            m["kafka"].as_str().unwrap_or("Apache Kafka"),
+            m["kafka_heap"].as_str().unwrap_or("?"),
+            m["java"].as_str().unwrap_or("java")
         );
         let _ = writeln!(
             s,
@@ -563,6 +591,7 @@ impl Report {
                 let _ = writeln!(s, "- {label}: {x:.2}");
             }
         }
+        self.comparison(&mut s);
         let l = &self.latency;
         let _ = writeln!(s, "\n## Latency at 50% load\n");
         let _ = writeln!(
@@ -648,7 +677,10 @@ impl Report {
                     &p.ledgerflow_top,
                 ),
                 ("Postgres processes", &p.postgres_top),
-                ("Tansu broker", &p.broker_top),
+                (
+                    "Kafka broker (the JVM, by shared object: JIT-compiled Java has no symbols for perf)",
+                    &p.broker_top,
+                ),
             ] {
                 let _ = writeln!(s, "{title}:\n\n```\n{text}\n```\n");
             }
@@ -715,6 +747,93 @@ impl Report {
         );
     }
 
+    /// `(id, previous row, this run's row)` for B0, B2, B3, B4 and both B6 rows.
+    fn compared_rows<'a>(
+        &'a self,
+        p: &Previous,
+    ) -> Vec<(&'static str, Option<Row>, Option<&'a Row>)> {
+        COMPARED_IDS
+            .iter()
+            .map(|id| {
+                let then = p.rows.iter().find(|r| r.id == *id).map(|r| Row {
+                    id: r.id.clone(),
+                    what: String::new(),
+                    events_per_sec: r.events_per_sec,
+                    runs: Vec::new(),
+                    events: 0,
+                    cpu_per_1k: r.cpu_per_1k,
+                    wal_bytes_per_event: None,
+                    peak_rss_mib: None,
+                    reconcile_clean: None,
+                    first_commit_secs: None,
+                });
+                (*id, then, self.rows.iter().find(|r| r.id == *id))
+            })
+            .collect()
+    }
+
+    /// The previous report's figures beside this run's.
+    fn comparison(&self, s: &mut String) {
+        let Some(p) = &self.previous else {
+            return;
+        };
+        let _ = writeln!(
+            s,
+            "\n## Compared with the previous run ({} broker, {})\n",
+            p.broker, p.date
+        );
+        let _ = writeln!(
+            s,
+            "From `{}` ({} events). Events/s, and CPU s per 1,000 events by process (consumer / \
+             Postgres / broker), then and now:\n",
+            p.file, p.events
+        );
+        let _ = writeln!(
+            s,
+            "| | events/s {} | events/s now | change | CPU s / 1k events {} | CPU s / 1k events now |",
+            p.date, p.date
+        );
+        let _ = writeln!(s, "| --- | ---: | ---: | ---: | --- | --- |");
+        for (id, then, now) in self.compared_rows(p) {
+            let change = match (&then, now) {
+                (Some(a), Some(b)) if a.events_per_sec > 0.0 => {
+                    format!(
+                        "{:+.0}%",
+                        100.0 * (b.events_per_sec / a.events_per_sec - 1.0)
+                    )
+                }
+                _ => "-".to_owned(),
+            };
+            let _ = writeln!(
+                s,
+                "| {id} | {} | {} | {change} | {} | {} |",
+                rate_text(then.as_ref()),
+                rate_text(now),
+                cpu_text(then.as_ref()),
+                cpu_text(now),
+            );
+        }
+        let mut notes = Vec::new();
+        let broker_now = self.machine["kafka"].as_str().unwrap_or("Apache Kafka");
+        if p.broker != broker_now {
+            notes.push(format!(
+                "The broker differs ({} then, {broker_now} now): B0, B2 and the broker column \
+                 compare the brokers as much as ledgerflow.",
+                p.broker
+            ));
+        }
+        if p.events != self.config.events {
+            notes.push(format!(
+                "The event counts differ ({} then, {} now): the ledger's size moves the Postgres \
+                 figures, so the rates are not like for like.",
+                p.events, self.config.events
+            ));
+        }
+        if !notes.is_empty() {
+            let _ = writeln!(s, "\n{}", notes.join(" "));
+        }
+    }
+
     fn closing_note(&self) -> String {
         let mut s = String::new();
         let missed: Vec<&Target> = self.targets.iter().filter(|t| !t.met).collect();
@@ -729,18 +848,158 @@ impl Report {
     }
 }
 
+fn rate_text(row: Option<&Row>) -> String {
+    row.map_or("-".to_owned(), |r| format!("{:.0}", r.events_per_sec))
+}
+
+fn cpu_text(row: Option<&Row>) -> String {
+    row.map_or("-".to_owned(), |r| {
+        let c = r.cpu_per_1k;
+        format!("{:.3} / {:.3} / {:.3}", c.consumer, c.postgres, c.broker)
+    })
+}
+
+fn file_stem(date: &str, events: u64) -> String {
+    if events == W1_EVENTS {
+        date.to_owned()
+    } else {
+        format!("{date}-{events}-events")
+    }
+}
+
+/// The rows a comparison shows.
+const COMPARED_IDS: &[&str] = &["B0", "B2", "B3", "B4", "B6 erp", "B6 all"];
+
+/// An earlier report's headline figures.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Previous {
+    /// The JSON file they were read from.
+    pub(crate) file: String,
+    pub(crate) date: String,
+    /// The broker of that run, as its report named it.
+    pub(crate) broker: String,
+    pub(crate) events: u64,
+    pub(crate) rows: Vec<PreviousRow>,
+}
+
+/// One row of an earlier report.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PreviousRow {
+    pub(crate) id: String,
+    pub(crate) events_per_sec: f64,
+    pub(crate) cpu_per_1k: CpuSplit,
+}
+
+/// The machine fields every report has; any other string field of an older report's `machine`
+/// names its broker.
+const MACHINE_FIELDS: &[&str] = &[
+    "cores",
+    "kernel",
+    "postgres",
+    "postgres_settings",
+    "java",
+    "kafka_heap",
+];
+
+/// The broker a report ran on: `machine.kafka`, or, in reports from before the move to Kafka,
+/// the one version field that is not a machine field (capitalised).
+fn broker_of(machine: &serde_json::Value) -> String {
+    if let Some(kafka) = machine["kafka"].as_str() {
+        return kafka.to_owned();
+    }
+    let other = machine.as_object().and_then(|m| {
+        m.iter()
+            .filter(|(k, _)| !MACHINE_FIELDS.contains(&k.as_str()))
+            .find_map(|(_, v)| v.as_str())
+    });
+    match other {
+        Some(name) => {
+            let mut chars = name.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_uppercase().chain(chars).collect()
+            })
+        }
+        None => "unknown".to_owned(),
+    }
+}
+
+/// Reads an earlier report's JSON.
+pub(crate) fn load_previous(path: &Path) -> anyhow::Result<Previous> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))?;
+    let rows = json["rows"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("{} has no rows: not a benchmark report", path.display()))?;
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let rows = rows
+        .iter()
+        .filter_map(|r| {
+            Some(PreviousRow {
+                id: r["id"].as_str()?.to_owned(),
+                events_per_sec: r["events_per_sec"].as_f64()?,
+                cpu_per_1k: CpuSplit {
+                    consumer: num(&r["cpu_per_1k"]["consumer"]),
+                    postgres: num(&r["cpu_per_1k"]["postgres"]),
+                    broker: num(&r["cpu_per_1k"]["broker"]),
+                },
+            })
+        })
+        .collect();
+    Ok(Previous {
+        file: path.display().to_string(),
+        date: json["date"].as_str().unwrap_or("?").to_owned(),
+        broker: broker_of(&json["machine"]),
+        events: json["config"]["events"].as_u64().unwrap_or(0),
+        rows,
+    })
+}
+
+/// The newest report in `dir` that is older than the one this run writes (`<date>*.json`,
+/// dated on or before `date`, not the file this run overwrites); on one date the full W1 report
+/// comes before scaled ones.
+pub(crate) fn newest_older_report(dir: &Path, date: &str, events: u64) -> Option<PathBuf> {
+    let own = file_stem(date, events);
+    let mut found: Vec<(String, bool, PathBuf)> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let stem = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".json")?
+                .to_owned();
+            let day = stem.get(..10)?;
+            let dated = day.len() == 10
+                && day.chars().enumerate().all(|(i, c)| {
+                    if i == 4 || i == 7 {
+                        c == '-'
+                    } else {
+                        c.is_ascii_digit()
+                    }
+                });
+            (dated && day <= date && stem != own).then(|| (day.to_owned(), stem == day, path))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, _, path)| path)
+}
+
 /// What would close the gaps: the analysis behind the numbers (see the profile above for the
 /// measured split). Kept here so every report carries it; update it when the code changes.
 const CLOSING_NOTE: &str = "\
 What changed since the first report (4.5k events/s, p99 2.1 s at 50,000 events; 2.5k events/s
-at 1,000,000): the consumer loop no longer waits for the database. Each partition has at most
-one flush in flight while the loop keeps polling and decoding (`crates/runtime/src/worker.rs`).
-On Postgres every set-based statement has a fixed text over `UNNEST` of one array parameter per
-column, prepared once per connection (`ledgerflow_store::Rows`), where multi-row `VALUES` lists
-were parsed and planned anew for every batch. The position fence is one statement; the inbox
-hashes are read only for repeated ids; balances are verified by a read and updated only where
-they moved; the audit chain lost its random event-id index. mimalloc replaced glibc malloc. The
-batch wait is 50 ms and `fetch.wait.max.ms` 50 ms (Tansu holds a fetch to that limit).
+at 1,000,000; both measured with the broker used before Apache Kafka): the consumer loop no
+longer waits for the database. Each partition has at most one flush in flight while the loop
+keeps polling and decoding (`crates/runtime/src/worker.rs`). On Postgres every set-based
+statement has a fixed text over `UNNEST` of one array parameter per column, prepared once per
+connection (`ledgerflow_store::Rows`), where multi-row `VALUES` lists were parsed and planned
+anew for every batch. The position fence is one statement; the inbox hashes are read only for
+repeated ids; balances are verified by a read and updated only where they moved; the audit chain
+lost its random event-id index. mimalloc replaced glibc malloc. The batch wait is 50 ms and
+`fetch.wait.max.ms` 50 ms (the longest the broker holds a fetch when it has no new records).
 
 What is left, in order of expected gain:
 
@@ -756,11 +1015,88 @@ What is left, in order of expected gain:
    defaults (128 MB shared_buffers, max_wal_size 1 GB); a ledger database sized as usual (a
    quarter of RAM for shared_buffers, a max_wal_size that spans the checkpoint interval) keeps
    the working set in memory.
-3. **Latency at half load** is mostly commit time under load: with the batch wait at 10 or 20
-   ms p99 stayed near 480 ms. Fewer statements per small batch (the fence, audit head and
+3. **Latency at half load**: the transport-alone figure is the producer's and the broker's
+   share; the rest is mostly commit time under load (shorter batch waits of 10 or 20 ms did not
+   move p99 in earlier runs). Fewer statements per small batch (the fence, audit head and
    position could be one round trip) would cut it.
-4. **The broker** shares the two cores: Tansu with SQLite uses more CPU per event than
-   ledgerflow itself (broker column). On a production Kafka it is not on the consumer's cores;
-   here the CPU budget above caps any consumer, and 20,000 events/s end to end needs the CPU of
-   all three processes together below 0.1 s per 1,000 events.
+4. **The broker** shares the two cores (broker column: the Kafka JVM). In production the brokers
+   are not on the consumer's cores; here the CPU budget above caps any consumer, and 20,000
+   events/s end to end needs the CPU of all three processes together below 0.1 s per 1,000
+   events.
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_comparison_is_the_newest_older_report() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "2026-11-28-50000-events.json",
+            "2026-12-05.json",
+            "2026-12-05-50000-events.json",
+            "2026-12-05.md",
+            "notes.json",
+            "2026-12-07.json",
+        ] {
+            std::fs::write(dir.path().join(name), "{}").unwrap();
+        }
+        let pick = |date: &str, events: u64| {
+            newest_older_report(dir.path(), date, events)
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        };
+        // Not a later report, not the file this run overwrites; the full W1 report first.
+        assert_eq!(
+            pick("2026-12-06", 1_000_000).as_deref(),
+            Some("2026-12-05.json")
+        );
+        assert_eq!(
+            pick("2026-12-05", 1_000_000).as_deref(),
+            Some("2026-12-05-50000-events.json")
+        );
+        assert_eq!(
+            pick("2026-12-05", 50_000).as_deref(),
+            Some("2026-12-05.json")
+        );
+        assert_eq!(pick("2026-11-01", 50_000), None);
+    }
+
+    #[test]
+    fn reads_an_earlier_report_and_its_broker() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("2026-12-05.json");
+        let older = serde_json::json!({
+            "date": "2026-12-05",
+            "machine": {"cores": 2, "kernel": "6", "postgres": "PostgreSQL 15", "postgres_settings": "", "other": "broker 0.6.0"},
+            "config": {"events": 1_000_000},
+            "rows": [
+                {"id": "B0", "events_per_sec": 35540.7, "cpu_per_1k": {"consumer": 0.0, "postgres": 0.0, "broker": 0.027}},
+                {"id": "B6 erp", "events_per_sec": 11714.4, "cpu_per_1k": {"consumer": 0.025, "postgres": 0.09, "broker": 0.037}}
+            ]
+        });
+        std::fs::write(&path, older.to_string()).unwrap();
+        let p = load_previous(&path).unwrap();
+        assert_eq!(p.date, "2026-12-05");
+        assert_eq!(p.broker, "Broker 0.6.0");
+        assert_eq!(p.events, 1_000_000);
+        assert_eq!(p.rows.len(), 2);
+        assert!((p.rows[1].cpu_per_1k.postgres - 0.09).abs() < 1e-9);
+        let kafka =
+            serde_json::json!({"cores": 2, "kafka": "Apache Kafka 4.4.0", "java": "openjdk 17"});
+        assert_eq!(broker_of(&kafka), "Apache Kafka 4.4.0");
+        std::fs::write(&path, "{\"date\": \"x\"}").unwrap();
+        assert!(load_previous(&path).is_err());
+    }
+
+    #[test]
+    fn the_shipped_previous_report_loads() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/results/2026-12-05.json");
+        let p = load_previous(&path).unwrap();
+        assert_eq!(p.events, 1_000_000);
+        for id in COMPARED_IDS {
+            assert!(p.rows.iter().any(|r| r.id == *id), "{id} missing");
+        }
+    }
+}

@@ -1,15 +1,22 @@
-//! The processes a benchmark run needs, started and owned by the harness: a Tansu broker
-//! (SQLite storage in a temp dir, with the header index the end-to-end tests add), the
-//! ledgerflow schema registry, fresh Postgres databases, and `ledgerflow` commands.
+//! The processes a benchmark run needs, started and owned by the harness: a single-node Apache
+//! Kafka cluster (KRaft, started by `scripts/kafka` in the scratch directory), the ledgerflow
+//! schema registry, fresh Postgres databases, and `ledgerflow` commands.
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sqlx::{Connection, PgConnection, SqliteConnection};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use sqlx::{Connection, PgConnection};
+
+/// Heap of the broker's JVM.
+pub(crate) const KAFKA_HEAP: &str = "512m";
 
 /// A child process killed (and reaped) on drop.
 #[derive(Debug)]
@@ -28,23 +35,177 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding an ephemeral port")?;
-    Ok(listener.local_addr()?.port())
+/// The launcher script: `LEDGERFLOW_KAFKA_SCRIPT`, else this workspace's `scripts/kafka`.
+pub(crate) fn default_kafka_script() -> PathBuf {
+    let in_workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka");
+    if in_workspace.is_file() {
+        in_workspace
+    } else {
+        PathBuf::from("scripts/kafka")
+    }
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
+/// The first port of `len` consecutive free ports, below Linux's ephemeral range (32768+) so
+/// that outgoing connections do not take them between this check and the broker's bind.
+fn free_port_block(len: u16) -> anyhow::Result<u16> {
+    let seed = u32::from_le_bytes(
+        uuid::Uuid::new_v4().as_bytes()[..4]
+            .try_into()
+            .context("4 bytes")?,
+    );
+    for attempt in 0..200u32 {
+        let base = 20_000 + (seed.wrapping_add(attempt.wrapping_mul(7919)) % 12_000) as u16;
+        if (0..len).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return Ok(base);
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!("{what} exited before listening: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("{what} did not listen on port {port} within 30s")
+    bail!("no block of {len} free ports between 20000 and 32000")
+}
+
+/// What the report says about the broker.
+#[derive(Debug, Clone)]
+pub(crate) struct BrokerInfo {
+    /// `Apache Kafka 4.4.0`, from the broker jar's name.
+    pub(crate) kafka: String,
+    /// The first line of `java -version` of the JVM the launcher runs.
+    pub(crate) java: String,
+    /// `-Xmx` of the broker.
+    pub(crate) heap: String,
+}
+
+/// A single-node KRaft cluster (one JVM, broker and controller), stopped on drop. The launcher
+/// also stops it (and removes its directory) when the harness exits without dropping it.
+#[derive(Debug)]
+struct Kafka {
+    script: PathBuf,
+    dir: PathBuf,
+    bootstrap: String,
+    pid: u32,
+}
+
+impl Kafka {
+    fn start(script: &Path, dir: &Path) -> anyhow::Result<Self> {
+        let base = free_port_block(2)?;
+        let out = Command::new(script)
+            .arg("start")
+            .arg("--dir")
+            .arg(dir)
+            .args(["--nodes", "1"])
+            .args(["--port", &base.to_string()])
+            .args(["--heap", KAFKA_HEAP])
+            .args(["--owner-pid", &std::process::id().to_string()])
+            .arg("--remove-on-exit")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {} start", script.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "{} start failed ({}; `make setup` puts the Kafka jars in .local/kafka/lib):\n{}{}",
+                script.display(),
+                out.status,
+                stdout,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let bootstrap = stdout
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("BOOTSTRAP="))
+            .with_context(|| format!("scripts/kafka start printed no BOOTSTRAP line:\n{stdout}"))?
+            .trim()
+            .to_owned();
+        // The launcher writes the node's pid: the JVM itself (it execs java), so its CPU and
+        // memory in /proc are the broker's.
+        let pid_file = dir.join("node-1/pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .with_context(|| format!("reading {}", pid_file.display()))?
+            .trim()
+            .parse::<u32>()
+            .with_context(|| format!("parsing {}", pid_file.display()))?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "java" {
+            eprintln!(
+                "warning: the broker's pid {pid} is {:?}, not java: its CPU figures may be wrong",
+                comm.trim()
+            );
+        }
+        Ok(Self {
+            script: script.to_owned(),
+            dir: dir.to_owned(),
+            bootstrap,
+            pid,
+        })
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        // kill -9: the cluster's data is thrown away with the scratch directory.
+        let _stopped = Command::new(&self.script)
+            .arg("stop")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--kill")
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// The broker's version from the jar the launcher runs (`kafka_2.13-4.4.0.jar`), or `kafka.Kafka
+/// --version` when no jar name says it.
+fn kafka_version(script: &Path) -> String {
+    let lib = std::env::var_os("KAFKA_LIB").map_or_else(
+        || {
+            script
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join("../.local/kafka/lib")
+        },
+        PathBuf::from,
+    );
+    let from_jar = std::fs::read_dir(&lib).ok().and_then(|entries| {
+        entries.flatten().find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let version = name.strip_prefix("kafka_")?.strip_suffix(".jar")?;
+            let (_scala, version) = version.split_once('-')?;
+            (!version.contains('-')).then(|| version.to_owned())
+        })
+    });
+    let version = from_jar.or_else(|| {
+        let classpath = format!("{}/*", lib.display());
+        let out = Command::new(java())
+            .args(["-cp", &classpath, "kafka.Kafka", "--version"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace().next().map(str::to_owned)
+    });
+    version.map_or_else(
+        || "Apache Kafka (version unknown)".to_owned(),
+        |v| format!("Apache Kafka {v}"),
+    )
+}
+
+/// The JVM the launcher runs (`JAVA`, else `java` on PATH).
+fn java() -> std::ffi::OsString {
+    std::env::var_os("JAVA").unwrap_or_else(|| "java".into())
+}
+
+/// First line of `java -version` (printed on stderr).
+fn java_version() -> String {
+    Command::new(java())
+        .arg("-version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .next()
+                .map(|l| l.trim().to_owned())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "java (version unknown)".to_owned())
 }
 
 /// The broker, the registry and a scratch directory.
@@ -56,42 +217,27 @@ pub(crate) struct Stack {
     pub(crate) registry: String,
     /// The `ledgerflow` binary.
     pub(crate) ledgerflow: PathBuf,
-    tansu: PathBuf,
-    // Field order: processes die before the directory is removed.
+    /// Versions and settings of the broker, for the report.
+    pub(crate) broker_info: BrokerInfo,
+    // Field order: processes stop before the directory is removed.
     registry_proc: Proc,
-    broker: Proc,
-    /// Scratch directory (broker storage, manifests, logs).
+    kafka: Kafka,
+    /// Scratch directory (the cluster in `kafka/`, manifests, logs).
     pub(crate) dir: tempfile::TempDir,
 }
 
 impl Stack {
-    pub(crate) async fn start(ledgerflow: PathBuf, tansu: PathBuf) -> anyhow::Result<Self> {
+    pub(crate) fn start(ledgerflow: PathBuf, kafka_script: &Path) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("ledgerflow-bench.")
             .tempdir()
             .context("creating the scratch directory")?;
-        let port = free_port()?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("broker.log"))?;
-        let mut broker = Command::new(&tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            // SQLite, not memory: the memory engine of Tansu 0.6.0 reports wrong high
-            // watermarks, and zero lag is what the clock stops on.
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(dir.path())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {} (run `make setup`)", tansu.display()))?;
-        wait_for_port(port, &mut broker, "tansu broker")?;
-        let broker = Proc(broker);
-        index_tansu_headers(&dir.path().join("tansu.db")).await;
+        let kafka = Kafka::start(kafka_script, &dir.path().join("kafka"))?;
+        let broker_info = BrokerInfo {
+            kafka: kafka_version(kafka_script),
+            java: java_version(),
+            heap: KAFKA_HEAP.to_owned(),
+        };
 
         let db = format!("sqlite://{}", dir.path().join("registry.db").display());
         let mut registry = Command::new(&ledgerflow)
@@ -119,19 +265,19 @@ impl Stack {
             .with_context(|| format!("unexpected registry output {line:?}"))?
             .to_owned();
         Ok(Self {
-            brokers: format!("127.0.0.1:{port}"),
+            brokers: kafka.bootstrap.clone(),
             registry: registry_url,
             ledgerflow,
-            tansu,
+            broker_info,
             registry_proc: registry,
-            broker,
+            kafka,
             dir,
         })
     }
 
-    /// Pid of the broker.
+    /// Pid of the broker (the JVM of the cluster's only node).
     pub(crate) fn broker_pid(&self) -> u32 {
-        self.broker.pid()
+        self.kafka.pid
     }
 
     /// Pid of the registry.
@@ -144,25 +290,51 @@ impl Stack {
         self.dir.path().join(name)
     }
 
-    /// `tansu topic create`.
-    pub(crate) fn create_topic(&self, name: &str, partitions: u32) -> anyhow::Result<()> {
-        let out = Command::new(&self.tansu)
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &format!("tcp://{}", self.brokers),
-            ])
-            .args(["--partitions", &partitions.to_string(), name])
-            .output()
-            .context("tansu topic create")?;
-        if !out.status.success() {
-            bail!(
-                "tansu topic create {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+    /// Creates a topic (replication factor 1) with the admin API and waits until every
+    /// partition has a leader.
+    pub(crate) async fn create_topic(&self, name: &str, partitions: u32) -> anyhow::Result<()> {
+        let count = i32::try_from(partitions).context("partition count")?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .context("creating an admin client")?;
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(name, count, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            )
+            .await
+            .with_context(|| format!("creating topic {name}"))?;
+        for result in results {
+            if let Err((topic, code)) = result {
+                bail!("creating topic {topic}: {code}");
+            }
         }
-        Ok(())
+        let metadata: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .context("creating a metadata client")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let led = metadata
+                .fetch_metadata(Some(name), Duration::from_secs(5))
+                .ok()
+                .and_then(|m| {
+                    let t = m.topics().iter().find(|t| t.name() == name)?;
+                    (t.error().is_none()).then(|| {
+                        t.partitions().len() == count as usize
+                            && t.partitions().iter().all(|p| p.leader() >= 0)
+                    })
+                })
+                .unwrap_or(false);
+            if led {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("topic {name} has no leader for every partition after 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// `ledgerflow ARGS` with this stack's broker and registry, and no other `LEDGERFLOW_*`
@@ -204,36 +376,6 @@ impl Stack {
             .spawn()
             .with_context(|| format!("starting ledgerflow {args:?}"))?;
         Ok(Proc(child))
-    }
-}
-
-/// Tansu 0.6.0's SQLite schema has no index on `header (topition, offset_id)`, which every
-/// fetch looks records' headers up by; without it fetching slows down with every record the
-/// broker holds (see `tests/src/lib.rs`). The index changes query plans only, never results.
-async fn index_tansu_headers(db: &Path) {
-    let url = format!("sqlite://{}", db.display());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let attempt = async {
-            let mut conn = SqliteConnection::connect(&url).await?;
-            sqlx::query(
-                "CREATE INDEX IF NOT EXISTS bench_header_topition_offset \
-                 ON header (topition, offset_id)",
-            )
-            .execute(&mut conn)
-            .await
-            .map(|_| ())
-        };
-        match attempt.await {
-            Ok(()) => return,
-            Err(e) if Instant::now() >= deadline => {
-                eprintln!(
-                    "warning: could not index tansu's header table ({e}); fetches will be slow"
-                );
-                return;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
     }
 }
 
