@@ -19,12 +19,19 @@ use crate::limits::LimitConfig;
 use crate::store::{Account, Erp};
 
 fn bad_request(message: impl Into<String>) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({ "error": message.into() }))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": message.into() })),
+    )
+        .into_response()
 }
 
 pub(crate) fn routes() -> Router<Arc<Sim>> {
     Router::new()
-        .route("/_sim/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/_sim/health",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route("/_sim/report", get(report))
         .route("/_sim/accounts", get(list_accounts).post(provision))
         .route("/_sim/documents", get(list_documents))
@@ -44,7 +51,11 @@ async fn provision(State(sim): State<Arc<Sim>>, body: axum::body::Bytes) -> Resp
     // One account object or an array of them.
     let accounts: Vec<Account> = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Array(items)) => {
-            match items.into_iter().map(serde_json::from_value).collect::<Result<Vec<_>, _>>() {
+            match items
+                .into_iter()
+                .map(serde_json::from_value)
+                .collect::<Result<Vec<_>, _>>()
+            {
                 Ok(accounts) => accounts,
                 Err(e) => return bad_request(format!("account: {e}")),
             }
@@ -80,7 +91,9 @@ struct ErpFilter {
 fn parse_erp(name: Option<&str>) -> Result<Option<Erp>, Response> {
     match name.filter(|n| !n.is_empty()) {
         None => Ok(None),
-        Some(n) => Erp::parse(n).map(Some).ok_or_else(|| bad_request(format!("unknown erp {n}"))),
+        Some(n) => Erp::parse(n)
+            .map(Some)
+            .ok_or_else(|| bad_request(format!("unknown erp {n}"))),
     }
 }
 
@@ -124,7 +137,11 @@ async fn list_documents(State(sim): State<Arc<Sim>>, Query(q): Query<ErpFilter>)
             && q.kind.as_deref().is_none_or(|k| d.kind == k)
             && (q.include_children || d.parent.is_none())
             && source_ref.as_deref().is_none_or(|s| {
-                d.source_ref.as_deref().map(crate::store::norm_key).as_deref() == Some(s)
+                d.source_ref
+                    .as_deref()
+                    .map(crate::store::norm_key)
+                    .as_deref()
+                    == Some(s)
             })
             && erp_key.as_deref().is_none_or(|s| {
                 d.erp_key.as_deref().map(crate::store::norm_key).as_deref() == Some(s)
@@ -136,7 +153,11 @@ async fn list_documents(State(sim): State<Arc<Sim>>, Query(q): Query<ErpFilter>)
 async fn read_document(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
     match sim.store.doc(&id) {
         Some(doc) => Json(doc).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(json!({ "error": "no such document" }))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "no such document" })),
+        )
+            .into_response(),
     }
 }
 

@@ -19,7 +19,11 @@ use sha2::Sha256;
 use crate::store::{Erp, M2mClient, TbaToken, now_ms};
 
 /// RFC 3986 unreserved characters stay, everything else is percent-encoded (OAuth 1.0a §3.6).
-const OAUTH_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const OAUTH_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Percent-encodes as OAuth 1.0a requires.
 pub fn oauth_encode(s: &str) -> String {
@@ -28,7 +32,10 @@ pub fn oauth_encode(s: &str) -> String {
 
 /// `Authorization: Basic` user and password.
 pub fn basic(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, rest) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -41,9 +48,14 @@ pub fn basic(headers: &HeaderMap) -> Option<(String, String)> {
 
 /// `Authorization: Bearer` token.
 pub fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, rest) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_owned())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim().to_owned())
 }
 
 /// A token handed out by one of the simulated token endpoints.
@@ -76,7 +88,11 @@ impl TokenBook {
         tokens.retain(|_, t| t.expires_ms > now);
         tokens.insert(
             token.clone(),
-            Issued { erp, account: account.to_owned(), expires_ms: now + ttl_secs * 1000 },
+            Issued {
+                erp,
+                account: account.to_owned(),
+                expires_ms: now + ttl_secs * 1000,
+            },
         );
         token
     }
@@ -90,13 +106,19 @@ impl TokenBook {
 
     /// Makes a token expire now (tests of the expiry path).
     pub fn expire_all(&self) {
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
 /// Parsed `Authorization: OAuth ...` parameters (values percent-decoded).
 pub fn parse_oauth1(headers: &HeaderMap) -> Option<BTreeMap<String, String>> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, rest) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("oauth") {
         return None;
@@ -151,18 +173,27 @@ pub fn oauth1_signature(
     consumer_secret: &str,
     token_secret: &str,
 ) -> String {
-    let mut encoded: Vec<(String, String)> =
-        params.iter().map(|(k, v)| (oauth_encode(k), oauth_encode(v))).collect();
+    let mut encoded: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (oauth_encode(k), oauth_encode(v)))
+        .collect();
     encoded.sort();
-    let normalized =
-        encoded.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+    let normalized = encoded
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
     let base = format!(
         "{}&{}&{}",
         method.to_ascii_uppercase(),
         oauth_encode(base_url),
         oauth_encode(&normalized)
     );
-    let key = format!("{}&{}", oauth_encode(consumer_secret), oauth_encode(token_secret));
+    let key = format!(
+        "{}&{}",
+        oauth_encode(consumer_secret),
+        oauth_encode(token_secret)
+    );
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.as_bytes()) else {
         return String::new();
     };
@@ -193,7 +224,9 @@ pub fn verify_tba(
     let consumer_key = get("oauth_consumer_key")?;
     let token_id = get("oauth_token")?;
     let nonce = get("oauth_nonce")?;
-    let timestamp: u64 = get("oauth_timestamp")?.parse().map_err(|_| TbaError::Timestamp)?;
+    let timestamp: u64 = get("oauth_timestamp")?
+        .parse()
+        .map_err(|_| TbaError::Timestamp)?;
     let signature = get("oauth_signature")?;
     let creds = tokens
         .iter()
@@ -209,8 +242,13 @@ pub fn verify_tba(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     params.extend(query.iter().cloned());
-    let expected =
-        oauth1_signature(method, base_url, &params, &creds.consumer_secret, &creds.token_secret);
+    let expected = oauth1_signature(
+        method,
+        base_url,
+        &params,
+        &creds.consumer_secret,
+        &creds.token_secret,
+    );
     if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
         return Err(TbaError::Signature);
     }
@@ -253,7 +291,9 @@ fn der_read(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
         (len, &rest[n..])
     };
     if rest.len() < len {
@@ -270,7 +310,9 @@ impl PublicKey {
             .map(str::trim)
             .filter(|l| !l.starts_with("-----") && !l.is_empty())
             .collect();
-        let der = STANDARD.decode(body).map_err(|e| format!("public key base64: {e}"))?;
+        let der = STANDARD
+            .decode(body)
+            .map_err(|e| format!("public key base64: {e}"))?;
         let bad = || "public key is not SubjectPublicKeyInfo DER".to_owned();
         let (tag, spki, _) = der_read(&der).ok_or_else(bad)?;
         if tag != 0x30 {
@@ -335,7 +377,8 @@ pub fn verify_assertion(
     token_path: &str,
 ) -> Result<Assertion, JwtError> {
     let mut parts = jwt.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::Malformed);
     };
@@ -349,9 +392,18 @@ pub fn verify_assertion(
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or(JwtError::Malformed)?;
     let sig = decode(s).map_err(|_| JwtError::Malformed)?;
-    let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
-    let kid = header.get("kid").and_then(Value::as_str).ok_or(JwtError::Claim("kid"))?;
-    let iss = claims.get("iss").and_then(Value::as_str).ok_or(JwtError::Claim("iss"))?;
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kid = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .ok_or(JwtError::Claim("kid"))?;
+    let iss = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or(JwtError::Claim("iss"))?;
     let client = clients
         .iter()
         .find(|c| c.client_id == iss && c.certificate_id == kid)
@@ -371,21 +423,39 @@ pub fn verify_assertion(
         _ => return Err(JwtError::Alg(alg.to_owned())),
     };
     verified.map_err(|_| JwtError::Signature)?;
-    let scope = claims.get("scope").and_then(Value::as_str).unwrap_or_default();
-    if !scope.split([',', ' ']).any(|s| s.trim() == "rest_webservices") {
+    // NetSuite documents a comma-separated string; clients also send a JSON array.
+    let scopes: Vec<String> = match claims.get("scope") {
+        Some(Value::String(s)) => s.split([',', ' ']).map(|p| p.trim().to_owned()).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !scopes.iter().any(|s| s == "rest_webservices") {
         return Err(JwtError::Claim("scope must include rest_webservices"));
     }
     let aud_ok = match claims.get("aud") {
         Some(Value::String(aud)) => aud_matches(aud, token_path),
-        Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).any(|a| aud_matches(a, token_path)),
+        Some(Value::Array(auds)) => auds
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| aud_matches(a, token_path)),
         _ => false,
     };
     if !aud_ok {
         return Err(JwtError::Claim("aud must be the token endpoint URL"));
     }
     let now = now_ms() / 1000;
-    let iat = claims.get("iat").and_then(Value::as_u64).ok_or(JwtError::Claim("iat"))?;
-    let exp = claims.get("exp").and_then(Value::as_u64).ok_or(JwtError::Claim("exp"))?;
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_u64)
+        .ok_or(JwtError::Claim("iat"))?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or(JwtError::Claim("exp"))?;
     if iat > now + 60 {
         return Err(JwtError::Claim("iat is in the future"));
     }
@@ -395,11 +465,16 @@ pub fn verify_assertion(
     if exp <= iat || exp - iat > 3600 {
         return Err(JwtError::Claim("exp must be within 60 minutes of iat"));
     }
-    Ok(Assertion { client_id: iss.to_owned() })
+    Ok(Assertion {
+        client_id: iss.to_owned(),
+    })
 }
 
 fn aud_matches(aud: &str, token_path: &str) -> bool {
-    let Some(rest) = aud.strip_prefix("https://").or_else(|| aud.strip_prefix("http://")) else {
+    let Some(rest) = aud
+        .strip_prefix("https://")
+        .or_else(|| aud.strip_prefix("http://"))
+    else {
         return false;
     };
     let path = rest.find('/').map_or("", |i| &rest[i..]);

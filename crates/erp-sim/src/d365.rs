@@ -37,7 +37,10 @@ const ENTITY_SETS: [(&str, Option<&str>); 4] = [
     ("LedgerJournalHeaders", None),
     ("LedgerJournalLines", Some("LedgerJournalHeaders")),
     ("CustomerPaymentJournalHeaders", None),
-    ("CustomerPaymentJournalLines", Some("CustomerPaymentJournalHeaders")),
+    (
+        "CustomerPaymentJournalLines",
+        Some("CustomerPaymentJournalHeaders"),
+    ),
 ];
 
 /// An OData error.
@@ -49,7 +52,10 @@ struct ODataError {
 
 impl ODataError {
     fn new(status: StatusCode, message: impl Into<String>) -> ODataError {
-        ODataError { status, message: message.into() }
+        ODataError {
+            status,
+            message: message.into(),
+        }
     }
 
     fn body(&self) -> Value {
@@ -136,7 +142,8 @@ pub(crate) async fn handle(
                 "Too many requests. The request was throttled by service protection API limits.",
             )
             .into_response();
-            resp.headers_mut().insert(header::RETRY_AFTER, retry_after.unwrap_or(1).into());
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, retry_after.unwrap_or(1).into());
             return resp;
         }
         Admission::ServerError => {
@@ -148,12 +155,19 @@ pub(crate) async fn handle(
         Some(env) => format!("/d365/{env}"),
         None => "/d365".to_owned(),
     };
-    let ctx = Ctx { sim: &sim, account: &account, root: format!("{}{prefix}/data", origin(&headers)) };
+    let ctx = Ctx {
+        sim: &sim,
+        account: &account,
+        root: format!("{}{prefix}/data", origin(&headers)),
+    };
     let response = match segments.as_slice() {
         ["data", "$batch"] if method == Method::POST => batch(&ctx, &headers, &body),
         ["data", resource] => {
             let query = uri.query().unwrap_or("");
-            let prefer = headers.get("prefer").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let prefer = headers
+                .get("prefer")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             match execute_single(&ctx, &method, resource, query, prefer, &body) {
                 Ok(part) => part.into_response(),
                 Err(e) => e.into_response(),
@@ -188,7 +202,9 @@ fn token(sim: &Sim, tenant: &str, body: &[u8]) -> Response {
         .into_iter()
         .filter(|a| a.credentials.tenant_id.as_deref() == Some(tenant))
         .collect();
-    let charged = accounts.first().map_or_else(|| "unknown".to_owned(), |a| a.account.clone());
+    let charged = accounts
+        .first()
+        .map_or_else(|| "unknown".to_owned(), |a| a.account.clone());
     let reject = |status, error, code, description: String| {
         sim.report.request(ERP, &charged);
         sim.report.rejected_auth(ERP, &charged);
@@ -214,7 +230,12 @@ fn token(sim: &Sim, tenant: &str, body: &[u8]) -> Response {
     let secret = param(&form, "client_secret").unwrap_or_default();
     let with_client: Vec<&Account> = accounts
         .iter()
-        .filter(|a| a.credentials.clients.iter().any(|c| c.client_id == client_id))
+        .filter(|a| {
+            a.credentials
+                .clients
+                .iter()
+                .any(|c| c.client_id == client_id)
+        })
         .collect();
     if with_client.is_empty() {
         return reject(
@@ -228,7 +249,10 @@ fn token(sim: &Sim, tenant: &str, body: &[u8]) -> Response {
         );
     }
     let secret_ok = with_client.iter().any(|a| {
-        a.credentials.clients.iter().any(|c| c.client_id == client_id && c.client_secret == secret)
+        a.credentials
+            .clients
+            .iter()
+            .any(|c| c.client_id == client_id && c.client_secret == secret)
     });
     if !secret_ok {
         return reject(
@@ -291,13 +315,20 @@ struct Part {
 
 impl IntoResponse for Part {
     fn into_response(self) -> Response {
-        let mut builder = Response::builder().status(self.status).header("OData-Version", "4.0");
+        let mut builder = Response::builder()
+            .status(self.status)
+            .header("OData-Version", "4.0");
         if let Some(location) = &self.location {
-            builder = builder.header(header::LOCATION, location).header("OData-EntityId", location);
+            builder = builder
+                .header(header::LOCATION, location)
+                .header("OData-EntityId", location);
         }
         match self.body {
             Some(body) => builder
-                .header(header::CONTENT_TYPE, "application/json; odata.metadata=minimal")
+                .header(
+                    header::CONTENT_TYPE,
+                    "application/json; odata.metadata=minimal",
+                )
                 .body(Body::from(body.to_string()))
                 .unwrap_or_default(),
             None => builder.body(Body::empty()).unwrap_or_default(),
@@ -306,12 +337,15 @@ impl IntoResponse for Part {
 }
 
 fn entity_set(name: &str) -> Result<(&'static str, Option<&'static str>), ODataError> {
-    ENTITY_SETS.into_iter().find(|(set, _)| *set == name).ok_or_else(|| {
-        ODataError::new(
-            StatusCode::NOT_FOUND,
-            format!("Resource not found for the segment '{name}'."),
-        )
-    })
+    ENTITY_SETS
+        .into_iter()
+        .find(|(set, _)| *set == name)
+        .ok_or_else(|| {
+            ODataError::new(
+                StatusCode::NOT_FOUND,
+                format!("Resource not found for the segment '{name}'."),
+            )
+        })
 }
 
 /// Splits `Set(k='v',n=1)` into the set name and its key values.
@@ -320,12 +354,18 @@ fn split_key(resource: &str) -> Result<(&str, Option<Vec<(String, String)>>), OD
         return Ok((resource, None));
     };
     let inner = resource[open + 1..].strip_suffix(')').ok_or_else(|| {
-        ODataError::new(StatusCode::BAD_REQUEST, format!("Bad key segment: {resource}"))
+        ODataError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Bad key segment: {resource}"),
+        )
     })?;
     let mut keys = Vec::new();
     for pair in inner.split(',') {
         let (k, v) = pair.split_once('=').ok_or_else(|| {
-            ODataError::new(StatusCode::BAD_REQUEST, format!("Bad key segment: {resource}"))
+            ODataError::new(
+                StatusCode::BAD_REQUEST,
+                format!("Bad key segment: {resource}"),
+            )
         })?;
         let v = text::decode_component(v.trim());
         let v = v.trim_matches('\'').to_owned();
@@ -337,21 +377,33 @@ fn split_key(resource: &str) -> Result<(&str, Option<Vec<(String, String)>>), OD
 fn entity_json(ctx: &Ctx<'_>, doc: &Document) -> Value {
     let mut body = doc.body.clone();
     if let Value::Object(map) = &mut body {
-        map.insert("@odata.etag".into(), json!(format!("W/\"{}\"", doc.version)));
+        map.insert(
+            "@odata.etag".into(),
+            json!(format!("W/\"{}\"", doc.version)),
+        );
     }
     let _ = ctx;
     body
 }
 
 fn key_url(ctx: &Ctx<'_>, set: &str, body: &Map<String, Value>) -> String {
-    let company = body.get("dataAreaId").and_then(Value::as_str).unwrap_or_default();
-    let batch = body.get("JournalBatchNumber").and_then(Value::as_str).unwrap_or_default();
+    let company = body
+        .get("dataAreaId")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let batch = body
+        .get("JournalBatchNumber")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     match body.get("LineNumber") {
         Some(line) => format!(
             "{}/{set}(dataAreaId='{company}',JournalBatchNumber='{batch}',LineNumber={line})",
             ctx.root
         ),
-        None => format!("{}/{set}(dataAreaId='{company}',JournalBatchNumber='{batch}')", ctx.root),
+        None => format!(
+            "{}/{set}(dataAreaId='{company}',JournalBatchNumber='{batch}')",
+            ctx.root
+        ),
     }
 }
 
@@ -376,9 +428,10 @@ fn execute_single(
             let object = parse_object(body)?;
             let _guard = ctx.sim.write_lock();
             let doc = plan_insert(ctx, set, object, &[])?;
-            ctx.sim.store.put_docs(vec![doc.clone()]).map_err(|e| {
-                ODataError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            })?;
+            ctx.sim
+                .store
+                .put_docs(vec![doc.clone()])
+                .map_err(|e| ODataError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             Ok(created(ctx, &doc, prefer))
         }
         _ => Err(ODataError::new(
@@ -394,7 +447,11 @@ fn created(ctx: &Ctx<'_>, doc: &Document, prefer: &str) -> Part {
         _ => String::new(),
     };
     if prefer.contains("return=minimal") {
-        return Part { status: StatusCode::NO_CONTENT, location: Some(location), body: None };
+        return Part {
+            status: StatusCode::NO_CONTENT,
+            location: Some(location),
+            body: None,
+        };
     }
     let mut body = entity_json(ctx, doc);
     if let Value::Object(map) = &mut body {
@@ -403,13 +460,20 @@ fn created(ctx: &Ctx<'_>, doc: &Document, prefer: &str) -> Part {
             json!(format!("{}/$metadata#{}/$entity", ctx.root, doc.kind)),
         );
     }
-    Part { status: StatusCode::CREATED, location: Some(location), body: Some(body) }
+    Part {
+        status: StatusCode::CREATED,
+        location: Some(location),
+        body: Some(body),
+    }
 }
 
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ODataError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ODataError::new(StatusCode::BAD_REQUEST, "The request body must be a JSON object.")),
+        Ok(_) => Err(ODataError::new(
+            StatusCode::BAD_REQUEST,
+            "The request body must be a JSON object.",
+        )),
         Err(e) => Err(ODataError::new(
             StatusCode::BAD_REQUEST,
             format!("The request body is not valid JSON: {e}"),
@@ -418,7 +482,9 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ODataError> {
 }
 
 fn str_field<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    map.get(name).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
+    map.get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
 }
 
 fn same_record(doc: &Document, account: &str, set: &str, company: &str, batch: &str) -> bool {
@@ -447,7 +513,9 @@ fn plan_insert(
     let write_failed = |message: String| {
         ODataError::new(
             StatusCode::BAD_REQUEST,
-            format!("Write failed for table row of type '{entity}Entity'. Infolog: Error: {message}"),
+            format!(
+                "Write failed for table row of type '{entity}Entity'. Infolog: Error: {message}"
+            ),
         )
     };
     let existing = |kind: &str, batch: &str| -> Option<Document> {
@@ -458,7 +526,9 @@ fn plan_insert(
             .or_else(|| {
                 ctx.sim
                     .store
-                    .find_docs(|d| d.parent.is_none() && same_record(d, account, kind, &company, batch))
+                    .find_docs(|d| {
+                        d.parent.is_none() && same_record(d, account, kind, &company, batch)
+                    })
                     .into_iter()
                     .next()
             })
@@ -467,7 +537,9 @@ fn plan_insert(
     match header_set {
         None => {
             if str_field(&body, "JournalName").is_none() {
-                return Err(write_failed("Field 'Name' (JournalName) must be filled in.".into()));
+                return Err(write_failed(
+                    "Field 'Name' (JournalName) must be filled in.".into(),
+                ));
             }
             let batch = match str_field(&body, "JournalBatchNumber") {
                 Some(given) => {
@@ -497,16 +569,17 @@ fn plan_insert(
         }
         Some(header_set) => {
             let batch = str_field(&body, "JournalBatchNumber")
-                .ok_or_else(|| write_failed("Field 'Journal batch number' must be filled in.".into()))?
+                .ok_or_else(|| {
+                    write_failed("Field 'Journal batch number' must be filled in.".into())
+                })?
                 .to_owned();
             let header = existing(header_set, &batch).ok_or_else(|| {
                 write_failed(format!(
                     "Journal batch number {batch} does not exist in company {company}."
                 ))
             })?;
-            let lines_of = |d: &Document| {
-                d.parent.as_deref() == Some(header.id.as_str()) && d.kind == set
-            };
+            let lines_of =
+                |d: &Document| d.parent.as_deref() == Some(header.id.as_str()) && d.kind == set;
             let mut used: Vec<i128> = pending
                 .iter()
                 .filter(|d| lines_of(d))
@@ -555,7 +628,10 @@ fn read(ctx: &Ctx<'_>, resource: &str, query: &str) -> Result<Part, ODataError> 
     let (set, keys) = split_key(resource)?;
     let (set, _) = entity_set(set)?;
     let account = ctx.account.account.as_str();
-    let all = ctx.sim.store.find_docs(|d| d.erp == ERP && d.account == account && d.kind == set);
+    let all = ctx
+        .sim
+        .store
+        .find_docs(|d| d.erp == ERP && d.account == account && d.kind == set);
     if let Some(keys) = keys {
         let found = all.iter().find(|d| {
             keys.iter().all(|(k, v)| match d.body.get(k) {
@@ -565,22 +641,37 @@ fn read(ctx: &Ctx<'_>, resource: &str, query: &str) -> Result<Part, ODataError> 
             })
         });
         let doc = found.ok_or_else(|| {
-            ODataError::new(StatusCode::NOT_FOUND, format!("No {set} record matches the key."))
+            ODataError::new(
+                StatusCode::NOT_FOUND,
+                format!("No {set} record matches the key."),
+            )
         })?;
         let mut body = entity_json(ctx, doc);
         if let Value::Object(map) = &mut body {
-            map.insert("@odata.context".into(), json!(format!("{}/$metadata#{set}/$entity", ctx.root)));
+            map.insert(
+                "@odata.context".into(),
+                json!(format!("{}/$metadata#{set}/$entity", ctx.root)),
+            );
         }
-        return Ok(Part { status: StatusCode::OK, location: None, body: Some(body) });
+        return Ok(Part {
+            status: StatusCode::OK,
+            location: None,
+            body: Some(body),
+        });
     }
     let params = decode_pairs(query);
     let filter = match param(&params, "$filter") {
-        Some(f) => text::parse_filter(f).map_err(|e| ODataError::new(StatusCode::BAD_REQUEST, e))?,
+        Some(f) => {
+            text::parse_filter(f).map_err(|e| ODataError::new(StatusCode::BAD_REQUEST, e))?
+        }
         None => Vec::new(),
     };
-    let cross_company = param(&params, "cross-company").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let cross_company =
+        param(&params, "cross-company").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let top: usize = match param(&params, "$top") {
-        Some(t) => t.parse().map_err(|_| ODataError::new(StatusCode::BAD_REQUEST, "Bad $top."))?,
+        Some(t) => t
+            .parse()
+            .map_err(|_| ODataError::new(StatusCode::BAD_REQUEST, "Bad $top."))?,
         None => usize::MAX,
     };
     let company = ctx.account.company();
@@ -588,7 +679,8 @@ fn read(ctx: &Ctx<'_>, resource: &str, query: &str) -> Result<Part, ODataError> 
     let value: Vec<Value> = all
         .iter()
         .filter(|d| {
-            cross_company || d.body.get("dataAreaId").and_then(Value::as_str) == Some(company.as_str())
+            cross_company
+                || d.body.get("dataAreaId").and_then(Value::as_str) == Some(company.as_str())
         })
         .filter(|d| text::matches(&d.body, &filter))
         .take(top)
@@ -597,7 +689,9 @@ fn read(ctx: &Ctx<'_>, resource: &str, query: &str) -> Result<Part, ODataError> 
     Ok(Part {
         status: StatusCode::OK,
         location: None,
-        body: Some(json!({ "@odata.context": format!("{}/$metadata#{set}", ctx.root), "value": value })),
+        body: Some(
+            json!({ "@odata.context": format!("{}/$metadata#{set}", ctx.root), "value": value }),
+        ),
     })
 }
 
@@ -615,7 +709,9 @@ struct InnerRequest {
 fn boundary_of(content_type: &str) -> Option<String> {
     content_type.split(';').find_map(|p| {
         let (k, v) = p.trim().split_once('=')?;
-        k.trim().eq_ignore_ascii_case("boundary").then(|| v.trim().trim_matches('"').to_owned())
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_owned())
     })
 }
 
@@ -666,7 +762,10 @@ fn split_headers(part: &str) -> (Vec<(String, String)>, &str) {
 }
 
 fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn parse_inner(part_headers: &[(String, String)], content: &str) -> Result<InnerRequest, String> {
@@ -678,7 +777,9 @@ fn parse_inner(part_headers: &[(String, String)], content: &str) -> Result<Inner
         .next()
         .and_then(|m| m.parse().ok())
         .ok_or_else(|| format!("bad request line: {request_line}"))?;
-    let target = words.next().ok_or_else(|| format!("bad request line: {request_line}"))?;
+    let target = words
+        .next()
+        .ok_or_else(|| format!("bad request line: {request_line}"))?;
     // Absolute URL, absolute path or a path relative to the service root.
     let relative = match target.find("/data/") {
         Some(i) => &target[i + "/data/".len()..],
@@ -709,7 +810,9 @@ fn render_part(out: &mut String, content_id: Option<&str>, part: &Part) {
         part.status.canonical_reason().unwrap_or("")
     ));
     if let Some(location) = &part.location {
-        out.push_str(&format!("Location: {location}\r\nOData-EntityId: {location}\r\n"));
+        out.push_str(&format!(
+            "Location: {location}\r\nOData-EntityId: {location}\r\n"
+        ));
     }
     out.push_str("OData-Version: 4.0\r\n");
     match &part.body {
@@ -723,7 +826,11 @@ fn render_part(out: &mut String, content_id: Option<&str>, part: &Part) {
 }
 
 fn error_part(e: &ODataError) -> Part {
-    Part { status: e.status, location: None, body: Some(e.body()) }
+    Part {
+        status: e.status,
+        location: None,
+        body: Some(e.body()),
+    }
 }
 
 /// `POST data/$batch`. Each change set is all or nothing: its writes are validated against the
@@ -731,8 +838,14 @@ fn error_part(e: &ODataError) -> Part {
 /// Processing stops at the first failed part (OData's default without continue-on-error).
 fn batch(ctx: &Ctx<'_>, headers: &HeaderMap, body: &[u8]) -> Response {
     let bad = |m: String| ODataError::new(StatusCode::BAD_REQUEST, m).into_response();
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.to_ascii_lowercase().starts_with("multipart/mixed") {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/mixed")
+    {
         return bad("A $batch request must be multipart/mixed.".into());
     }
     let Some(boundary) = boundary_of(content_type) else {
@@ -750,7 +863,10 @@ fn batch(ctx: &Ctx<'_>, headers: &HeaderMap, body: &[u8]) -> Response {
         let (part_headers, content) = split_headers(part);
         let part_type = header_value(&part_headers, "content-type").unwrap_or("");
         out.push_str(&format!("--{response_boundary}\r\n"));
-        if part_type.to_ascii_lowercase().starts_with("multipart/mixed") {
+        if part_type
+            .to_ascii_lowercase()
+            .starts_with("multipart/mixed")
+        {
             let Some(cs_boundary) = boundary_of(part_type) else {
                 return bad(format!("Change set {index} has no boundary."));
             };
@@ -769,7 +885,9 @@ fn batch(ctx: &Ctx<'_>, headers: &HeaderMap, body: &[u8]) -> Response {
             match run_changeset(ctx, &requests) {
                 Ok(results) => {
                     let cs = format!("changesetresponse_{seq}_{index}");
-                    out.push_str(&format!("Content-Type: multipart/mixed; boundary={cs}\r\n\r\n"));
+                    out.push_str(&format!(
+                        "Content-Type: multipart/mixed; boundary={cs}\r\n\r\n"
+                    ));
                     for (content_id, part) in results {
                         out.push_str(&format!("--{cs}\r\n"));
                         render_part(&mut out, content_id.as_deref(), &part);
@@ -806,7 +924,10 @@ fn batch(ctx: &Ctx<'_>, headers: &HeaderMap, body: &[u8]) -> Response {
     out.push_str(&format!("--{response_boundary}--\r\n"));
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, format!("multipart/mixed; boundary={response_boundary}"))
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/mixed; boundary={response_boundary}"),
+        )
         .header("OData-Version", "4.0")
         .body(Body::from(out))
         .unwrap_or_default()
@@ -835,11 +956,17 @@ fn run_changeset(ctx: &Ctx<'_>, requests: &[InnerRequest]) -> ChangesetResult {
         }
         let object = parse_object(request.body.as_bytes()).map_err(fail)?;
         let doc = plan_insert(ctx, set, object, &pending).map_err(fail)?;
-        results.push((request.content_id.clone(), created(ctx, &doc, &request.prefer)));
+        results.push((
+            request.content_id.clone(),
+            created(ctx, &doc, &request.prefer),
+        ));
         pending.push(doc);
     }
     ctx.sim.store.put_docs(pending).map_err(|e| {
-        (None, ODataError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        (
+            None,
+            ODataError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        )
     })?;
     Ok(results)
 }
@@ -858,8 +985,9 @@ mod tests {
 
     #[test]
     fn key_segments() {
-        let (set, keys) = split_key("LedgerJournalHeaders(dataAreaId='usmf',JournalBatchNumber='J1')")
-            .unwrap_or(("", None));
+        let (set, keys) =
+            split_key("LedgerJournalHeaders(dataAreaId='usmf',JournalBatchNumber='J1')")
+                .unwrap_or(("", None));
         assert_eq!(set, "LedgerJournalHeaders");
         assert_eq!(keys.unwrap_or_default().len(), 2);
     }

@@ -37,8 +37,12 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// All kinds.
-    pub const ALL: [FaultKind; 4] =
-        [FaultKind::ServerError, FaultKind::Throttle, FaultKind::Slow, FaultKind::Drop];
+    pub const ALL: [FaultKind; 4] = [
+        FaultKind::ServerError,
+        FaultKind::Throttle,
+        FaultKind::Slow,
+        FaultKind::Drop,
+    ];
 
     /// The name used in the API and the report.
     pub fn as_str(self) -> &'static str {
@@ -52,7 +56,9 @@ impl FaultKind {
 
     /// Parses a name.
     pub fn parse(name: &str) -> Option<FaultKind> {
-        FaultKind::ALL.into_iter().find(|k| k.as_str() == name.trim())
+        FaultKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == name.trim())
     }
 }
 
@@ -121,7 +127,10 @@ impl Faults {
 
     /// The configuration in force.
     pub fn config(&self) -> FaultConfig {
-        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Replaces the configuration (and reseeds when it carries a seed).
@@ -134,7 +143,11 @@ impl Faults {
 
     /// Draws the fault (if any) for one admitted request.
     pub fn draw(&self, erp: Erp, account: &str) -> Option<FaultKind> {
-        let config = self.config.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let config = self
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if config.rate <= 0.0 || config.kinds.is_empty() {
             return None;
         }
@@ -153,7 +166,10 @@ impl Faults {
 
     /// The configured delay of a `slow` fault.
     pub fn slow_ms(&self) -> u64 {
-        self.config.lock().unwrap_or_else(|p| p.into_inner()).slow_ms
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .slow_ms
     }
 
     /// Takes an ERP down for `seconds` (0 brings it back).
@@ -181,7 +197,10 @@ mod tests {
 
     #[test]
     fn same_seed_same_faults() {
-        let config = FaultConfig { rate: 0.5, ..FaultConfig::default() };
+        let config = FaultConfig {
+            rate: 0.5,
+            ..FaultConfig::default()
+        };
         let a = Faults::new(config.clone(), 7);
         let b = Faults::new(config, 7);
         let da: Vec<_> = (0..50).map(|_| a.draw(Erp::NetSuite, "x")).collect();
@@ -192,7 +211,11 @@ mod tests {
 
     #[test]
     fn filters_apply() {
-        let config = FaultConfig { rate: 1.0, erp: Some(Erp::D365), ..FaultConfig::default() };
+        let config = FaultConfig {
+            rate: 1.0,
+            erp: Some(Erp::D365),
+            ..FaultConfig::default()
+        };
         let f = Faults::new(config, 1);
         assert!(f.draw(Erp::NetSuite, "x").is_none());
         assert!(f.draw(Erp::D365, "x").is_some());

@@ -52,7 +52,10 @@ fn error(status: StatusCode, detail: &str) -> Response {
 fn unauthorized() -> Response {
     Response::builder()
         .status(StatusCode::UNAUTHORIZED)
-        .header(header::WWW_AUTHENTICATE, "Basic realm=\"Oracle Fusion Applications\"")
+        .header(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"Oracle Fusion Applications\"",
+        )
         .body(Body::empty())
         .unwrap_or_default()
 }
@@ -87,12 +90,18 @@ pub(crate) async fn handle(
     if segments.as_slice() == ["oauth2", "v1", "token"] && method == Method::POST {
         let form = decode_pairs(&String::from_utf8_lossy(&body));
         let client = auth::basic(&headers).or_else(|| {
-            Some((param(&form, "client_id")?.to_owned(), param(&form, "client_secret")?.to_owned()))
+            Some((
+                param(&form, "client_id")?.to_owned(),
+                param(&form, "client_secret")?.to_owned(),
+            ))
         });
         let account = client.and_then(|(id, secret)| {
             sim.store.accounts(Some(ERP)).into_iter().find(|a| {
                 in_pod(a)
-                    && a.credentials.clients.iter().any(|c| c.client_id == id && c.client_secret == secret)
+                    && a.credentials
+                        .clients
+                        .iter()
+                        .any(|c| c.client_id == id && c.client_secret == secret)
             })
         });
         let Some(account) =
@@ -100,7 +109,10 @@ pub(crate) async fn handle(
         else {
             sim.report.request(ERP, &named);
             sim.report.rejected_auth(ERP, &named);
-            return (StatusCode::UNAUTHORIZED, axum::Json(json!({ "error": "invalid_client" })))
+            return (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({ "error": "invalid_client" })),
+            )
                 .into_response();
         };
         sim.report.request(ERP, &account.account);
@@ -111,11 +123,18 @@ pub(crate) async fn handle(
         .into_response();
     }
     let account = if let Some(token) = auth::bearer(&headers) {
-        sim.tokens.check(ERP, &token).and_then(|a| sim.store.account(ERP, &a)).filter(|a| in_pod(a))
+        sim.tokens
+            .check(ERP, &token)
+            .and_then(|a| sim.store.account(ERP, &a))
+            .filter(|a| in_pod(a))
     } else {
         auth::basic(&headers).and_then(|(user, password)| {
             sim.store.accounts(Some(ERP)).into_iter().find(|a| {
-                in_pod(a) && a.credentials.users.iter().any(|u| u.user == user && u.password == password)
+                in_pod(a)
+                    && a.credentials
+                        .users
+                        .iter()
+                        .any(|u| u.user == user && u.password == password)
             })
         })
     };
@@ -129,7 +148,8 @@ pub(crate) async fn handle(
         Admission::Go(admitted) => admitted,
         Admission::Throttled { retry_after } => {
             let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
-            resp.headers_mut().insert(header::RETRY_AFTER, retry_after.unwrap_or(1).into());
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, retry_after.unwrap_or(1).into());
             return resp;
         }
         Admission::ServerError => {
@@ -159,9 +179,20 @@ pub(crate) async fn handle(
 fn import_bulk_data(sim: &Sim, account: &Account, body: &[u8]) -> Response {
     let request: Map<String, Value> = match serde_json::from_slice(body) {
         Ok(Value::Object(map)) => map,
-        _ => return error(StatusCode::BAD_REQUEST, "The request body must be a JSON object."),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "The request body must be a JSON object.",
+            );
+        }
     };
-    let field = |f: &str| request.get(f).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let field = |f: &str| {
+        request
+            .get(f)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     if field("OperationName") != "importBulkData" {
         return error(
             StatusCode::BAD_REQUEST,
@@ -183,7 +214,10 @@ fn import_bulk_data(sim: &Sim, account: &Account, body: &[u8]) -> Response {
     };
     let content = field("DocumentContent");
     if STANDARD.decode(content.trim()).is_err() {
-        return error(StatusCode::BAD_REQUEST, "DocumentContent is not valid base64.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "DocumentContent is not valid base64.",
+        );
     }
     let seq = sim.store.next_seq();
     let now = now_ms();
@@ -221,17 +255,25 @@ fn finder(sim: &Sim, account: &Account, uri: &Uri, base: &str) -> Response {
     sim.process_due_jobs();
     let query = decode_pairs(uri.query().unwrap_or(""));
     let Some(finder) = param(&query, "finder") else {
-        return error(StatusCode::BAD_REQUEST, "Use finder=ESSJobStatusRF;requestId=N.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Use finder=ESSJobStatusRF;requestId=N.",
+        );
     };
     let (name, args) = finder.split_once(';').unwrap_or((finder, ""));
-    let args: BTreeMap<&str, &str> =
-        args.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.trim(), v.trim())).collect();
+    let args: BTreeMap<&str, &str> = args
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
     let Some(request_id) = args.get("requestId") else {
         return error(StatusCode::BAD_REQUEST, "The finder needs requestId.");
     };
     let job = sim
         .store
-        .find_jobs(|j| j.erp == ERP && j.account == account.account && j.seq.to_string() == *request_id)
+        .find_jobs(|j| {
+            j.erp == ERP && j.account == account.account && j.seq.to_string() == *request_id
+        })
         .into_iter()
         .next();
     let Some(job) = job else {
@@ -239,7 +281,11 @@ fn finder(sim: &Sim, account: &Account, uri: &Uri, base: &str) -> Response {
             .into_response();
     };
     let status = if job.done {
-        job.result.get("RequestStatus").and_then(Value::as_str).unwrap_or("ERROR").to_owned()
+        job.result
+            .get("RequestStatus")
+            .and_then(Value::as_str)
+            .unwrap_or("ERROR")
+            .to_owned()
     } else {
         "RUNNING".to_owned()
     };
@@ -256,9 +302,15 @@ fn finder(sim: &Sim, account: &Account, uri: &Uri, base: &str) -> Response {
         "ESSJobExecutionDetailsRF" => {
             let log = execution_log(&job);
             if let Value::Object(map) = &mut item {
-                map.insert("OperationName".into(), json!("downloadESSJobExecutionDetails"));
+                map.insert(
+                    "OperationName".into(),
+                    json!("downloadESSJobExecutionDetails"),
+                );
                 map.insert("DocumentContent".into(), json!(STANDARD.encode(log)));
-                map.insert("FileType".into(), json!(args.get("fileType").copied().unwrap_or("log")));
+                map.insert(
+                    "FileType".into(),
+                    json!(args.get("fileType").copied().unwrap_or("log")),
+                );
             }
         }
         other => return error(StatusCode::BAD_REQUEST, &format!("Unknown finder {other}.")),
@@ -277,15 +329,27 @@ fn execution_log(job: &Job) -> Vec<u8> {
         let r = &job.result;
         text.push_str(&format!(
             "RequestStatus: {}\n",
-            r.get("RequestStatus").and_then(Value::as_str).unwrap_or_default()
+            r.get("RequestStatus")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
         ));
         if let Some(e) = r.get("error").and_then(Value::as_str) {
             text.push_str(&format!("Error: {e}\n"));
         }
-        for doc in r.get("documents").and_then(Value::as_array).into_iter().flatten() {
+        for doc in r
+            .get("documents")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             text.push_str(&format!("LOADED {doc}\n"));
         }
-        for rej in r.get("rejected").and_then(Value::as_array).into_iter().flatten() {
+        for rej in r
+            .get("rejected")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             text.push_str(&format!("REJECTED {rej}\n"));
         }
     } else {
@@ -306,17 +370,24 @@ fn execution_log(job: &Job) -> Vec<u8> {
 
 /// Reads the named CSV out of the FBDI zip (header row first).
 fn read_csv(content_b64: &str, wanted: &str) -> Result<Vec<BTreeMap<String, String>>, String> {
-    let bytes = STANDARD.decode(content_b64).map_err(|e| format!("DocumentContent: {e}"))?;
+    let bytes = STANDARD
+        .decode(content_b64)
+        .map_err(|e| format!("DocumentContent: {e}"))?;
     let mut archive =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| format!("not a zip file: {e}"))?;
     let names: Vec<String> = archive.file_names().map(str::to_owned).collect();
     let name = names
         .iter()
-        .find(|n| n.rsplit('/').next().is_some_and(|b| b.eq_ignore_ascii_case(wanted)))
+        .find(|n| {
+            n.rsplit('/')
+                .next()
+                .is_some_and(|b| b.eq_ignore_ascii_case(wanted))
+        })
         .ok_or_else(|| format!("the zip has no {wanted} (found: {})", names.join(", ")))?;
     let mut file = archive.by_name(name).map_err(|e| format!("{name}: {e}"))?;
     let mut text = String::new();
-    file.read_to_string(&mut text).map_err(|e| format!("{name}: {e}"))?;
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("{name}: {e}"))?;
     let rows = text::parse_csv(&text).map_err(|e| format!("{name}: {e}"))?;
     let mut rows = rows.into_iter();
     let header: Vec<String> = rows
@@ -327,7 +398,11 @@ fn read_csv(content_b64: &str, wanted: &str) -> Result<Vec<BTreeMap<String, Stri
         .collect();
     Ok(rows
         .map(|row| {
-            header.iter().cloned().zip(row.into_iter().map(|v| v.trim().to_owned())).collect()
+            header
+                .iter()
+                .cloned()
+                .zip(row.into_iter().map(|v| v.trim().to_owned()))
+                .collect()
         })
         .collect())
 }
@@ -335,9 +410,19 @@ fn read_csv(content_b64: &str, wanted: &str) -> Result<Vec<BTreeMap<String, Stri
 /// Processes a due import job.
 pub(crate) fn process_job(sim: &Sim, mut job: Job) -> Result<(), SimError> {
     let input = job.input.clone();
-    let content = input.get("DocumentContent").and_then(Value::as_str).unwrap_or_default();
-    let import = input.get("import").and_then(Value::as_str).unwrap_or_default();
-    let wanted = if import == "gl" { "GlInterface.csv" } else { "RaInterfaceLinesAll.csv" };
+    let content = input
+        .get("DocumentContent")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let import = input
+        .get("import")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let wanted = if import == "gl" {
+        "GlInterface.csv"
+    } else {
+        "RaInterfaceLinesAll.csv"
+    };
     let outcome = match read_csv(content, wanted) {
         Err(e) => json!({ "RequestStatus": "ERROR", "error": e, "documents": [], "rejected": [] }),
         Ok(rows) if rows.is_empty() => {
@@ -371,13 +456,24 @@ fn col<'a>(row: &'a Row, name: &str) -> &'a str {
 /// Journal import: rows grouped into journals by ledger, GROUP_ID, REFERENCE1 (batch),
 /// REFERENCE4 (journal), currency and accounting date; a journal with an invalid row or that
 /// does not balance is rejected as a whole, the others are created. Nothing is deduplicated.
-fn import_journals(sim: &Sim, job: &Job, rows: Vec<Row>) -> Result<(Vec<Value>, Vec<Value>), SimError> {
+fn import_journals(
+    sim: &Sim,
+    job: &Job,
+    rows: Vec<Row>,
+) -> Result<(Vec<Value>, Vec<Value>), SimError> {
     let mut groups: BTreeMap<Vec<String>, Vec<(usize, Row)>> = BTreeMap::new();
     for (n, row) in rows.into_iter().enumerate() {
-        let key = ["LEDGER_ID", "GROUP_ID", "REFERENCE1", "REFERENCE4", "CURRENCY_CODE", "ACCOUNTING_DATE"]
-            .iter()
-            .map(|c| col(&row, c).to_owned())
-            .collect();
+        let key = [
+            "LEDGER_ID",
+            "GROUP_ID",
+            "REFERENCE1",
+            "REFERENCE4",
+            "CURRENCY_CODE",
+            "ACCOUNTING_DATE",
+        ]
+        .iter()
+        .map(|c| col(&row, c).to_owned())
+        .collect();
         groups.entry(key).or_default().push((n + 2, row));
     }
     let (mut documents, mut rejected) = (Vec::new(), Vec::new());
@@ -389,7 +485,13 @@ fn import_journals(sim: &Sim, job: &Job, rows: Vec<Row>) -> Result<(Vec<Value>, 
             if !col(row, "STATUS").eq_ignore_ascii_case("NEW") {
                 errors.push(format!("row {line_no}: STATUS must be NEW"));
             }
-            for required in ["LEDGER_ID", "ACCOUNTING_DATE", "USER_JE_SOURCE_NAME", "USER_JE_CATEGORY_NAME", "CURRENCY_CODE"] {
+            for required in [
+                "LEDGER_ID",
+                "ACCOUNTING_DATE",
+                "USER_JE_SOURCE_NAME",
+                "USER_JE_CATEGORY_NAME",
+                "CURRENCY_CODE",
+            ] {
                 if col(row, required).is_empty() {
                     errors.push(format!("row {line_no}: {required} is required"));
                 }
@@ -415,7 +517,9 @@ fn import_journals(sim: &Sim, job: &Job, rows: Vec<Row>) -> Result<(Vec<Value>, 
                 text::format_amount(cr)
             ));
         }
-        let Some((_, first)) = lines.first() else { continue };
+        let Some((_, first)) = lines.first() else {
+            continue;
+        };
         if !errors.is_empty() {
             rejected.push(json!({ "journal": col(first, "REFERENCE4"), "group_id": col(first, "GROUP_ID"), "errors": errors }));
             continue;
@@ -428,16 +532,31 @@ fn import_journals(sim: &Sim, job: &Job, rows: Vec<Row>) -> Result<(Vec<Value>, 
         body.insert("GroupId".into(), json!(col(first, "GROUP_ID")));
         body.insert("BatchName".into(), json!(col(first, "REFERENCE1")));
         body.insert("JournalName".into(), json!(col(first, "REFERENCE4")));
-        body.insert("JournalSource".into(), json!(col(first, "USER_JE_SOURCE_NAME")));
-        body.insert("JournalCategory".into(), json!(col(first, "USER_JE_CATEGORY_NAME")));
+        body.insert(
+            "JournalSource".into(),
+            json!(col(first, "USER_JE_SOURCE_NAME")),
+        );
+        body.insert(
+            "JournalCategory".into(),
+            json!(col(first, "USER_JE_CATEGORY_NAME")),
+        );
         body.insert("CurrencyCode".into(), json!(col(first, "CURRENCY_CODE")));
-        body.insert("AccountingDate".into(), json!(col(first, "ACCOUNTING_DATE")));
+        body.insert(
+            "AccountingDate".into(),
+            json!(col(first, "ACCOUNTING_DATE")),
+        );
         for n in 1..=10 {
-            body.insert(format!("Reference{n}"), json!(col(first, &format!("REFERENCE{n}"))));
+            body.insert(
+                format!("Reference{n}"),
+                json!(col(first, &format!("REFERENCE{n}"))),
+            );
         }
         body.insert("RunningTotalDr".into(), json!(text::format_amount(dr)));
         body.insert("RunningTotalCr".into(), json!(text::format_amount(cr)));
-        body.insert("lines".into(), json!(lines.iter().map(|(_, r)| r).collect::<Vec<_>>()));
+        body.insert(
+            "lines".into(),
+            json!(lines.iter().map(|(_, r)| r).collect::<Vec<_>>()),
+        );
         let reference = [col(first, "REFERENCE4"), col(first, "REFERENCE1")]
             .into_iter()
             .find(|r| !r.is_empty())
@@ -470,19 +589,36 @@ fn flexfield(row: &Row) -> String {
 /// AutoInvoice: lines grouped into transactions by INTERFACE_LINE_CONTEXT +
 /// INTERFACE_LINE_ATTRIBUTE1; a line whose flexfield already exists (imported before, or earlier
 /// in this file) is rejected, and with it its whole transaction.
-fn import_invoices(sim: &Sim, job: &Job, rows: Vec<Row>) -> Result<(Vec<Value>, Vec<Value>), SimError> {
+fn import_invoices(
+    sim: &Sim,
+    job: &Job,
+    rows: Vec<Row>,
+) -> Result<(Vec<Value>, Vec<Value>), SimError> {
     let _guard = sim.write_lock();
     let mut known: HashSet<String> = sim
         .store
         .find_docs(|d| d.erp == ERP && d.account == job.account && d.kind == "ar_transaction")
         .iter()
-        .flat_map(|d| d.body.get("lines").and_then(Value::as_array).cloned().unwrap_or_default())
-        .filter_map(|l| l.get("TransactionFlexfield").and_then(Value::as_str).map(str::to_owned))
+        .flat_map(|d| {
+            d.body
+                .get("lines")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|l| {
+            l.get("TransactionFlexfield")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .collect();
     let mut groups: BTreeMap<(String, String), Vec<(usize, Row)>> = BTreeMap::new();
     let mut order = Vec::new();
     for (n, row) in rows.into_iter().enumerate() {
-        let key = (col(&row, "INTERFACE_LINE_CONTEXT").to_owned(), col(&row, "INTERFACE_LINE_ATTRIBUTE1").to_owned());
+        let key = (
+            col(&row, "INTERFACE_LINE_CONTEXT").to_owned(),
+            col(&row, "INTERFACE_LINE_ATTRIBUTE1").to_owned(),
+        );
         if !groups.contains_key(&key) {
             order.push(key.clone());
         }
@@ -490,12 +626,20 @@ fn import_invoices(sim: &Sim, job: &Job, rows: Vec<Row>) -> Result<(Vec<Value>, 
     }
     let (mut documents, mut rejected) = (Vec::new(), Vec::new());
     for key in order {
-        let Some(lines) = groups.remove(&key) else { continue };
+        let Some(lines) = groups.remove(&key) else {
+            continue;
+        };
         let mut errors = Vec::new();
         let mut total = 0i128;
         let mut flexfields = Vec::new();
         for (line_no, row) in &lines {
-            for required in ["INTERFACE_LINE_CONTEXT", "INTERFACE_LINE_ATTRIBUTE1", "BATCH_SOURCE_NAME", "CURRENCY_CODE", "AMOUNT"] {
+            for required in [
+                "INTERFACE_LINE_CONTEXT",
+                "INTERFACE_LINE_ATTRIBUTE1",
+                "BATCH_SOURCE_NAME",
+                "CURRENCY_CODE",
+                "AMOUNT",
+            ] {
                 if col(row, required).is_empty() {
                     errors.push(format!("row {line_no}: {required} is required"));
                 }
@@ -519,7 +663,9 @@ fn import_invoices(sim: &Sim, job: &Job, rows: Vec<Row>) -> Result<(Vec<Value>, 
             continue;
         }
         known.extend(flexfields.iter().cloned());
-        let Some((_, first)) = lines.first() else { continue };
+        let Some((_, first)) = lines.first() else {
+            continue;
+        };
         let seq = sim.store.next_seq();
         let number = match col(first, "TRX_NUMBER") {
             "" => format!("AR{seq}"),
@@ -573,9 +719,15 @@ fn read_back(sim: &Sim, account: &Account, uri: &Uri, kind: &str) -> Response {
     if let Some(q) = param(&query, "q") {
         for term in q.split(';').filter(|t| !t.trim().is_empty()) {
             let Some((k, v)) = term.split_once('=') else {
-                return error(StatusCode::BAD_REQUEST, &format!("Unsupported q term {term}: use Attr=value."));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Unsupported q term {term}: use Attr=value."),
+                );
             };
-            terms.push(text::Eq { field: k.trim().to_owned(), value: v.trim().trim_matches('\'').trim_matches('"').to_owned() });
+            terms.push(text::Eq {
+                field: k.trim().to_owned(),
+                value: v.trim().trim_matches('\'').trim_matches('"').to_owned(),
+            });
         }
     }
     let items: Vec<Value> = sim

@@ -173,11 +173,16 @@ impl Sim {
             Ok(slot) => slot,
             Err(refused) => {
                 self.report.throttled(erp, account);
-                return Admission::Throttled { retry_after: refused.retry_after };
+                return Admission::Throttled {
+                    retry_after: refused.retry_after,
+                };
             }
         };
         let Some(kind) = self.faults.draw(erp, account) else {
-            return Admission::Go(Admitted { drop_after: false, _slot: slot });
+            return Admission::Go(Admitted {
+                drop_after: false,
+                _slot: slot,
+            });
         };
         self.report.fault(erp, account, kind);
         match kind {
@@ -189,9 +194,15 @@ impl Sim {
             }
             FaultKind::Slow => {
                 tokio::time::sleep(Duration::from_millis(self.faults.slow_ms())).await;
-                Admission::Go(Admitted { drop_after: false, _slot: slot })
+                Admission::Go(Admitted {
+                    drop_after: false,
+                    _slot: slot,
+                })
             }
-            FaultKind::Drop => Admission::Go(Admitted { drop_after: true, _slot: slot }),
+            FaultKind::Drop => Admission::Go(Admitted {
+                drop_after: true,
+                _slot: slot,
+            }),
         }
     }
 
@@ -266,7 +277,10 @@ impl RunningSim {
         }
         if let Some(server) = self.server.take() {
             let abort = server.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), server).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), server)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -288,10 +302,14 @@ pub async fn start(config: SimConfig) -> Result<RunningSim, SimError> {
     let sim = Arc::new(Sim::open(&config)?);
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| SimError::Bind { addr: config.listen.to_string(), source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| SimError::Bind { addr: config.listen.to_string(), source })?;
+        .map_err(|source| SimError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| SimError::Bind {
+        addr: config.listen.to_string(),
+        source,
+    })?;
     let (tx, rx) = oneshot::channel::<()>();
     let app = router(Arc::clone(&sim)).into_make_service_with_connect_info::<ConnHandle>();
     let server = tokio::spawn(async move {
@@ -311,5 +329,11 @@ pub async fn start(config: SimConfig) -> Result<RunningSim, SimError> {
             ticking.process_due_jobs();
         }
     });
-    Ok(RunningSim { addr, sim, shutdown: Some(tx), server: Some(server), ticker })
+    Ok(RunningSim {
+        addr,
+        sim,
+        shutdown: Some(tx),
+        server: Some(server),
+        ticker,
+    })
 }

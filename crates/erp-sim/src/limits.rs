@@ -84,12 +84,21 @@ const D365_WINDOW_MS: u64 = 300_000;
 impl Limits {
     /// Limits with the given configuration.
     pub fn new(config: LimitConfig) -> Limits {
-        Limits { inner: Arc::new(Mutex::new(Inner { config, load: HashMap::new() })) }
+        Limits {
+            inner: Arc::new(Mutex::new(Inner {
+                config,
+                load: HashMap::new(),
+            })),
+        }
     }
 
     /// The configuration in force.
     pub fn config(&self) -> LimitConfig {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).config.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .config
+            .clone()
     }
 
     /// Replaces the configuration.
@@ -102,11 +111,16 @@ impl Limits {
     pub fn enter(&self, erp: Erp, account: &str) -> Result<InFlight, Refused> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let override_key = format!("{erp}/{account}");
-        let limit = inner.config.account_concurrency.get(&override_key).copied().or(match erp {
-            Erp::NetSuite => Some(inner.config.netsuite_concurrency),
-            Erp::D365 => Some(inner.config.d365_concurrency),
-            Erp::S4Hana | Erp::Fusion => None,
-        });
+        let limit = inner
+            .config
+            .account_concurrency
+            .get(&override_key)
+            .copied()
+            .or(match erp {
+                Erp::NetSuite => Some(inner.config.netsuite_concurrency),
+                Erp::D365 => Some(inner.config.d365_concurrency),
+                Erp::S4Hana | Erp::Fusion => None,
+            });
         let window_limit = inner.config.d365_requests_per_window;
         let slot = (erp, account.to_owned());
         let load = inner.load.entry(slot.clone()).or_default();
@@ -125,18 +139,27 @@ impl Limits {
             }
             if load.window_count >= window_limit {
                 let left_ms = D365_WINDOW_MS.saturating_sub(now - load.window_start_ms);
-                return Err(Refused { retry_after: Some(left_ms.div_ceil(1000).max(1)) });
+                return Err(Refused {
+                    retry_after: Some(left_ms.div_ceil(1000).max(1)),
+                });
             }
             load.window_count += 1;
         }
         load.in_flight += 1;
         load.max_seen = load.max_seen.max(load.in_flight);
-        Ok(InFlight { inner: Arc::clone(&self.inner), slot })
+        Ok(InFlight {
+            inner: Arc::clone(&self.inner),
+            slot,
+        })
     }
 
     /// (in flight, max observed) per (erp, account).
     pub fn snapshot(&self) -> BTreeMap<(Erp, String), (u32, u32)> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.load.iter().map(|(k, v)| (k.clone(), (v.in_flight, v.max_seen))).collect()
+        inner
+            .load
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.in_flight, v.max_seen)))
+            .collect()
     }
 }

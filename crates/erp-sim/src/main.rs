@@ -68,7 +68,12 @@ async fn main() -> anyhow::Result<()> {
     let config = SimConfig {
         listen: args.listen,
         state_dir: args.state,
-        faults: FaultConfig { rate: args.faults, kinds, slow_ms: args.slow_ms, ..FaultConfig::default() },
+        faults: FaultConfig {
+            rate: args.faults,
+            kinds,
+            slow_ms: args.slow_ms,
+            ..FaultConfig::default()
+        },
         seed: args.seed,
         limits: LimitConfig {
             netsuite_concurrency: args.netsuite_concurrency,
@@ -78,7 +83,9 @@ async fn main() -> anyhow::Result<()> {
         },
         job_delay_ms: args.job_delay_ms,
     };
-    let running = ledgerflow_erp_sim::start(config).await.context("starting the simulator")?;
+    let running = ledgerflow_erp_sim::start(config)
+        .await
+        .context("starting the simulator")?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {}", running.url()).context("writing to stdout")?;

@@ -42,7 +42,11 @@ pub(crate) struct NsError {
 
 impl NsError {
     fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> NsError {
-        NsError { status, code, detail: detail.into() }
+        NsError {
+            status,
+            code,
+            detail: detail.into(),
+        }
     }
 
     fn body(&self) -> Value {
@@ -74,7 +78,10 @@ impl IntoResponse for NsError {
         let body = self.body().to_string();
         Response::builder()
             .status(self.status)
-            .header(header::CONTENT_TYPE, "application/vnd.oracle.resource+json; type=error")
+            .header(
+                header::CONTENT_TYPE,
+                "application/vnd.oracle.resource+json; type=error",
+            )
             .body(Body::from(body))
             .unwrap_or_default()
     }
@@ -108,9 +115,17 @@ fn route(rest: &str) -> Route {
     let mut segments: Vec<String> = rest.split('/').map(str::to_owned).collect();
     if segments.first().is_some_and(|s| s != "services") {
         let account = segments.remove(0);
-        Route { prefix: format!("/netsuite/{account}"), account: Some(account), segments }
+        Route {
+            prefix: format!("/netsuite/{account}"),
+            account: Some(account),
+            segments,
+        }
     } else {
-        Route { account: None, prefix: "/netsuite".to_owned(), segments }
+        Route {
+            account: None,
+            prefix: "/netsuite".to_owned(),
+            segments,
+        }
     }
 }
 
@@ -125,20 +140,30 @@ pub(crate) async fn handle(
     body: Bytes,
 ) -> Response {
     let route = route(&rest);
-    let known = route.account.clone().unwrap_or_else(|| "unknown".to_owned());
+    let known = route
+        .account
+        .clone()
+        .unwrap_or_else(|| "unknown".to_owned());
     if let Some(secs) = sim.faults.down_for(ERP) {
         sim.report.down(ERP, &known);
-        let mut resp =
-            NsError::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service unavailable.")
-                .into_response();
+        let mut resp = NsError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "Service unavailable.",
+        )
+        .into_response();
         resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
         return resp;
     }
     let segs: Vec<&str> = route.segments.iter().map(String::as_str).collect();
     if segs == ["services", "rest", "auth", "oauth2", "v1", "token"] {
         if method != Method::POST {
-            return NsError::new(StatusCode::METHOD_NOT_ALLOWED, "INVALID_REQUEST", "Use POST.")
-                .into_response();
+            return NsError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "INVALID_REQUEST",
+                "Use POST.",
+            )
+            .into_response();
         }
         return token(&sim, &route, uri.path(), &body);
     }
@@ -171,7 +196,12 @@ pub(crate) async fn handle(
             .into_response();
         }
     };
-    let ctx = Ctx { sim: &sim, account: &account, origin: origin(&headers), prefix: &route.prefix };
+    let ctx = Ctx {
+        sim: &sim,
+        account: &account,
+        origin: origin(&headers),
+        prefix: &route.prefix,
+    };
     let response = match dispatch(&ctx, &method, &uri, &headers, &segs, &body) {
         Ok(resp) => resp,
         Err(err) => err.into_response(),
@@ -189,11 +219,17 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn record_url(&self, rtype: &str, id: &str) -> String {
-        format!("{}{}/services/rest/record/v1/{rtype}/{id}", self.origin, self.prefix)
+        format!(
+            "{}{}/services/rest/record/v1/{rtype}/{id}",
+            self.origin, self.prefix
+        )
     }
 
     fn job_url(&self, id: u64) -> String {
-        format!("{}{}/services/rest/async/v1/job/{id}", self.origin, self.prefix)
+        format!(
+            "{}{}/services/rest/async/v1/job/{id}",
+            self.origin, self.prefix
+        )
     }
 }
 
@@ -205,10 +241,17 @@ fn authenticate(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<String, String> {
-    let named = route.account.clone().unwrap_or_else(|| "unknown".to_owned());
+    let named = route
+        .account
+        .clone()
+        .unwrap_or_else(|| "unknown".to_owned());
     if let Some(token) = auth::bearer(headers) {
         let account = sim.tokens.check(ERP, &token).ok_or_else(|| named.clone())?;
-        if route.account.as_deref().is_some_and(|a| !a.eq_ignore_ascii_case(&account)) {
+        if route
+            .account
+            .as_deref()
+            .is_some_and(|a| !a.eq_ignore_ascii_case(&account))
+        {
             return Err(named);
         }
         return Ok(account);
@@ -218,8 +261,11 @@ fn authenticate(
     };
     let realm = oauth.get("realm").cloned().unwrap_or_default();
     let wanted = route.account.clone().unwrap_or_else(|| realm.clone());
-    let Some(account) =
-        sim.store.accounts(Some(ERP)).into_iter().find(|a| a.account.eq_ignore_ascii_case(&wanted))
+    let Some(account) = sim
+        .store
+        .accounts(Some(ERP))
+        .into_iter()
+        .find(|a| a.account.eq_ignore_ascii_case(&wanted))
     else {
         return Err(if realm.is_empty() { named } else { realm });
     };
@@ -250,7 +296,10 @@ fn token(sim: &Sim, route: &Route, path: &str, body: &[u8]) -> Response {
         sim.report.rejected_auth(ERP, account);
         (status, axum::Json(json!({ "error": error }))).into_response()
     };
-    let named = route.account.clone().unwrap_or_else(|| "unknown".to_owned());
+    let named = route
+        .account
+        .clone()
+        .unwrap_or_else(|| "unknown".to_owned());
     if param(&form, "grant_type") != Some("client_credentials")
         || param(&form, "client_assertion_type")
             != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
@@ -264,7 +313,12 @@ fn token(sim: &Sim, route: &Route, path: &str, body: &[u8]) -> Response {
         .store
         .accounts(Some(ERP))
         .into_iter()
-        .filter(|a| route.account.as_deref().is_none_or(|r| a.account.eq_ignore_ascii_case(r)))
+        .filter(|a| {
+            route
+                .account
+                .as_deref()
+                .is_none_or(|r| a.account.eq_ignore_ascii_case(r))
+        })
         .collect();
     let mut last = JwtError::UnknownClient;
     for account in &candidates {
@@ -301,7 +355,11 @@ fn dispatch(
     segs: &[&str],
     body: &[u8],
 ) -> Result<Response, NsError> {
-    let prefer = headers.get("prefer").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let prefer = headers
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     match segs {
         ["services", "rest", "record", "v1", rtype] => {
             let rtype = record_type(rtype)?;
@@ -330,14 +388,22 @@ fn dispatch(
                             "Upsert (PUT) requires an external ID in the URL: eid:{externalId}.",
                         )
                     })?;
-                    let op = Op::Upsert { rtype, eid: eid.to_owned(), body: json_object(body)? };
+                    let op = Op::Upsert {
+                        rtype,
+                        eid: eid.to_owned(),
+                        body: json_object(body)?,
+                    };
                     if prefer.contains("respond-async") {
                         return submit_async(ctx, headers, op);
                     }
                     op_response(ctx, run_op(ctx, op))
                 }
                 Method::PATCH => {
-                    let op = Op::Update { rtype, id: (*id).to_owned(), body: json_object(body)? };
+                    let op = Op::Update {
+                        rtype,
+                        id: (*id).to_owned(),
+                        body: json_object(body)?,
+                    };
                     op_response(ctx, run_op(ctx, op))
                 }
                 _ => Err(NsError::new(
@@ -360,30 +426,42 @@ fn dispatch(
         ["services", "rest", "async", "v1", "job", rest @ ..] if *method == Method::GET => {
             async_job(ctx, rest)
         }
-        _ => Err(not_found(format!("Resource {} does not exist.", segs.join("/")))),
+        _ => Err(not_found(format!(
+            "Resource {} does not exist.",
+            segs.join("/")
+        ))),
     }
 }
 
 fn record_type(name: &str) -> Result<&'static str, NsError> {
-    RECORD_TYPES.into_iter().find(|t| t.eq_ignore_ascii_case(name)).ok_or_else(|| {
-        not_found(format!(
-            "Record type '{name}' is not supported by the simulator (journalEntry, invoice, \
+    RECORD_TYPES
+        .into_iter()
+        .find(|t| t.eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            not_found(format!(
+                "Record type '{name}' is not supported by the simulator (journalEntry, invoice, \
              customerPayment, creditMemo)."
-        ))
-    })
+            ))
+        })
 }
 
 fn json_object(body: &[u8]) -> Result<Map<String, Value>, NsError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(invalid_content("The request body must be a JSON object.")),
-        Err(e) => Err(invalid_content(format!("Invalid JSON in the request body: {e}"))),
+        Err(e) => Err(invalid_content(format!(
+            "Invalid JSON in the request body: {e}"
+        ))),
     }
 }
 
 /// External ids may contain letters, numbers, underscore and hyphen (SuiteTalk REST docs).
 fn check_external_id(eid: &str) -> Result<(), NsError> {
-    if eid.is_empty() || !eid.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if eid.is_empty()
+        || !eid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         return Err(invalid_content(format!(
             "Invalid external ID '{eid}': use letters, numbers, underscore (_) and hyphen (-)."
         )));
@@ -412,7 +490,10 @@ fn check_balance(rtype: &str, body: &Map<String, Value>) -> Result<(), NsError> 
     if rtype != "journalEntry" {
         return Ok(());
     }
-    let Some(items) = body.get("line").and_then(|l| l.get("items")).and_then(Value::as_array)
+    let Some(items) = body
+        .get("line")
+        .and_then(|l| l.get("items"))
+        .and_then(Value::as_array)
     else {
         return Ok(());
     };
@@ -479,9 +560,20 @@ fn by_id(sim: &Sim, account: &str, rtype: &str, id: &str) -> Option<Document> {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create { rtype: &'static str, body: Map<String, Value> },
-    Upsert { rtype: &'static str, eid: String, body: Map<String, Value> },
-    Update { rtype: &'static str, id: String, body: Map<String, Value> },
+    Create {
+        rtype: &'static str,
+        body: Map<String, Value>,
+    },
+    Upsert {
+        rtype: &'static str,
+        eid: String,
+        body: Map<String, Value>,
+    },
+    Update {
+        rtype: &'static str,
+        id: String,
+        body: Map<String, Value>,
+    },
 }
 
 /// What a successful write answers: 204 + Location of the record.
@@ -495,7 +587,11 @@ fn run_op(ctx: &Ctx<'_>, op: Op) -> Result<Written, NsError> {
     let sim = ctx.sim;
     let _guard = sim.write_lock();
     let store_err = |e: crate::SimError| {
-        NsError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNEXPECTED_ERROR", e.to_string())
+        NsError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNEXPECTED_ERROR",
+            e.to_string(),
+        )
     };
     match op {
         Op::Create { rtype, mut body } => {
@@ -520,9 +616,16 @@ fn run_op(ctx: &Ctx<'_>, op: Op) -> Result<Written, NsError> {
             }
             .build(seq, seq.to_string());
             sim.store.put_docs(vec![doc]).map_err(store_err)?;
-            Ok(Written { rtype: rtype.to_owned(), id: seq.to_string() })
+            Ok(Written {
+                rtype: rtype.to_owned(),
+                id: seq.to_string(),
+            })
         }
-        Op::Upsert { rtype, eid, mut body } => {
+        Op::Upsert {
+            rtype,
+            eid,
+            mut body,
+        } => {
             check_external_id(&eid)?;
             check_balance(rtype, &body)?;
             body.remove("externalid");
@@ -544,7 +647,10 @@ fn run_op(ctx: &Ctx<'_>, op: Op) -> Result<Written, NsError> {
                     existing.updated_ms = now_ms();
                     let id = existing.erp_id.clone();
                     sim.store.put_docs(vec![existing]).map_err(store_err)?;
-                    Ok(Written { rtype: rtype.to_owned(), id })
+                    Ok(Written {
+                        rtype: rtype.to_owned(),
+                        id,
+                    })
                 }
                 None => {
                     let seq = sim.store.next_seq();
@@ -560,7 +666,10 @@ fn run_op(ctx: &Ctx<'_>, op: Op) -> Result<Written, NsError> {
                     }
                     .build(seq, seq.to_string());
                     sim.store.put_docs(vec![doc]).map_err(store_err)?;
-                    Ok(Written { rtype: rtype.to_owned(), id: seq.to_string() })
+                    Ok(Written {
+                        rtype: rtype.to_owned(),
+                        id: seq.to_string(),
+                    })
                 }
             }
         }
@@ -592,7 +701,10 @@ fn run_op(ctx: &Ctx<'_>, op: Op) -> Result<Written, NsError> {
             existing.updated_ms = now_ms();
             let id = existing.erp_id.clone();
             sim.store.put_docs(vec![existing]).map_err(store_err)?;
-            Ok(Written { rtype: rtype.to_owned(), id })
+            Ok(Written {
+                rtype: rtype.to_owned(),
+                id,
+            })
         }
     }
 }
@@ -601,7 +713,10 @@ fn op_response(ctx: &Ctx<'_>, result: Result<Written, NsError>) -> Result<Respon
     let written = result?;
     Ok(Response::builder()
         .status(StatusCode::NO_CONTENT)
-        .header(header::LOCATION, ctx.record_url(&written.rtype, &written.id))
+        .header(
+            header::LOCATION,
+            ctx.record_url(&written.rtype, &written.id),
+        )
         .body(Body::empty())
         .unwrap_or_default())
 }
@@ -631,7 +746,9 @@ fn submit_async(ctx: &Ctx<'_>, headers: &HeaderMap, op: Op) -> Result<Response, 
     if let Some(key) = &key {
         let first = sim
             .store
-            .find_jobs(|j| j.erp == ERP && j.account == ctx.account && j.key.as_deref() == Some(key))
+            .find_jobs(|j| {
+                j.erp == ERP && j.account == ctx.account && j.key.as_deref() == Some(key)
+            })
             .into_iter()
             .next();
         if let Some(first) = first {
@@ -669,7 +786,11 @@ fn submit_async(ctx: &Ctx<'_>, headers: &HeaderMap, op: Op) -> Result<Response, 
         result,
     };
     sim.store.put_job(job).map_err(|e| {
-        NsError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNEXPECTED_ERROR", e.to_string())
+        NsError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNEXPECTED_ERROR",
+            e.to_string(),
+        )
     })?;
     Ok(Response::builder()
         .status(StatusCode::ACCEPTED)
@@ -685,14 +806,16 @@ fn async_job(ctx: &Ctx<'_>, rest: &[&str]) -> Result<Response, NsError> {
     let job = ctx
         .sim
         .store
-        .find_jobs(|j| {
-            j.erp == ERP && j.account == ctx.account && j.seq.to_string() == *id
-        })
+        .find_jobs(|j| j.erp == ERP && j.account == ctx.account && j.seq.to_string() == *id)
         .into_iter()
         .next()
         .ok_or_else(missing)?;
     let base = ctx.job_url(job.seq);
-    let status = job.result.get("status").and_then(Value::as_u64).unwrap_or(500);
+    let status = job
+        .result
+        .get("status")
+        .and_then(Value::as_u64)
+        .unwrap_or(500);
     let progress = if status < 300 { "succeeded" } else { "failed" };
     let body = match rest {
         [_] => json!({
@@ -754,7 +877,11 @@ fn suiteql_row(doc: &Document) -> Map<String, Value> {
     }
     row.insert("type".into(), json!(suiteql_type(&doc.kind)));
     row.insert("recordtype".into(), json!(doc.kind.to_ascii_lowercase()));
-    for (col, field) in [("memo", "memo"), ("tranid", "tranId"), ("trandate", "tranDate")] {
+    for (col, field) in [
+        ("memo", "memo"),
+        ("tranid", "tranId"),
+        ("trandate", "tranDate"),
+    ] {
         if let Some(v) = doc.body.get(field).filter(|v| !v.is_null()) {
             row.insert(col.into(), v.clone());
         }
@@ -766,14 +893,17 @@ fn suiteql_row(doc: &Document) -> Map<String, Value> {
 /// `SELECT <* | col, ...> FROM transaction [WHERE col = 'v' [AND col = 'v' ...]]`
 /// with columns id, externalid, type, recordtype, memo, tranid, trandate.
 fn suiteql(ctx: &Ctx<'_>, uri: &Uri, body: &[u8]) -> Result<Response, NsError> {
-    let invalid = |detail: String| NsError::new(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", detail);
+    let invalid =
+        |detail: String| NsError::new(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", detail);
     let body: Value = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("Invalid JSON in the request body: {e}")))?;
     let q = body.get("q").and_then(Value::as_str).ok_or_else(|| {
         invalid("The request body must contain the query in the field q.".to_owned())
     })?;
     let (columns, filters) = parse_suiteql(q).map_err(|e| {
-        invalid(format!("Invalid search query. Detailed unprocessed description follows. {e}"))
+        invalid(format!(
+            "Invalid search query. Detailed unprocessed description follows. {e}"
+        ))
     })?;
     let rows: Vec<Value> = ctx
         .sim
@@ -796,8 +926,12 @@ fn suiteql(ctx: &Ctx<'_>, uri: &Uri, body: &[u8]) -> Result<Response, NsError> {
         })
         .collect();
     let query = decode_pairs(uri.query().unwrap_or(""));
-    let limit: usize = param(&query, "limit").and_then(|l| l.parse().ok()).unwrap_or(1000);
-    let offset: usize = param(&query, "offset").and_then(|o| o.parse().ok()).unwrap_or(0);
+    let limit: usize = param(&query, "limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(1000);
+    let offset: usize = param(&query, "offset")
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0);
     let total = rows.len();
     let page: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
     Ok(axum::Json(json!({
@@ -811,15 +945,24 @@ fn suiteql(ctx: &Ctx<'_>, uri: &Uri, body: &[u8]) -> Result<Response, NsError> {
     .into_response())
 }
 
-const SUITEQL_COLUMNS: [&str; 7] =
-    ["id", "externalid", "type", "recordtype", "memo", "tranid", "trandate"];
+const SUITEQL_COLUMNS: [&str; 7] = [
+    "id",
+    "externalid",
+    "type",
+    "recordtype",
+    "memo",
+    "tranid",
+    "trandate",
+];
 
 type Filters = Vec<(String, String)>;
 
 fn parse_suiteql(q: &str) -> Result<(Option<Vec<String>>, Filters), String> {
     let q = q.trim().trim_end_matches(';');
     let lower = q.to_ascii_lowercase();
-    let rest = lower.strip_prefix("select ").ok_or("only SELECT is supported")?;
+    let rest = lower
+        .strip_prefix("select ")
+        .ok_or("only SELECT is supported")?;
     let from = rest.find(" from ").ok_or("missing FROM")?;
     let cols_text = rest[..from].trim();
     let columns = if cols_text == "*" {
@@ -835,7 +978,9 @@ fn parse_suiteql(q: &str) -> Result<(Option<Vec<String>>, Filters), String> {
     // byte positions), so literals keep their case.
     let after_from_at = "select ".len() + from + " from ".len();
     let after_from = q[after_from_at..].trim_start();
-    let table_end = after_from.find(char::is_whitespace).unwrap_or(after_from.len());
+    let table_end = after_from
+        .find(char::is_whitespace)
+        .unwrap_or(after_from.len());
     if !after_from[..table_end].eq_ignore_ascii_case("transaction") {
         return Err("only the transaction table is supported".to_owned());
     }
@@ -851,7 +996,9 @@ fn parse_suiteql(q: &str) -> Result<(Option<Vec<String>>, Filters), String> {
     let mut filters = Vec::new();
     let mut rest = cond.trim();
     loop {
-        let eq = rest.find('=').ok_or("only col = 'value' conditions are supported")?;
+        let eq = rest
+            .find('=')
+            .ok_or("only col = 'value' conditions are supported")?;
         let col = rest[..eq].trim().to_ascii_lowercase();
         if !SUITEQL_COLUMNS.contains(&col.as_str()) {
             return Err(format!("unsupported column {col}"));
@@ -861,7 +1008,9 @@ fn parse_suiteql(q: &str) -> Result<(Option<Vec<String>>, Filters), String> {
             let end = quoted.find('\'').ok_or("unterminated string literal")?;
             (quoted[..end].to_owned(), &quoted[end + 1..])
         } else {
-            let end = value_text.find(char::is_whitespace).unwrap_or(value_text.len());
+            let end = value_text
+                .find(char::is_whitespace)
+                .unwrap_or(value_text.len());
             let number = &value_text[..end];
             if !number.chars().all(|c| c.is_ascii_digit()) || number.is_empty() {
                 return Err("values must be quoted strings or integers".to_owned());

@@ -61,12 +61,18 @@ impl Report {
 
     /// Counts an injected fault.
     pub fn fault(&self, erp: Erp, account: &str, kind: FaultKind) {
-        self.bump(erp, account, |c| *c.faults.entry(kind.as_str().to_owned()).or_default() += 1);
+        self.bump(erp, account, |c| {
+            *c.faults.entry(kind.as_str().to_owned()).or_default() += 1
+        });
     }
 
     /// Builds the report document.
     pub fn render(&self, store: &Store, limits: &Limits) -> Value {
-        let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let counters = self
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let dups = store.dup_stats();
         let load = limits.snapshot();
         let mut slots: Vec<(Erp, String)> = counters.keys().cloned().collect();
@@ -88,8 +94,10 @@ impl Report {
         }
         impl Sum {
             fn to_json(&self) -> Value {
-                let mut faults: BTreeMap<String, u64> =
-                    FaultKind::ALL.iter().map(|k| (k.as_str().to_owned(), 0)).collect();
+                let mut faults: BTreeMap<String, u64> = FaultKind::ALL
+                    .iter()
+                    .map(|k| (k.as_str().to_owned(), 0))
+                    .collect();
                 for (k, v) in &self.faults {
                     *faults.entry(k.clone()).or_default() += v;
                 }
@@ -121,7 +129,8 @@ impl Report {
         }
 
         let mut total = Sum::default();
-        let mut per_erp: BTreeMap<Erp, Sum> = Erp::ALL.into_iter().map(|e| (e, Sum::default())).collect();
+        let mut per_erp: BTreeMap<Erp, Sum> =
+            Erp::ALL.into_iter().map(|e| (e, Sum::default())).collect();
         let mut accounts = Vec::new();
         let mut duplicate_keys: Vec<Value> = Vec::new();
         for slot in slots {
@@ -158,8 +167,10 @@ impl Report {
         }
         let mut out = total.to_json();
         if let Value::Object(map) = &mut out {
-            let erps: serde_json::Map<String, Value> =
-                per_erp.iter().map(|(e, s)| (e.as_str().to_owned(), s.to_json())).collect();
+            let erps: serde_json::Map<String, Value> = per_erp
+                .iter()
+                .map(|(e, s)| (e.as_str().to_owned(), s.to_json()))
+                .collect();
             map.insert("erps".into(), Value::Object(erps));
             map.insert("accounts".into(), Value::Array(accounts));
             map.insert("duplicate_keys".into(), Value::Array(duplicate_keys));

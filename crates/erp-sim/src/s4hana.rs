@@ -52,9 +52,14 @@ fn soap_fault(status: StatusCode, code: &str, message: &str) -> Response {
 fn unauthorized() -> Response {
     Response::builder()
         .status(StatusCode::UNAUTHORIZED)
-        .header(header::WWW_AUTHENTICATE, "Basic realm=\"SAP NetWeaver Application Server [S4H/100]\"")
+        .header(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"SAP NetWeaver Application Server [S4H/100]\"",
+        )
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .body(Body::from("<html><head><title>Logon Error Message</title></head><body>Logon failed</body></html>"))
+        .body(Body::from(
+            "<html><head><title>Logon Error Message</title></head><body>Logon failed</body></html>",
+        ))
         .unwrap_or_default()
 }
 
@@ -80,14 +85,21 @@ pub(crate) async fn handle(
     let named = path_account.clone().unwrap_or_else(|| "unknown".to_owned());
     if let Some(secs) = sim.faults.down_for(ERP) {
         sim.report.down(ERP, &named);
-        let mut resp = soap_fault(StatusCode::SERVICE_UNAVAILABLE, "Server", "Service unavailable");
+        let mut resp = soap_fault(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Server",
+            "Service unavailable",
+        );
         resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
         return resp;
     }
     let account = auth::basic(&headers).and_then(|(user, password)| {
         sim.store.accounts(Some(ERP)).into_iter().find(|a| {
             path_account.as_deref().is_none_or(|p| p == a.account)
-                && a.credentials.users.iter().any(|u| u.user == user && u.password == password)
+                && a.credentials
+                    .users
+                    .iter()
+                    .any(|u| u.user == user && u.password == password)
         })
     });
     let Some(account) = account else {
@@ -99,13 +111,17 @@ pub(crate) async fn handle(
     let admitted = match sim.admit(ERP, &account.account).await {
         Admission::Go(admitted) => admitted,
         Admission::Throttled { retry_after } => {
-            let mut resp =
-                soap_fault(StatusCode::TOO_MANY_REQUESTS, "Server", "Too many requests");
-            resp.headers_mut().insert(header::RETRY_AFTER, retry_after.unwrap_or(1).into());
+            let mut resp = soap_fault(StatusCode::TOO_MANY_REQUESTS, "Server", "Too many requests");
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, retry_after.unwrap_or(1).into());
             return resp;
         }
         Admission::ServerError => {
-            return soap_fault(StatusCode::INTERNAL_SERVER_ERROR, "Server", "Internal server error");
+            return soap_fault(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Server",
+                "Internal server error",
+            );
         }
     };
     let base = match &path_account {
@@ -114,15 +130,38 @@ pub(crate) async fn handle(
     };
     let text = String::from_utf8_lossy(&body);
     let response = match (segments.as_slice(), &method) {
-        (["sap", "bc", "srt", "scs_ext", "sap", "journalentrycreaterequestconfi"], &Method::POST) => {
-            sync_post(&sim, &account, &text)
-        }
-        (["sap", "bc", "srt", "scs_ext", "sap", "journalentrybulkcreationrequest"], &Method::POST) => {
-            async_post(&sim, &account, &text)
-        }
+        (
+            [
+                "sap",
+                "bc",
+                "srt",
+                "scs_ext",
+                "sap",
+                "journalentrycreaterequestconfi",
+            ],
+            &Method::POST,
+        ) => sync_post(&sim, &account, &text),
+        (
+            [
+                "sap",
+                "bc",
+                "srt",
+                "scs_ext",
+                "sap",
+                "journalentrybulkcreationrequest",
+            ],
+            &Method::POST,
+        ) => async_post(&sim, &account, &text),
         (["sim", "confirmations"], &Method::GET) => confirmations(&sim, &account, &uri),
         (
-            ["sap", "opu", "odata", "sap", "API_JOURNALENTRYITEMBASIC_SRV", "A_JournalEntryItemBasic"],
+            [
+                "sap",
+                "opu",
+                "odata",
+                "sap",
+                "API_JOURNALENTRYITEMBASIC_SRV",
+                "A_JournalEntryItemBasic",
+            ],
             &Method::GET,
         ) => read_items(&sim, &account, &uri, &base),
         _ => (StatusCode::NOT_FOUND, "Service cannot be reached").into_response(),
@@ -146,7 +185,9 @@ fn parse_bulk(text: &str) -> Result<(String, Vec<Value>), String> {
     let mut entries = Vec::new();
     for create in request.children_named("JournalEntryCreateRequest") {
         let sub_id = message_id_of(create.child("MessageHeader"));
-        let entry = create.child("JournalEntry").ok_or("JournalEntryCreateRequest without JournalEntry")?;
+        let entry = create
+            .child("JournalEntry")
+            .ok_or("JournalEntryCreateRequest without JournalEntry")?;
         let mut json_entry = serde_json::Map::new();
         json_entry.insert("MessageID".into(), json!(sub_id));
         for field in [
@@ -166,7 +207,10 @@ fn parse_bulk(text: &str) -> Result<(String, Vec<Value>), String> {
         }
         let mut items = Vec::new();
         for item in entry.children.iter().filter(|c| {
-            matches!(c.name.as_str(), "Item" | "DebtorItem" | "CreditorItem" | "ProductTaxItem")
+            matches!(
+                c.name.as_str(),
+                "Item" | "DebtorItem" | "CreditorItem" | "ProductTaxItem"
+            )
         }) {
             let amount = item.child("AmountInTransactionCurrency");
             items.push(json!({
@@ -191,11 +235,12 @@ fn parse_bulk(text: &str) -> Result<(String, Vec<Value>), String> {
 }
 
 fn message_id_of(header: Option<&Element>) -> String {
-    header.map(|h| {
-        let id = h.text_of("ID");
-        if id.is_empty() { h.text_of("UUID") } else { id }
-    })
-    .unwrap_or_default()
+    header
+        .map(|h| {
+            let id = h.text_of("ID");
+            if id.is_empty() { h.text_of("UUID") } else { id }
+        })
+        .unwrap_or_default()
 }
 
 fn message_id(header: Option<&Element>) -> String {
@@ -207,49 +252,99 @@ type LogItem = (u8, String, String);
 
 /// Posts one entry; returns the confirmation JSON of that entry.
 fn post_entry(sim: &Sim, account: &Account, entry: &Value) -> Result<Value, SimError> {
-    let get = |f: &str| entry.get(f).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let get = |f: &str| {
+        entry
+            .get(f)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     let mut errors: Vec<LogItem> = Vec::new();
-    for field in ["CompanyCode", "AccountingDocumentType", "DocumentDate", "PostingDate"] {
+    for field in [
+        "CompanyCode",
+        "AccountingDocumentType",
+        "DocumentDate",
+        "PostingDate",
+    ] {
         if get(field).is_empty() {
-            errors.push((3, "FINS_API(001)".into(), format!("Field {field} is required")));
+            errors.push((
+                3,
+                "FINS_API(001)".into(),
+                format!("Field {field} is required"),
+            ));
         }
     }
     let posting = get("PostingDate");
-    let year = posting.get(..4).filter(|y| y.bytes().all(|b| b.is_ascii_digit())).map(str::to_owned);
+    let year = posting
+        .get(..4)
+        .filter(|y| y.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_owned);
     if !posting.is_empty() && (year.is_none() || posting.len() != 10) {
-        errors.push((3, "FINS_API(002)".into(), format!("Posting date {posting} is not YYYY-MM-DD")));
+        errors.push((
+            3,
+            "FINS_API(002)".into(),
+            format!("Posting date {posting} is not YYYY-MM-DD"),
+        ));
     }
-    let items = entry.get("Items").and_then(Value::as_array).cloned().unwrap_or_default();
+    let items = entry
+        .get("Items")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if items.len() < 2 {
-        errors.push((3, "F5(150)".into(), "A journal entry needs at least two items".into()));
+        errors.push((
+            3,
+            "F5(150)".into(),
+            "A journal entry needs at least two items".into(),
+        ));
     }
     let mut balance: BTreeMap<String, i128> = BTreeMap::new();
     for (n, item) in items.iter().enumerate() {
         let text_of = |f: &str| item.get(f).and_then(Value::as_str).unwrap_or_default();
         let Some(amount) = text::parse_amount(text_of("AmountInTransactionCurrency")) else {
-            errors.push((3, "FINS_API(003)".into(), format!("Item {}: invalid amount", n + 1)));
+            errors.push((
+                3,
+                "FINS_API(003)".into(),
+                format!("Item {}: invalid amount", n + 1),
+            ));
             continue;
         };
         let currency = text_of("TransactionCurrency");
         if currency.is_empty() {
-            errors.push((3, "FINS_API(004)".into(), format!("Item {}: currencyCode missing", n + 1)));
+            errors.push((
+                3,
+                "FINS_API(004)".into(),
+                format!("Item {}: currencyCode missing", n + 1),
+            ));
         }
         let signed = match text_of("DebitCreditCode") {
             "S" => amount.abs(),
             "H" => -amount.abs(),
             "" => amount,
             other => {
-                errors.push((3, "FINS_API(005)".into(), format!("Item {}: DebitCreditCode {other} is not S or H", n + 1)));
+                errors.push((
+                    3,
+                    "FINS_API(005)".into(),
+                    format!("Item {}: DebitCreditCode {other} is not S or H", n + 1),
+                ));
                 amount
             }
         };
         if text_of("ItemType") == "Item" && text_of("GLAccount").is_empty() {
-            errors.push((3, "FINS_API(006)".into(), format!("Item {}: GLAccount is required", n + 1)));
+            errors.push((
+                3,
+                "FINS_API(006)".into(),
+                format!("Item {}: GLAccount is required", n + 1),
+            ));
         }
         *balance.entry(currency.to_owned()).or_default() += signed;
     }
     if errors.is_empty() && balance.values().any(|v| *v != 0) {
-        errors.push((3, "F5(702)".into(), "Balance in transaction currency".into()));
+        errors.push((
+            3,
+            "F5(702)".into(),
+            "Balance in transaction currency".into(),
+        ));
     }
     let company = get("CompanyCode");
     let fiscal_year = year.unwrap_or_default();
@@ -271,7 +366,11 @@ fn post_entry(sim: &Sim, account: &Account, entry: &Value) -> Result<Value, SimE
         map.insert("FiscalYear".into(), json!(fiscal_year));
     }
     let original = get("OriginalReferenceDocument");
-    let reference = if original.is_empty() { get("DocumentReferenceID") } else { original.clone() };
+    let reference = if original.is_empty() {
+        get("DocumentReferenceID")
+    } else {
+        original.clone()
+    };
     let doc = NewDoc {
         erp: ERP,
         account: account.account.clone(),
@@ -326,9 +425,14 @@ fn confirmation_xml(bulk_id: &str, results: &[Value]) -> String {
             s(r, "AccountingDocument"),
             s(r, "CompanyCode"),
             s(r, "FiscalYear"),
-            r.get("Log").map(|l| s(l, "MaximumLogItemSeverityCode")).unwrap_or_default(),
+            r.get("Log")
+                .map(|l| s(l, "MaximumLogItemSeverityCode"))
+                .unwrap_or_default(),
         ));
-        let items = r.get("Log").and_then(|l| l.get("Item")).and_then(Value::as_array);
+        let items = r
+            .get("Log")
+            .and_then(|l| l.get("Item"))
+            .and_then(Value::as_array);
         for item in items.into_iter().flatten() {
             out.push_str(&format!(
                 "<Item><TypeID>{}</TypeID><SeverityCode>{}</SeverityCode><Note>{}</Note></Item>",
@@ -360,7 +464,9 @@ fn sync_post(sim: &Sim, account: &Account, text: &str) -> Response {
     for entry in &entries {
         match post_entry(sim, account, entry) {
             Ok(r) => results.push(r),
-            Err(e) => return soap_fault(StatusCode::INTERNAL_SERVER_ERROR, "Server", &e.to_string()),
+            Err(e) => {
+                return soap_fault(StatusCode::INTERNAL_SERVER_ERROR, "Server", &e.to_string());
+            }
         }
     }
     xml_response(StatusCode::OK, confirmation_xml(&bulk_id, &results))
@@ -399,7 +505,12 @@ pub(crate) fn process_job(sim: &Sim, mut job: Job) -> Result<(), SimError> {
         job.result = json!({ "error": "account no longer provisioned" });
         return sim.store.put_job(job);
     };
-    let entries = job.input.get("entries").and_then(Value::as_array).cloned().unwrap_or_default();
+    let entries = job
+        .input
+        .get("entries")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut results = Vec::new();
     for entry in &entries {
         results.push(post_entry(sim, &account, entry)?);
@@ -425,13 +536,21 @@ fn confirmations(sim: &Sim, account: &Account, uri: &Uri) -> Response {
         j.erp == ERP && j.account == account.account && j.key.as_deref() == Some(message_id)
     });
     let Some(job) = jobs.first() else {
-        return (StatusCode::NOT_FOUND, axum::Json(json!({ "error": "unknown messageId" })))
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "error": "unknown messageId" })),
+        )
             .into_response();
     };
     if !job.done {
         return StatusCode::ACCEPTED.into_response();
     }
-    let results = job.result.get("entries").and_then(Value::as_array).cloned().unwrap_or_default();
+    let results = job
+        .result
+        .get("entries")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     xml_response(StatusCode::OK, confirmation_xml(message_id, &results))
 }
 
@@ -448,18 +567,46 @@ fn read_items(sim: &Sim, account: &Account, uri: &Uri, base: &str) -> Response {
         }
         None => Vec::new(),
     };
-    let top: usize = param(&query, "$top").and_then(|t| t.parse().ok()).unwrap_or(usize::MAX);
+    let top: usize = param(&query, "$top")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(usize::MAX);
     let mut rows = Vec::new();
-    for doc in sim.store.find_docs(|d| d.erp == ERP && d.account == account.account) {
-        let get = |f: &str| doc.body.get(f).and_then(Value::as_str).unwrap_or_default().to_owned();
-        let items = doc.body.get("Items").and_then(Value::as_array).cloned().unwrap_or_default();
+    for doc in sim
+        .store
+        .find_docs(|d| d.erp == ERP && d.account == account.account)
+    {
+        let get = |f: &str| {
+            doc.body
+                .get(f)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let items = doc
+            .body
+            .get("Items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         for (n, item) in items.iter().enumerate() {
-            let it = |f: &str| item.get(f).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let it = |f: &str| {
+                item.get(f)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
             let amount = text::parse_amount(&it("AmountInTransactionCurrency")).unwrap_or(0);
-            let signed = if it("DebitCreditCode") == "H" { -amount.abs() } else { amount.abs() };
+            let signed = if it("DebitCreditCode") == "H" {
+                -amount.abs()
+            } else {
+                amount.abs()
+            };
             let key = format!(
                 "SourceLedger='0L',CompanyCode='{}',FiscalYear='{}',AccountingDocument='{}',LedgerGLLineItem='{:06}'",
-                get("CompanyCode"), get("FiscalYear"), get("AccountingDocument"), n + 1
+                get("CompanyCode"),
+                get("FiscalYear"),
+                get("AccountingDocument"),
+                n + 1
             );
             let row = json!({
                 "__metadata": {

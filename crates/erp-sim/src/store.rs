@@ -51,7 +51,9 @@ impl Erp {
 
     /// Parses the lowercase name.
     pub fn parse(name: &str) -> Option<Erp> {
-        Erp::ALL.into_iter().find(|erp| erp.as_str().eq_ignore_ascii_case(name))
+        Erp::ALL
+            .into_iter()
+            .find(|erp| erp.as_str().eq_ignore_ascii_case(name))
     }
 }
 
@@ -264,7 +266,10 @@ impl Account {
 
     /// The D365 default company, lowercase.
     pub fn company(&self) -> String {
-        self.default_company.as_deref().unwrap_or("usmf").to_ascii_lowercase()
+        self.default_company
+            .as_deref()
+            .unwrap_or("usmf")
+            .to_ascii_lowercase()
     }
 }
 
@@ -322,21 +327,33 @@ pub fn norm_key(key: &str) -> String {
 
 pub(crate) fn now_ms() -> u64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    now.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+    now.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 impl Store {
     /// Opens (creating if needed) the state directory and replays its log.
     pub fn open(dir: &Path) -> Result<Store, SimError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| SimError::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| SimError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let log_path = dir.join("state.jsonl");
-        let mut inner = Inner { next_seq: 1000, log_path: log_path.clone(), ..Inner::default() };
+        let mut inner = Inner {
+            next_seq: 1000,
+            log_path: log_path.clone(),
+            ..Inner::default()
+        };
         if log_path.exists() {
-            let file = File::open(&log_path)
-                .map_err(|source| SimError::Io { path: log_path.clone(), source })?;
+            let file = File::open(&log_path).map_err(|source| SimError::Io {
+                path: log_path.clone(),
+                source,
+            })?;
             for (n, line) in BufReader::new(file).lines().enumerate() {
-                let line = line.map_err(|source| SimError::Io { path: log_path.clone(), source })?;
+                let line = line.map_err(|source| SimError::Io {
+                    path: log_path.clone(),
+                    source,
+                })?;
                 if line.trim().is_empty() {
                     continue;
                 }
@@ -353,29 +370,43 @@ impl Store {
         }
         let accounts_file = dir.join("accounts.json");
         if accounts_file.exists() {
-            let text = std::fs::read_to_string(&accounts_file)
-                .map_err(|source| SimError::Io { path: accounts_file.clone(), source })?;
-            let accounts: Vec<Account> = serde_json::from_str(&text).map_err(|source| {
-                SimError::Corrupt { path: accounts_file.clone(), line: 1, source }
+            let text = std::fs::read_to_string(&accounts_file).map_err(|source| SimError::Io {
+                path: accounts_file.clone(),
+                source,
             })?;
+            let accounts: Vec<Account> =
+                serde_json::from_str(&text).map_err(|source| SimError::Corrupt {
+                    path: accounts_file.clone(),
+                    line: 1,
+                    source,
+                })?;
             for account in accounts {
                 account.validate()?;
-                inner.accounts.insert((account.erp, account.account.clone()), account);
+                inner
+                    .accounts
+                    .insert((account.erp, account.account.clone()), account);
             }
         }
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|source| SimError::Io { path: log_path.clone(), source })?;
+            .map_err(|source| SimError::Io {
+                path: log_path.clone(),
+                source,
+            })?;
         inner.log = Some(log);
-        Ok(Store { inner: Mutex::new(inner) })
+        Ok(Store {
+            inner: Mutex::new(inner),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters more than losing the whole simulator, so poisoning is ignored.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Reserves the next sequence number (ids are derived from it).
@@ -408,42 +439,70 @@ impl Store {
     pub fn put_account(&self, account: Account) -> Result<(), SimError> {
         account.validate()?;
         let mut inner = self.lock();
-        inner.append(&LogEntry::Account { account: account.clone() })?;
+        inner.append(&LogEntry::Account {
+            account: account.clone(),
+        })?;
         inner.apply(LogEntry::Account { account });
         Ok(())
     }
 
     /// One account.
     pub fn account(&self, erp: Erp, account: &str) -> Option<Account> {
-        self.lock().accounts.get(&(erp, account.to_owned())).cloned()
+        self.lock()
+            .accounts
+            .get(&(erp, account.to_owned()))
+            .cloned()
     }
 
     /// All accounts of an ERP (or of all ERPs).
     pub fn accounts(&self, erp: Option<Erp>) -> Vec<Account> {
         let inner = self.lock();
-        inner.accounts.values().filter(|a| erp.is_none_or(|e| a.erp == e)).cloned().collect()
+        inner
+            .accounts
+            .values()
+            .filter(|a| erp.is_none_or(|e| a.erp == e))
+            .cloned()
+            .collect()
     }
 
     /// A document by simulator id.
     pub fn doc(&self, id: &str) -> Option<Document> {
         let inner = self.lock();
-        inner.doc_index.get(id).and_then(|&i| inner.docs.get(i)).cloned()
+        inner
+            .doc_index
+            .get(id)
+            .and_then(|&i| inner.docs.get(i))
+            .cloned()
     }
 
     /// Documents matching a predicate, in creation order.
     pub fn find_docs(&self, mut pred: impl FnMut(&Document) -> bool) -> Vec<Document> {
-        self.lock().docs.iter().filter(|d| pred(d)).cloned().collect()
+        self.lock()
+            .docs
+            .iter()
+            .filter(|d| pred(d))
+            .cloned()
+            .collect()
     }
 
     /// A job by id.
     pub fn job(&self, id: &str) -> Option<Job> {
         let inner = self.lock();
-        inner.job_index.get(id).and_then(|&i| inner.jobs.get(i)).cloned()
+        inner
+            .job_index
+            .get(id)
+            .and_then(|&i| inner.jobs.get(i))
+            .cloned()
     }
 
     /// Jobs matching a predicate.
     pub fn find_jobs(&self, mut pred: impl FnMut(&Job) -> bool) -> Vec<Job> {
-        self.lock().jobs.iter().filter(|j| pred(j)).cloned().collect()
+        self.lock()
+            .jobs
+            .iter()
+            .filter(|j| pred(j))
+            .cloned()
+            .collect()
     }
 
     /// Document and duplicate statistics per (erp, account).
@@ -488,10 +547,9 @@ impl Inner {
         if let Some(log) = self.log.as_mut() {
             // Small appends to the page cache: cheap enough to do under the lock on the async
             // thread, and they must complete before the ERP answer is produced.
-            log.write_all(&line).and_then(|()| log.flush()).map_err(|source| SimError::Io {
-                path,
-                source,
-            })?;
+            log.write_all(&line)
+                .and_then(|()| log.flush())
+                .map_err(|source| SimError::Io { path, source })?;
         }
         Ok(())
     }
@@ -529,7 +587,8 @@ impl Inner {
                 }
             }
             LogEntry::Account { account } => {
-                self.accounts.insert((account.erp, account.account.clone()), account);
+                self.accounts
+                    .insert((account.erp, account.account.clone()), account);
             }
         }
     }

@@ -24,8 +24,16 @@ pub(crate) fn parse_amount(text: &str) -> Option<i128> {
     {
         return None;
     }
-    let whole: i128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
-    let mut frac_value: i128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let whole: i128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let mut frac_value: i128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     for _ in frac.len()..6 {
         frac_value *= 10;
     }
@@ -73,7 +81,10 @@ pub(crate) fn decode_component(raw: &str) -> String {
 
 /// The first value of a query parameter.
 pub(crate) fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// One `Field eq value` comparison of an OData `$filter`.
@@ -88,8 +99,9 @@ pub(crate) fn parse_filter(filter: &str) -> Result<Vec<Eq>, String> {
     let mut out = Vec::new();
     let mut rest = filter.trim();
     loop {
-        let (field, after) =
-            rest.split_once(char::is_whitespace).ok_or_else(|| format!("bad filter: {filter}"))?;
+        let (field, after) = rest
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| format!("bad filter: {filter}"))?;
         let after = after.trim_start();
         let after = after
             .strip_prefix("eq ")
@@ -121,7 +133,10 @@ pub(crate) fn parse_filter(filter: &str) -> Result<Vec<Eq>, String> {
         if !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!("bad field name in filter: {field}"));
         }
-        out.push(Eq { field: field.to_owned(), value });
+        out.push(Eq {
+            field: field.to_owned(),
+            value,
+        });
         let remaining = remaining.trim();
         if remaining.is_empty() {
             return Ok(out);
@@ -210,7 +225,10 @@ pub(crate) fn rfc3339(ms: u64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 

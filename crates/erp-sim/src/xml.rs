@@ -67,7 +67,9 @@ impl Element {
                                 let code = other
                                     .strip_prefix("#x")
                                     .and_then(|h| u32::from_str_radix(h, 16).ok())
-                                    .or_else(|| other.strip_prefix('#').and_then(|d| d.parse().ok()));
+                                    .or_else(|| {
+                                        other.strip_prefix('#').and_then(|d| d.parse().ok())
+                                    });
                                 match code.and_then(char::from_u32) {
                                     Some(c) => c.to_string(),
                                     None => return Err(format!("xml: unknown entity &{other};")),
@@ -88,11 +90,16 @@ impl Element {
     }
 
     fn open(start: &quick_xml::events::BytesStart<'_>) -> Result<Element, String> {
-        let mut element = Element { name: local(start.name().as_ref()), ..Element::default() };
+        let mut element = Element {
+            name: local(start.name().as_ref()),
+            ..Element::default()
+        };
         for attr in start.attributes() {
             let attr = attr.map_err(|e| format!("xml: {e}"))?;
             let value = attr.unescape_value().map_err(|e| format!("xml: {e}"))?;
-            element.attrs.push((local(attr.key.as_ref()), value.into_owned()));
+            element
+                .attrs
+                .push((local(attr.key.as_ref()), value.into_owned()));
         }
         Ok(element)
     }
@@ -116,12 +123,17 @@ impl Element {
 
     /// Trimmed text of the first child with this name ("" when absent).
     pub(crate) fn text_of(&self, name: &str) -> String {
-        self.child(name).map(|c| c.text.trim().to_owned()).unwrap_or_default()
+        self.child(name)
+            .map(|c| c.text.trim().to_owned())
+            .unwrap_or_default()
     }
 
     /// An attribute by local name.
     pub(crate) fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Depth-first search for the first element with this local name.
