@@ -88,19 +88,19 @@ struct ErpFilter {
     include_children: bool,
 }
 
-fn parse_erp(name: Option<&str>) -> Result<Option<Erp>, Response> {
+fn parse_erp(name: Option<&str>) -> Result<Option<Erp>, Box<Response>> {
     match name.filter(|n| !n.is_empty()) {
         None => Ok(None),
         Some(n) => Erp::parse(n)
             .map(Some)
-            .ok_or_else(|| bad_request(format!("unknown erp {n}"))),
+            .ok_or_else(|| Box::new(bad_request(format!("unknown erp {n}")))),
     }
 }
 
 async fn list_accounts(State(sim): State<Arc<Sim>>, Query(q): Query<ErpFilter>) -> Response {
     let erp = match parse_erp(q.erp.as_deref()) {
         Ok(erp) => erp,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     // Secrets stay out of listings; the caller provisioned them and knows them.
     let accounts: Vec<Value> = sim
@@ -127,7 +127,7 @@ async fn list_accounts(State(sim): State<Arc<Sim>>, Query(q): Query<ErpFilter>) 
 async fn list_documents(State(sim): State<Arc<Sim>>, Query(q): Query<ErpFilter>) -> Response {
     let erp = match parse_erp(q.erp.as_deref()) {
         Ok(erp) => erp,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let norm = |s: &Option<String>| s.as_deref().map(crate::store::norm_key);
     let (source_ref, erp_key) = (norm(&q.source_ref), norm(&q.erp_key));
@@ -164,7 +164,7 @@ async fn read_document(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> R
 async fn list_jobs(State(sim): State<Arc<Sim>>, Query(q): Query<ErpFilter>) -> Response {
     let erp = match parse_erp(q.erp.as_deref()) {
         Ok(erp) => erp,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     sim.process_due_jobs();
     let jobs = sim.store.find_jobs(|j| {

@@ -349,7 +349,10 @@ fn entity_set(name: &str) -> Result<(&'static str, Option<&'static str>), ODataE
 }
 
 /// Splits `Set(k='v',n=1)` into the set name and its key values.
-fn split_key(resource: &str) -> Result<(&str, Option<Vec<(String, String)>>), ODataError> {
+/// Key values of an entity key segment, `(name, value)`.
+type KeyValues = Vec<(String, String)>;
+
+fn split_key(resource: &str) -> Result<(&str, Option<KeyValues>), ODataError> {
     let Some(open) = resource.find('(') else {
         return Ok((resource, None));
     };

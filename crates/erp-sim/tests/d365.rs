@@ -224,6 +224,6 @@ async fn throttling_answers_429_with_retry_after() {
     }
     assert_eq!(statuses, vec![200, 200, 429]);
     let secs: u64 = retry_after.expect("Retry-After").parse().expect("seconds");
-    assert!(secs >= 1 && secs <= 300);
+    assert!((1..=300).contains(&secs));
     assert_eq!(erp(&h.report().await, "d365")["throttled"], 1);
 }
