@@ -96,6 +96,9 @@ pub struct Sim {
     /// Serialises check-then-insert sequences (unique external ids, flexfields, batch numbers)
     /// so two concurrent requests cannot both pass a uniqueness check. Never held across await.
     pub(crate) writes: std::sync::Mutex<()>,
+    /// Serialises job processing: the background ticker and a client's poll may both find the
+    /// same due job, and processing it twice would post its documents twice.
+    jobs: std::sync::Mutex<()>,
 }
 
 /// What admission decided for one ERP request that passed authentication.
@@ -146,6 +149,7 @@ impl Sim {
             nonces: NonceBook::default(),
             job_delay_ms: AtomicU64::new(config.job_delay_ms),
             writes: std::sync::Mutex::new(()),
+            jobs: std::sync::Mutex::new(()),
         })
     }
 
@@ -208,6 +212,7 @@ impl Sim {
 
     /// Processes every asynchronous job whose time has come.
     pub(crate) fn process_due_jobs(&self) {
+        let _serial = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         let now = store::now_ms();
         for job in self.store.find_jobs(|j| !j.done && j.ready_ms <= now) {
             let outcome = match job.erp {
