@@ -7,8 +7,9 @@
   reconcile / audit runs, listed in EXTERNAL;
 - compose runs Kafka in KRaft mode, the registry, Postgres, ledgerflow with metrics on
   0.0.0.0:9464, Prometheus and Grafana;
-- Kubernetes has a Deployment per consumer with `--consumer NAME`, /healthz and /readyz
-  probes, a PodDisruptionBudget selecting it, and the metrics Service.
+- Kubernetes has a StatefulSet per consumer with `--consumer NAME`, the pod name as its static
+  member id, a grace period longer than its shutdown timeout, /healthz and /readyz probes, a
+  PodDisruptionBudget selecting it, and the metrics Service.
 """
 import json
 import pathlib
@@ -24,7 +25,9 @@ CONSUMERS = ["erp-receivables", "warehouse", "notifications"]
 # Written by `ledgerflow reconcile` / `ledgerflow audit verify` runs (textfile or Pushgateway).
 EXTERNAL = {"ledgerflow_reconcile_differences", "ledgerflow_audit_verify_broken_chains"}
 CONFIG_KEYS = {"brokers", "schema_registry_url", "database_url", "topics", "tenants_file",
-               "group_prefix", "consumers", "batch", "exit_when_idle", "kafka", "metrics_listen"}
+               "group_prefix", "consumers", "batch", "exit_when_idle", "kafka", "metrics_listen",
+               "max_wait", "shutdown_timeout", "not_ready_after", "group_protocol", "instance_id",
+               "session_timeout"}
 
 failures = []
 
@@ -78,12 +81,19 @@ check(command[:3] == ["run", "--config", "/etc/ledgerflow/ledgerflow.toml"]
 k8s = [d for p, ds in parsed.items() if "k8s" in p.parts for d in ds]
 kinds = lambda kind: [d for d in k8s if d.get("kind") == kind]
 for consumer in CONSUMERS:
-    deployments = [d for d in kinds("Deployment")
+    deployments = [d for d in kinds("StatefulSet")
                    if d["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/component") == consumer]
-    check(len(deployments) == 1, f"k8s: {len(deployments)} Deployments for {consumer}")
+    check(len(deployments) == 1, f"k8s: {len(deployments)} StatefulSets for {consumer}")
     if not deployments:
         continue
-    container = deployments[0]["spec"]["template"]["spec"]["containers"][0]
+    pod = deployments[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container.get("env", [])}
+    check(env.get("LEDGERFLOW_INSTANCE_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+          == "metadata.name", f"k8s: {consumer} instance id is not the pod name")
+    shutdown = int(env.get("LEDGERFLOW_SHUTDOWN_TIMEOUT", {}).get("value", "30s").rstrip("s"))
+    check(pod.get("terminationGracePeriodSeconds", 30) >= shutdown + 5,
+          f"k8s: {consumer} grace period shorter than the shutdown timeout plus 5 s")
     args = container["args"]
     check(args[0] == "run" and args[args.index("--consumer") + 1] == consumer,
           f"k8s: {consumer} args {args}")
@@ -108,4 +118,4 @@ if failures:
     print("deploy checks failed:\n  " + "\n  ".join(failures))
     sys.exit(1)
 print(f"deploy: {len(yaml_files)} YAML files, dashboard ({len(dashboard['panels'])} panels), "
-      f"{len(queried)} queried metrics, {len(CONSUMERS)} consumer Deployments: ok")
+      f"{len(queried)} queried metrics, {len(CONSUMERS)} consumer StatefulSets: ok")

@@ -3,7 +3,8 @@
 //! parses arguments, sets up logging and maps errors to exit codes.
 //!
 //! Exit codes: 0 success, 1 the command failed (the message says why), 2 bad usage or a
-//! refused operation.
+//! refused operation, 3 `run --exit-when-idle --max-wait` ended before the consumers drained,
+//! 130 a second shutdown signal (or a shutdown past its deadline) ended the process at once.
 
 mod audit;
 mod consumers;
@@ -34,6 +35,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// `run --exit-when-idle --max-wait`: the consumers did not drain in time.
+pub(crate) const EXIT_NOT_DRAINED: u8 = 3;
+
 /// ledgerflow: effect-once consumers from billing events to finance systems.
 #[derive(Debug, Parser)]
 #[command(
@@ -45,7 +49,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     after_help = "Exit codes: 0 success; 1 the command failed or found a problem (reconcile \
                   differences, a broken audit chain, dead letters still open after a retry); 2 \
                   bad usage, or a refused operation (offsets reset against live members or \
-                  past unprocessed records without --force).\n\
+                  past unprocessed records without --force); 3 `run --max-wait` passed before the \
+                  consumers drained; 130 a second shutdown signal ended the process at once.\n\
                   Settings: flags, then LEDGERFLOW_* environment variables, then --config FILE."
 )]
 struct Cli {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use ledgerflow_codec::{Decoder, DecoderConfig, RegistryClient};
-use ledgerflow_runtime::{RuntimeConfig, TopicSelector, run_consumer};
+use ledgerflow_runtime::{MemberStatus, RunExit, RuntimeConfig, TopicSelector, run_consumer};
 use ledgerflow_store::Store;
 use ledgerflow_tenants::TenantRegistry;
 use tokio::sync::watch;
@@ -71,12 +71,15 @@ impl Pipeline {
             batch_max_records: s.batch_max_records,
             batch_max_wait: s.batch_max_wait,
             exit_when_idle: s.exit_when_idle,
+            max_wait: s.max_wait,
+            shutdown_timeout: s.shutdown_timeout,
             kafka_properties: s.kafka_properties.clone(),
             group_protocol: s.group_protocol,
             instance_id: s.instance_id.clone(),
             session_timeout: s.session_timeout,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(10),
+            status: None,
         }
     }
 }
@@ -99,10 +102,24 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         consumers::ALL.iter().map(|s| (*s).to_owned()).collect()
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let shutdown_timeout = pipeline.settings.shutdown_timeout;
     tokio::spawn(async move {
         crate::shutdown::signal().await;
-        tracing::info!("shutdown requested: draining");
-        let _ = stop_tx.send(true);
+        tracing::info!(
+            budget = ?shutdown_timeout,
+            "shutdown requested: committing buffered batches (a second signal exits at once)"
+        );
+        // The receivers live until the consumers have stopped; a failed send means they have.
+        stop_tx.send(true).ok();
+        tokio::select! {
+            () = crate::shutdown::signal() => {
+                eprintln!("second signal: exiting at once (uncommitted batches are re-read on the next start)");
+            }
+            () = tokio::time::sleep(shutdown_timeout + Duration::from_secs(5)) => {
+                eprintln!("shutdown took longer than {shutdown_timeout:?}: exiting (uncommitted batches are re-read on the next start)");
+            }
+        }
+        std::process::exit(130);
     });
     let mut watcher_stop = stop_rx.clone();
     let watcher = pipeline
@@ -115,6 +132,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // its last batch waits for the next run without need.
     let (companion_tx, companion_rx) = watch::channel(false);
     let ready = Arc::new(ledgerflow_telemetry::Readiness::default());
+    let status = Arc::new(MemberStatus::default());
     if let Some(addr) = &pipeline.settings.metrics_listen {
         let handle = ledgerflow_telemetry::install().context("installing the metrics recorder")?;
         let listener = tokio::net::TcpListener::bind(addr)
@@ -122,6 +140,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("binding the metrics address {addr}"))?;
         tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
         crate::lag::start(&ready, &pipeline, &names, companion_rx.clone())?;
+        let (status, grace) = (Arc::clone(&status), pipeline.settings.not_ready_after);
+        ready.add_check("membership", move || {
+            let verdict = status.check(grace, std::time::Instant::now());
+            Box::pin(async move { verdict })
+        });
         let mut metrics_stop = companion_rx.clone();
         let ready = Arc::clone(&ready);
         tokio::spawn(async move {
@@ -133,7 +156,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    let config = pipeline.runtime_config();
+    let mut config = pipeline.runtime_config();
+    config.status = Some(Arc::clone(&status));
     let mut tasks = Vec::new();
     for name in &names {
         let consumer = consumers::build(name)?;
@@ -177,7 +201,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         companions.extend(extras);
     }
+    let not_drained: Vec<&ledgerflow_runtime::ConsumerSummary> = summaries
+        .iter()
+        .filter(|s| s.exit == RunExit::NotDrained)
+        .collect();
     if !*stop_rx.borrow()
+        && not_drained.is_empty()
         && pipeline.settings.exit_when_idle.is_some()
         && names
             .iter()
@@ -185,7 +214,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     {
         crate::erp::drain_outbox(&pipeline.store, Duration::from_secs(60)).await;
     }
-    let _ = companion_tx.send(true);
+    // Every receiver may already be gone (no companions); nothing to tell then.
+    companion_tx.send(true).ok();
     for companion in companions {
         companion.finish().await;
     }
@@ -195,7 +225,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Format::Text => {
             for s in &summaries {
                 println!(
-                    "{}: {} batches, {} applied, {} duplicates, {} dead-lettered, {} skipped, {} retries, {} stale",
+                    "{}: {} batches, {} applied, {} duplicates, {} dead-lettered, {} skipped, {} retries, {} stale, {} re-read, {}",
                     s.consumer,
                     s.batches,
                     s.applied,
@@ -203,13 +233,35 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     s.dead_lettered,
                     s.skipped,
                     s.retries,
-                    s.stale_batches
+                    s.stale_batches,
+                    s.rereads,
+                    match s.exit {
+                        RunExit::Signal if s.left_uncommitted > 0 => format!(
+                            "stopped by signal ({} records left to re-read)",
+                            s.left_uncommitted
+                        ),
+                        RunExit::Signal => "stopped by signal".to_owned(),
+                        RunExit::Drained => "drained".to_owned(),
+                        RunExit::NotDrained => format!(
+                            "NOT drained: {}",
+                            s.not_drained.as_deref().unwrap_or("unknown")
+                        ),
+                    }
                 );
             }
         }
     }
     Ok(if failed {
         ExitCode::FAILURE
+    } else if summaries.iter().any(|s| s.exit == RunExit::NotDrained) {
+        for s in summaries.iter().filter(|s| s.exit == RunExit::NotDrained) {
+            eprintln!(
+                "{} did not drain within --max-wait: {}",
+                s.consumer,
+                s.not_drained.as_deref().unwrap_or("unknown")
+            );
+        }
+        ExitCode::from(crate::EXIT_NOT_DRAINED)
     } else {
         ExitCode::SUCCESS
     })

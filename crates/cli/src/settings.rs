@@ -78,9 +78,25 @@ pub(crate) struct PipelineArgs {
     /// Longest a record waits for its batch, e.g. `50ms` (the default).
     #[arg(long, env = "LEDGERFLOW_BATCH_MAX_WAIT", value_parser = parse_duration)]
     pub(crate) batch_max_wait: Option<Duration>,
-    /// Exit when nothing arrived for this long and nothing is pending, e.g. `5s`.
+    /// Exit once drained: nothing arrived for this long (e.g. `5s`), nothing is pending, and
+    /// every partition of the subscribed topics has its position of record at its high
+    /// watermark, whichever member holds it. While partitions wait for a joining member, a
+    /// rebalance or a dead member's session, the run waits and says why.
     #[arg(long, env = "LEDGERFLOW_EXIT_WHEN_IDLE", value_parser = parse_duration)]
     pub(crate) exit_when_idle: Option<Duration>,
+    /// With --exit-when-idle: give up when the run has not drained this long after its start
+    /// (exit code 3, with the reason), e.g. `10m`. Default: wait as long as it takes.
+    #[arg(long, env = "LEDGERFLOW_MAX_WAIT", value_parser = parse_duration)]
+    pub(crate) max_wait: Option<Duration>,
+    /// Graceful shutdown budget after SIGTERM/SIGINT (default `30s`; match Kubernetes'
+    /// terminationGracePeriodSeconds): buffered batches commit, dispatchers finish their
+    /// requests, the group is left. A second signal exits at once.
+    #[arg(long, env = "LEDGERFLOW_SHUTDOWN_TIMEOUT", value_parser = parse_duration)]
+    pub(crate) shutdown_timeout: Option<Duration>,
+    /// `/readyz` reports not ready when a consumer has been joining or rebalancing without
+    /// partitions for longer than this (default `60s`).
+    #[arg(long, env = "LEDGERFLOW_NOT_READY_AFTER", value_parser = parse_duration)]
+    pub(crate) not_ready_after: Option<Duration>,
     /// Extra librdkafka property, repeatable: `--kafka-property security.protocol=SSL`.
     #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
     pub(crate) kafka_properties: Vec<(String, String)>,
@@ -117,6 +133,9 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     batch: BatchFile,
     exit_when_idle: Option<String>,
+    max_wait: Option<String>,
+    shutdown_timeout: Option<String>,
+    not_ready_after: Option<String>,
     #[serde(default)]
     kafka: BTreeMap<String, String>,
     metrics_listen: Option<String>,
@@ -164,6 +183,9 @@ pub(crate) struct PipelineSettings {
     pub(crate) batch_max_records: usize,
     pub(crate) batch_max_wait: Duration,
     pub(crate) exit_when_idle: Option<Duration>,
+    pub(crate) max_wait: Option<Duration>,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) not_ready_after: Duration,
     pub(crate) kafka_properties: Vec<(String, String)>,
     pub(crate) metrics_listen: Option<String>,
     pub(crate) group_protocol: GroupProtocol,
@@ -191,6 +213,13 @@ fn default_session_timeout() -> Duration {
     // leaves the group at once, unless the member is static); shorter risks taking partitions
     // from a member that is only slow to heartbeat.
     Duration::from_secs(45)
+}
+fn default_shutdown_timeout() -> Duration {
+    // Kubernetes' default terminationGracePeriodSeconds.
+    Duration::from_secs(30)
+}
+fn default_not_ready_after() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_batch_max_records() -> usize {
     500
@@ -220,6 +249,16 @@ impl PipelineArgs {
             .transpose()
             .map_err(anyhow::Error::msg)
             .context("exit_when_idle in the config file")?;
+        let file_duration = |raw: &Option<String>, key: &str| {
+            raw.as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("{key} in the config file"))
+        };
+        let file_max_wait = file_duration(&file.max_wait, "max_wait")?;
+        let file_shutdown = file_duration(&file.shutdown_timeout, "shutdown_timeout")?;
+        let file_not_ready = file_duration(&file.not_ready_after, "not_ready_after")?;
         let file_session = file
             .session_timeout
             .as_deref()
@@ -295,12 +334,24 @@ impl PipelineArgs {
                 .or(file_wait)
                 .unwrap_or_else(default_batch_max_wait),
             exit_when_idle: self.exit_when_idle.or(file_idle),
+            max_wait: self.max_wait.or(file_max_wait),
+            shutdown_timeout: self
+                .shutdown_timeout
+                .or(file_shutdown)
+                .unwrap_or_else(default_shutdown_timeout),
+            not_ready_after: self
+                .not_ready_after
+                .or(file_not_ready)
+                .unwrap_or_else(default_not_ready_after),
             kafka_properties,
             metrics_listen: self.metrics_listen.clone().or(file.metrics_listen),
             group_protocol,
             instance_id,
             session_timeout: session_timeout.unwrap_or_else(default_session_timeout),
         };
+        if settings.max_wait.is_some() && settings.exit_when_idle.is_none() {
+            anyhow::bail!("--max-wait bounds an --exit-when-idle run; give --exit-when-idle too");
+        }
         if settings.batch_max_records == 0 || settings.batch_max_records > 10_000 {
             anyhow::bail!(
                 "batch max records must be 1..=10000, got {}",

@@ -1,6 +1,9 @@
 //! Runtime settings (already validated; the CLI merges flags, environment and file).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::MemberStatus;
 
 /// Which topics a consumer subscribes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,11 +77,17 @@ pub struct RuntimeConfig {
     pub batch_max_records: usize,
     /// A partition's batch is committed at the latest this long after its first record.
     pub batch_max_wait: Duration,
-    /// Exit once no record has arrived for this long, nothing is pending and no rebalance is in
-    /// progress. With peers in the group, make it longer than `session.timeout.ms` plus a
-    /// heartbeat, or a survivor can leave before the coordinator hands it a dead peer's
-    /// partitions.
+    /// Exit once drained: no record has arrived for this long, nothing is pending, and every
+    /// partition of the subscribed topics has its position of record at the high watermark
+    /// (whichever member of the group holds it). While a partition waits for a joining member,
+    /// a rebalance or a dead member's session, the run keeps waiting and says why.
     pub exit_when_idle: Option<Duration>,
+    /// With `exit_when_idle`: end the run (not drained) when it has not drained this long
+    /// after its start.
+    pub max_wait: Option<Duration>,
+    /// Graceful shutdown budget: two thirds of it for committing buffered batches, the rest
+    /// for leaving the group.
+    pub shutdown_timeout: Duration,
     /// Extra librdkafka properties (security, tuning), applied last.
     pub kafka_properties: Vec<(String, String)>,
     /// Consumer-group protocol.
@@ -93,6 +102,8 @@ pub struct RuntimeConfig {
     pub retry_base: Duration,
     /// Backoff cap.
     pub retry_max: Duration,
+    /// Where the loop reports its group membership (for `/readyz`).
+    pub status: Option<Arc<MemberStatus>>,
 }
 
 impl RuntimeConfig {

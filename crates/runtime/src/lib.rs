@@ -25,15 +25,30 @@
 //!    already committed it). The runtime then seeks to the stored position. This makes a
 //!    revoked partition's in-flight batch harmless whether it commits before or after the new
 //!    owner's: it is either first (and the new owner resumes after it) or rejected.
-//! 5. **Kafka commit mirrors the database** after each batch (async) so lag tooling works.
+//! 5. **Kafka commit mirrors the database** after each batch (async) so lag tooling works, and
+//!    once more synchronously at shutdown, so a restarted member fetches from the position of
+//!    record instead of re-reading committed records (it would drop them, but it wastes time).
+//! 6. **Drained means lag 0.** `exit_when_idle` ends a run only when every subscribed
+//!    partition's position of record has reached its high watermark, whoever holds it; a quiet
+//!    poll while a dead member's session runs out proves nothing.
+//!
+//! The loop is split by job: [`partitions`] (assignment changes and per-partition buffers, no
+//! I/O), `flush` (one partition's batch to its commit), `kafka` (the client, its rebalance
+//! callbacks and broker requests), `drain` (the drained verdict) and `worker` (the loop and the
+//! graceful shutdown).
 //!
 //! These rules are pinned by the store conformance suite and the crash tests in `tests/`.
 
 mod backoff;
 mod config;
+mod drain;
 mod error;
+mod flush;
+mod kafka;
+mod partitions;
 mod pipeline;
 mod redrive;
+mod status;
 mod worker;
 
 pub use backoff::Backoff;
@@ -44,4 +59,5 @@ pub use redrive::{
     RedriveContext, RedriveCounts, RedriveError, RedriveFilter, RedriveLine, RedriveReport,
     plan_chunk, run_chunk,
 };
-pub use worker::{ConsumerSummary, run_consumer};
+pub use status::{MemberStatus, Membership};
+pub use worker::{ConsumerSummary, RunExit, run_consumer};
