@@ -341,7 +341,8 @@ fn a_static_member_restarted_after_a_kill_commits_within_seconds() {
 fn sigterm_then_restart_rereads_nothing_and_applies_nothing_twice() {
     let _serial = serial();
     let f = Fixture::new("term", 6);
-    f.produce(20_000);
+    // Still producing at the SIGTERM, so the stop leaves work for the restart.
+    let mut producer = f.spawn_producer(40_000, 2_000);
     let ledger = Ledger::open(&f.db.url);
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut first = f.spawn_run("first", &["--shutdown-timeout", "30s"]);
@@ -361,8 +362,6 @@ fn sigterm_then_restart_rereads_nothing_and_applies_nothing_twice() {
     let s1 = summary(&first);
     assert_eq!(s1["exit"], "signal");
     let at_stop = f.committed(&ledger);
-    let hw_total: i64 = f.stack.kafka().high_watermarks(&f.topic).values().sum();
-    assert!(at_stop < hw_total, "the stop left work to do");
     let committed = f
         .stack
         .kafka()
@@ -372,6 +371,12 @@ fn sigterm_then_restart_rereads_nothing_and_applies_nothing_twice() {
         f.positions(&ledger),
         "the group's committed offsets equal the positions of record after a graceful stop"
     );
+    let status = producer
+        .wait_timeout(deadline.saturating_duration_since(Instant::now()))
+        .expect("the producer finishes");
+    assert!(status.success(), "{}", producer.log());
+    let hw_total: i64 = f.stack.kafka().high_watermarks(&f.topic).values().sum();
+    assert!(at_stop < hw_total, "the stop left work to do");
 
     let mut second = f.spawn_run("second", &["--exit-when-idle", "3s"]);
     let status = second
