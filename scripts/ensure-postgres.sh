@@ -3,7 +3,10 @@
 # tests and the demo expect: installs Debian's `postgresql` when it is missing, lets user
 # postgres in with trust on 127.0.0.1 and ::1 (a line at the top of pg_hba.conf, added once),
 # loads pg_stat_statements (the benchmark reads it), allows enough connections for tests that
-# run in parallel, and starts the cluster when it is down. Idempotent; a line per step.
+# run in parallel, serves TLS with a certificate of a project CA (so clients can use
+# sslmode=verify-full; the CA is .local/postgres-tls/ca.pem), requires TLS for the role
+# `ledgerflow_tls` (the TLS test logs in as it), and starts the cluster when it is down.
+# Idempotent; a line per step.
 set -euo pipefail
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
@@ -22,16 +25,44 @@ if [ ! -d "$conf_dir" ]; then
 fi
 
 changed=0
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+tls=$ROOT/.local/postgres-tls
+if [ ! -f "$tls/server.crt" ] || [ ! -f "$tls/ca.pem" ]; then
+  echo "postgres: making a test CA and a server certificate (127.0.0.1, localhost) in $tls"
+  mkdir -p "$tls"
+  (
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+      -subj "/CN=ledgerflow local Postgres CA" >/dev/null 2>&1
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr \
+      -subj "/CN=localhost" >/dev/null 2>&1
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.crt >/dev/null 2>&1
+    rm -f server.csr server.ext
+    chmod 600 ca.key server.key
+  )
+fi
+for f in server.crt server.key; do
+  if ! "${sudo_cmd[@]}" cmp -s "$tls/$f" "$conf_dir/ledgerflow-$f" 2>/dev/null; then
+    echo "postgres: installing $conf_dir/ledgerflow-$f"
+    "${sudo_cmd[@]}" install -m 600 -o postgres -g postgres "$tls/$f" "$conf_dir/ledgerflow-$f"
+    changed=1
+  fi
+done
 hba=$conf_dir/pg_hba.conf
-marker="# ledgerflow: trust for user postgres on loopback"
+marker="# ledgerflow: trust for user postgres on loopback, TLS only for ledgerflow_tls"
 if ! grep -qF "$marker" "$hba"; then
-  echo "postgres: trust for user postgres on 127.0.0.1 and ::1 ($hba)"
+  echo "postgres: trust for user postgres on 127.0.0.1 and ::1, TLS for ledgerflow_tls ($hba)"
   tmp=$(mktemp)
   {
     echo "$marker"
     echo "host    all    postgres    127.0.0.1/32    trust"
     echo "host    all    postgres    ::1/128         trust"
-    cat "$hba"
+    echo "hostnossl all  ledgerflow_tls 0.0.0.0/0    reject"
+    echo "hostssl all    ledgerflow_tls 127.0.0.1/32 scram-sha-256"
+    # An earlier version of this block is replaced, not stacked.
+    grep -vE '^# ledgerflow:|^host +all +postgres +(127\.0\.0\.1/32|::1/128) +trust$' "$hba"
   } >"$tmp"
   "${sudo_cmd[@]}" cp "$tmp" "$hba"
   rm -f "$tmp"
@@ -41,7 +72,10 @@ extra=$conf_dir/conf.d/ledgerflow.conf
 want="# ledgerflow: local test and benchmark settings (scripts/ensure-postgres.sh)
 max_connections = 300
 shared_preload_libraries = 'pg_stat_statements'
-pg_stat_statements.track = top"
+pg_stat_statements.track = top
+ssl = on
+ssl_cert_file = '$conf_dir/ledgerflow-server.crt'
+ssl_key_file = '$conf_dir/ledgerflow-server.key'"
 if [ ! -f "$extra" ] || [ "$(cat "$extra")" != "$want" ]; then
   echo "postgres: settings in $extra"
   "${sudo_cmd[@]}" mkdir -p "$conf_dir/conf.d"
