@@ -574,7 +574,7 @@ fn sigkill_and_postgres_restart_leave_a_clean_ledger() {
         let letters: BTreeMap<(i32, i64), String> = all_letters
             .iter()
             .filter(|d| d.consumer == consumer)
-            .map(|d| ((d.partition, d.offset), d.reason.clone()))
+            .map(|d| ((d.partition, d.offset), d.reason.to_string()))
             .collect();
         assert_eq!(
             letters, poison,

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use base64::Engine;
 use clap::{Args, Subcommand};
+use ledgerflow_core::ReasonCode;
 use ledgerflow_runtime::{RawRecord, RedriveContext, RedriveFilter, RedriveReport, run_chunk};
-use ledgerflow_store::{DeadLetter, DeadLetterFilter};
+use ledgerflow_store::{DeadLetter, DeadLetterFilter, DeadLetterStatus};
 use serde::Serialize;
 
 use crate::consumers;
@@ -43,8 +44,8 @@ pub(crate) struct Filters {
     #[arg(long)]
     tenant: Option<String>,
     /// Only this reason code (e.g. unknown_tenant).
-    #[arg(long)]
-    reason: Option<String>,
+    #[arg(long, value_parser = parse_reason)]
+    reason: Option<ReasonCode>,
     /// Only dead letters created at or after this time (RFC 3339 or YYYY-MM-DD).
     #[arg(long, value_parser = parse_time)]
     since: Option<i64>,
@@ -118,12 +119,19 @@ pub(crate) async fn run(cmd: DlqCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn parse_reason(raw: &str) -> Result<ReasonCode, String> {
+    ReasonCode::parse(raw).ok_or_else(|| {
+        let known: Vec<&str> = ReasonCode::ALL.iter().map(|c| c.as_str()).collect();
+        format!("unknown reason code {raw:?}; known: {}", known.join(", "))
+    })
+}
+
 fn filter(f: &Filters, status: Option<&str>) -> DeadLetterFilter {
     DeadLetterFilter {
         consumer: f.consumer.clone(),
         tenant: f.tenant.clone(),
-        reason: f.reason.clone(),
-        status: status.filter(|s| *s != "all").map(str::to_owned),
+        reason: f.reason,
+        status: status.and_then(DeadLetterStatus::parse),
         since: f.since,
         limit: None,
     }
@@ -152,10 +160,10 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
                     "{:<36} {:<16} {:<22} {:<26} {:<8} {:<9} {:>3}",
                     d.id,
                     d.consumer,
-                    d.reason,
+                    d.reason.as_str(),
                     format!("{}/{}@{}", d.topic, d.partition, d.offset),
                     d.tenant_id.as_deref().unwrap_or("-"),
-                    d.status,
+                    d.status.as_str(),
                     d.attempts
                 );
             }
@@ -289,7 +297,7 @@ async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
         let mut out = Vec::new();
         for id in &args.ids {
             match store.dead_letter(id).await? {
-                Some(d) if d.status == "open" => out.push(d),
+                Some(d) if d.status == DeadLetterStatus::Open => out.push(d),
                 Some(d) => already_closed.push(format!("{} ({})", d.id, d.status)),
                 None => anyhow::bail!("no dead letter with id {id}"),
             }
@@ -348,15 +356,17 @@ async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
     for d in &letters {
         let now = store.dead_letter(&d.id).await?;
         let (status, reason_now) = match now {
-            Some(n) if n.status == "open" => ("open".to_owned(), Some(n.reason)),
-            Some(n) => (n.status, None),
+            Some(n) if n.status == DeadLetterStatus::Open => {
+                ("open".to_owned(), Some(n.reason.to_string()))
+            }
+            Some(n) => (n.status.to_string(), None),
             None => ("missing".to_owned(), None),
         };
         lines.push(RetryLine {
             id: d.id.clone(),
             consumer: d.consumer.clone(),
             coordinates: format!("{}/{}@{}", d.topic, d.partition, d.offset),
-            reason_before: d.reason.clone(),
+            reason_before: d.reason.to_string(),
             status,
             reason_now,
         });

@@ -1,4 +1,4 @@
-use ledgerflow_core::{EventType, Failure, ReasonCode, SchemaId};
+use ledgerflow_core::{EventType, Failure, ReasonCode, SchemaId, error_chain};
 
 /// Everything that can go wrong turning bytes into a typed event or back.
 ///
@@ -175,16 +175,4 @@ impl CodecError {
         };
         Failure::permanent(reason, error_chain(self))
     }
-}
-
-/// The error and its sources joined with ": ", for logs and dead-letter rows.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

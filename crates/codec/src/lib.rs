@@ -13,6 +13,8 @@ mod registry_client;
 
 pub use decoder::{Decoded, Decoder, DecoderConfig, ResolvedSchema, default_max_message_bytes};
 pub use encoder::{Encoder, describe, encode_body};
-pub use error::{CodecError, error_chain};
+pub use error::CodecError;
 pub use frame::{Frame, HEADER_LEN, MAGIC_BYTE, encode_frame};
+/// Re-exported so the decoder's callers render its errors with the same helper.
+pub use ledgerflow_core::error_chain;
 pub use registry_client::{RegisteredSchema, RegistryClient};

@@ -5,13 +5,16 @@
 //! does I/O, so handlers built on it are unit-tested without Kafka or a database.
 
 mod calendar;
+mod clock;
 mod envelope;
 mod event;
 mod failure;
 mod ids;
 mod money;
+mod retry;
 
 pub use calendar::{date_of_micros, rfc3339_micros};
+pub use clock::{error_chain, now_micros};
 pub use envelope::{Coordinates, Envelope, payload_hash};
 pub use event::{
     CreditMemoIssued, CustomerUpserted, Event, EventMeta, EventType, InvoiceFinalized, InvoiceLine,
@@ -20,3 +23,4 @@ pub use event::{
 pub use failure::{Failure, ReasonCode};
 pub use ids::{EventId, SchemaId, TenantId};
 pub use money::{Currency, Money, format_minor};
+pub use retry::{Attempts, Backoff, RetryAfter, jitter};

@@ -31,12 +31,8 @@ use crate::settle::{self, HeldPayment, Key, Plan, Stored, StoredInvoice};
 /// space apart from the single-`bigint` locks the store uses).
 const TENANT_LOCK_CLASS: i32 = 0x4552; // "ER"
 
-/// Microseconds since the Unix epoch, wall clock (outbox bookkeeping only, never ledger data).
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
+/// Wall clock for outbox bookkeeping (never ledger data); the dispatcher reads it from here.
+pub(crate) use ledgerflow_core::now_micros;
 
 /// Writes a batch's effects. See the module docs.
 pub(crate) async fn write(

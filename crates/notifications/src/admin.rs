@@ -1,10 +1,10 @@
 //! Operator views of the outbox: list notifications, re-queue failed ones.
 
+use ledgerflow_core::now_micros;
 use serde::Serialize;
 use sqlx::{AnyPool, Row};
 
 use crate::NotificationError;
-use crate::mapping::now_micros;
 
 /// Which rows [`list`] returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use ledgerflow_outbox::{
     Backlog, Backoff, RateLimiter, RetryAfter, SHUTDOWN_GRACE, Stopped, error_chain, excerpt,
-    jitter, micros,
+    jitter, micros, now_micros,
 };
 use ledgerflow_store::Backend;
 use ledgerflow_tenants::SecretRef;
@@ -48,7 +48,6 @@ use uuid::Uuid;
 
 use crate::NotificationError;
 use crate::breaker::{Admission, BreakerConfig, CircuitBreaker};
-use crate::mapping::now_micros;
 use crate::signature::{WebhookSecret, sign};
 
 /// Dispatcher settings. [`Default`] gives production values.

@@ -1,6 +1,6 @@
 //! The consumer: event -> notifications (pure), and the set-based outbox writer.
 
-use ledgerflow_core::{Envelope, EventId, EventType, Failure};
+use ledgerflow_core::{Envelope, EventId, EventType, Failure, now_micros};
 use ledgerflow_store::{Backend, ConsumerLogic, Rows, StoreError};
 use ledgerflow_tenants::{NotificationKind, TenantConfig};
 use sha1::{Digest, Sha1};
@@ -160,14 +160,6 @@ impl ConsumerLogic for Notifications {
             .await?;
         Ok(())
     }
-}
-
-/// Microseconds since the Unix epoch, wall clock (outbox bookkeeping only).
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

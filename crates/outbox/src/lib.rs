@@ -4,12 +4,14 @@
 //! this crate holds what does not depend on the table or the protocol:
 //!
 //! - [`RateLimiter`]: per-tenant token buckets (burst = the rate), held per process;
-//! - [`Backoff`]: exponential backoff with jitter over the upper half, and how a server's
-//!   `Retry-After` combines with it ([`RetryAfter`]);
+//! - [`Backoff`] (the workspace's one, from `ledgerflow-core`): exponential backoff with jitter
+//!   over the upper half, and how a server's `Retry-After` combines with it ([`RetryAfter`]);
 //! - [`deliver_bounded`]: one round's deliveries with at most N in flight, first error wins;
 //! - [`run_rounds`]: the round loop (poll, sleep until the next due row, exit when idle) and
 //!   its shutdown grace ([`SHUTDOWN_GRACE`]);
-//! - small helpers: [`check_lease`], [`rate_per_sec`], [`micros`], [`now_micros`], [`jitter`], [`excerpt`], [`error_chain`].
+//! - small helpers: [`check_lease`], [`rate_per_sec`], [`micros`], [`excerpt`]; and, re-exported
+//!   from `ledgerflow-core` so the dispatchers need one import, [`now_micros`], [`jitter`],
+//!   [`error_chain`].
 //!
 //! Nothing here logs: the loop reports how it stopped ([`Stopped`]) and each dispatcher logs
 //! under its own target.
@@ -19,6 +21,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use ledgerflow_core::{Backoff, RetryAfter, error_chain, jitter, now_micros};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinError, JoinSet};
 
@@ -81,66 +84,10 @@ pub fn rate_per_sec(column: Option<i64>) -> Option<u32> {
         .filter(|r| *r > 0)
 }
 
-/// How a server's `Retry-After` combines with the computed backoff: the delay is the larger of
-/// the two, with the server's value taken as given or first capped at [`Backoff::max`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryAfter {
-    /// Honoured in full, even beyond `max`.
-    Uncapped,
-    /// Honoured up to `max`.
-    CappedAtMax,
-}
-
-/// Exponential backoff with jitter: `base * 2^(attempt-1)`, capped at `max`, then full jitter
-/// over its upper half so a burst of failures does not retry in lockstep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// First retry delay; doubles per attempt.
-    pub base: Duration,
-    /// Longest retry delay.
-    pub max: Duration,
-    /// How `Retry-After` combines with the computed delay.
-    pub retry_after: RetryAfter,
-}
-
-impl Backoff {
-    /// Delay after failed attempt number `attempt` (1-based), in `[raw / 2, raw]` where `raw` is
-    /// `base * 2^(attempt-1)` capped at `max`.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(30);
-        let raw = self.base.saturating_mul(1u32 << exp).min(self.max);
-        let half = raw / 2;
-        half + jitter(raw - half)
-    }
-
-    /// [`delay`](Self::delay), but at least the server's `retry_after` (see [`RetryAfter`]).
-    pub fn delay_after(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let floor = retry_after.unwrap_or_default();
-        let floor = match self.retry_after {
-            RetryAfter::Uncapped => floor,
-            RetryAfter::CappedAtMax => floor.min(self.max),
-        };
-        self.delay(attempt).max(floor)
-    }
-}
-
-/// A uniformly random duration in `[0, range)` (microsecond steps; zero for an empty range).
-pub fn jitter(range: Duration) -> Duration {
-    let range = u64::try_from(range.as_micros()).unwrap_or(u64::MAX);
-    Duration::from_micros((uuid::Uuid::new_v4().as_u128() as u64) % range.max(1))
-}
-
 /// A duration in microseconds, saturating at `i64::MAX / 2` (so adding it to a timestamp
 /// cannot overflow).
 pub fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2)
-}
-
-/// Microseconds since the Unix epoch (0 before it).
-pub fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// A response body for an operator: trimmed, at most [`EXCERPT_CHARS`] characters, `...` when
@@ -152,18 +99,6 @@ pub fn excerpt(body: &str) -> String {
     }
     let mut out: String = trimmed.chars().take(EXCERPT_CHARS).collect();
     out.push_str("...");
-    out
-}
-
-/// An error and its sources, `: `-separated.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
     out
 }
 
@@ -298,61 +233,9 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
-
-    fn backoff(retry_after: RetryAfter) -> Backoff {
-        Backoff {
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-            retry_after,
-        }
-    }
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered_within_bounds() {
-        let b = backoff(RetryAfter::Uncapped);
-        let mut distinct = HashSet::new();
-        for _ in 0..200 {
-            let first = b.delay(1);
-            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-            let third = b.delay(3);
-            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
-            let late = b.delay(40);
-            assert!(late >= Duration::from_millis(500) && late <= Duration::from_secs(1));
-            distinct.insert(third);
-        }
-        assert!(
-            distinct.len() > 50,
-            "jitter spreads retries: {}",
-            distinct.len()
-        );
-        assert!(
-            b.delay(0) <= Duration::from_millis(100),
-            "attempt 0 is the first"
-        );
-    }
-
-    #[test]
-    fn retry_after_is_a_floor_capped_or_not() {
-        let long = Some(Duration::from_secs(30));
-        assert_eq!(
-            backoff(RetryAfter::Uncapped).delay_after(1, long),
-            Duration::from_secs(30)
-        );
-        assert_eq!(
-            backoff(RetryAfter::CappedAtMax).delay_after(1, long),
-            Duration::from_secs(1)
-        );
-        for policy in [RetryAfter::Uncapped, RetryAfter::CappedAtMax] {
-            let short = backoff(policy).delay_after(3, Some(Duration::from_millis(1)));
-            assert!(short >= Duration::from_millis(200) && short <= Duration::from_millis(400));
-            let none = backoff(policy).delay_after(1, None);
-            assert!(none >= Duration::from_millis(50) && none <= Duration::from_millis(100));
-        }
-    }
 
     #[test]
     fn rate_limiter_allows_a_burst_then_spaces_requests() {
@@ -387,28 +270,10 @@ mod tests {
     fn helpers() {
         assert_eq!(micros(Duration::from_millis(3)), 3_000);
         assert_eq!(micros(Duration::MAX), i64::MAX / 2);
-        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
-        assert!(jitter(Duration::from_millis(1)) < Duration::from_millis(1));
         assert_eq!(excerpt("  short \n"), "short");
         let long = excerpt(&"é".repeat(2000));
         assert_eq!(long.chars().count(), EXCERPT_CHARS + 3);
         assert!(long.ends_with("..."));
-        #[derive(Debug)]
-        struct Outer(std::fmt::Error);
-        impl std::fmt::Display for Outer {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("rendering failed")
-            }
-        }
-        impl std::error::Error for Outer {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                Some(&self.0)
-            }
-        }
-        assert_eq!(
-            error_chain(&Outer(std::fmt::Error)),
-            format!("rendering failed: {}", std::fmt::Error)
-        );
     }
 
     #[tokio::test]

@@ -8,6 +8,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use ledgerflow_core::error_chain;
+
 use crate::RegistryError;
 use crate::api::confluent_json;
 
@@ -155,18 +157,6 @@ impl IntoResponse for Rejection {
         });
         confluent_json(self.status(), &body)
     }
-}
-
-/// `outer: inner: innermost`, for one log field.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -210,7 +210,58 @@ pub(crate) fn row_from(r: &sqlx::any::AnyRow) -> Result<AuditRow, StoreError> {
     })
 }
 
+/// Where the audit log saw one record of a consumer (one per recorded decision).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCoordinate {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Event id, when the record decoded that far.
+    pub event_id: Option<String>,
+    /// Tenant, when known.
+    pub tenant_id: Option<String>,
+    /// Event type, when known.
+    pub event_type: Option<String>,
+}
+
 impl Store {
+    /// The Kafka coordinates the audit log recorded for `consumer` between `from` (inclusive)
+    /// and `to` (exclusive) recording times (micros), operations chains left out.
+    pub async fn audit_coordinates(
+        &self,
+        consumer: &str,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<Vec<AuditCoordinate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT topic, partition, \"offset\", event_id, tenant_id, event_type FROM audit_log \
+             WHERE consumer = $1 AND topic <> $2 AND recorded_at >= $3 AND recorded_at < $4",
+        )
+        .bind(consumer)
+        .bind(crate::OPERATIONS_TOPIC)
+        .bind(from.unwrap_or(i64::MIN))
+        .bind(to.unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("reading coordinates from the audit log"))?;
+        rows.iter()
+            .map(|r| {
+                let get = |e: sqlx::Error| StoreError::Corrupt(format!("audit coordinate: {e}"));
+                Ok(AuditCoordinate {
+                    topic: r.try_get(0).map_err(get)?,
+                    partition: r.try_get(1).map_err(get)?,
+                    offset: r.try_get(2).map_err(get)?,
+                    event_id: r.try_get(3).map_err(get)?,
+                    tenant_id: r.try_get(4).map_err(get)?,
+                    event_type: r.try_get(5).map_err(get)?,
+                })
+            })
+            .collect()
+    }
+
     /// Recomputes every chain (of one consumer, or all) and reports the first break of each.
     /// Reads chain by chain in pages so memory stays flat on large logs.
     pub async fn verify_audit(

@@ -18,27 +18,19 @@
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use ledgerflow_core::{Envelope, ReasonCode};
+use ledgerflow_core::{Envelope, ReasonCode, now_micros};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
 use crate::audit::{AuditRow, Decision, GENESIS_HASH};
 use crate::consumer::ErasedConsumer;
+use crate::dead_letter::DeadLetterStatus;
 use crate::sql::Rows;
 use crate::{Backend, Store, StoreError};
 
 /// Offsets per `IN (...)` list when a redrive resolves dead letters (under the bind limits).
 const CHUNK_ROWS: usize = 1000;
-
-/// Microseconds since the Unix epoch.
-pub(crate) fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 /// A record that failed for good before reaching the store.
 #[derive(Debug, Clone)]
@@ -578,7 +570,7 @@ async fn write_records(
                 .push(d.event_id.clone())
                 .push(d.tenant_id.clone())
                 .push(d.event_type.clone())
-                .push("open")
+                .push(DeadLetterStatus::Open.as_str())
                 .push(0i32)
                 .push(now)
                 .push(now);

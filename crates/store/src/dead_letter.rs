@@ -1,9 +1,60 @@
 //! Reading dead letters (operators re-drive and discard them through the CLI).
 
+use std::fmt;
+
+use ledgerflow_core::{ReasonCode, now_micros};
 use serde::Serialize;
 use sqlx::Row;
 
 use crate::{Store, StoreError};
+
+/// Where a dead letter stands. Stored as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterStatus {
+    /// Waiting for an operator (retry or discard); counted in the dead-letter depth.
+    Open,
+    /// A redrive gave the record another decision.
+    Resolved,
+    /// An operator gave up on it, with a reason in the audit log.
+    Discarded,
+}
+
+impl DeadLetterStatus {
+    /// Every status.
+    pub const ALL: [Self; 3] = [Self::Open, Self::Resolved, Self::Discarded];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Resolved => "resolved",
+            Self::Discarded => "discarded",
+        }
+    }
+
+    /// A stored name back into a status.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for DeadLetterStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Open dead letters of one consumer with one reason (the dead-letter depth gauge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenDeadLetters {
+    /// Consumer.
+    pub consumer: String,
+    /// Reason code.
+    pub reason: ReasonCode,
+    /// How many are open.
+    pub count: i64,
+}
 
 /// A stored dead letter.
 #[derive(Debug, Clone, Serialize)]
@@ -19,7 +70,7 @@ pub struct DeadLetter {
     /// Offset.
     pub offset: i64,
     /// Reason code.
-    pub reason: String,
+    pub reason: ReasonCode,
     /// Error text.
     pub error: String,
     /// Raw key.
@@ -38,8 +89,8 @@ pub struct DeadLetter {
     pub tenant_id: Option<String>,
     /// Event type.
     pub event_type: Option<String>,
-    /// open | resolved | discarded.
-    pub status: String,
+    /// Where it stands.
+    pub status: DeadLetterStatus,
     /// Re-drive attempts.
     pub attempts: i32,
     /// Created (micros).
@@ -56,9 +107,9 @@ pub struct DeadLetterFilter {
     /// Only this tenant.
     pub tenant: Option<String>,
     /// Only this reason code.
-    pub reason: Option<String>,
+    pub reason: Option<ReasonCode>,
     /// Only this status (default: all).
-    pub status: Option<String>,
+    pub status: Option<DeadLetterStatus>,
     /// Created at or after (micros).
     pub since: Option<i64>,
     /// At most this many, oldest first.
@@ -78,8 +129,8 @@ impl Store {
         )
         .bind(f.consumer.clone().unwrap_or_default())
         .bind(f.tenant.clone().unwrap_or_default())
-        .bind(f.reason.clone().unwrap_or_default())
-        .bind(f.status.clone().unwrap_or_default())
+        .bind(f.reason.map_or("", ReasonCode::as_str))
+        .bind(f.status.map_or("", DeadLetterStatus::as_str))
         .bind(f.since.unwrap_or(0))
         .bind(f.limit.unwrap_or(i64::MAX))
         .fetch_all(self.pool())
@@ -109,13 +160,39 @@ impl Store {
             "UPDATE dead_letters SET status = 'discarded', updated_at = $1 \
              WHERE id = $2 AND status = 'open'",
         )
-        .bind(crate::batch::now_micros())
+        .bind(now_micros())
         .bind(id)
         .execute(self.pool())
         .await
         .map_err(StoreError::query("discarding a dead letter"))?;
         Ok(done.rows_affected() == 1)
     }
+
+    /// Open dead letters by consumer and reason.
+    pub async fn open_dead_letter_counts(&self) -> Result<Vec<OpenDeadLetters>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT consumer, reason, CAST(COUNT(*) AS BIGINT) AS n FROM dead_letters \
+             WHERE status = 'open' GROUP BY consumer, reason ORDER BY consumer, reason",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("counting open dead letters"))?;
+        rows.iter()
+            .map(|r| {
+                let get = |e: sqlx::Error| StoreError::Corrupt(format!("dead letter count: {e}"));
+                Ok(OpenDeadLetters {
+                    consumer: r.try_get("consumer").map_err(get)?,
+                    reason: reason_from(&r.try_get::<String, _>("reason").map_err(get)?)?,
+                    count: r.try_get("n").map_err(get)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn reason_from(name: &str) -> Result<ReasonCode, StoreError> {
+    ReasonCode::parse(name)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown dead-letter reason {name:?}")))
 }
 
 fn letter_from(r: &sqlx::any::AnyRow) -> Result<DeadLetter, StoreError> {
@@ -126,7 +203,7 @@ fn letter_from(r: &sqlx::any::AnyRow) -> Result<DeadLetter, StoreError> {
         topic: r.try_get("topic").map_err(get)?,
         partition: r.try_get("partition").map_err(get)?,
         offset: r.try_get("offset").map_err(get)?,
-        reason: r.try_get("reason").map_err(get)?,
+        reason: reason_from(&r.try_get::<String, _>("reason").map_err(get)?)?,
         error: r.try_get("error").map_err(get)?,
         key: r.try_get("record_key").map_err(get)?,
         value: r.try_get("record_value").map_err(get)?,
@@ -135,7 +212,12 @@ fn letter_from(r: &sqlx::any::AnyRow) -> Result<DeadLetter, StoreError> {
         event_id: r.try_get("event_id").map_err(get)?,
         tenant_id: r.try_get("tenant_id").map_err(get)?,
         event_type: r.try_get("event_type").map_err(get)?,
-        status: r.try_get("status").map_err(get)?,
+        status: {
+            let name: String = r.try_get("status").map_err(get)?;
+            DeadLetterStatus::parse(&name).ok_or_else(|| {
+                StoreError::Corrupt(format!("unknown dead-letter status {name:?}"))
+            })?
+        },
         attempts: r.try_get("attempts").map_err(get)?,
         created_at: r.try_get("created_at").map_err(get)?,
         updated_at: r.try_get("updated_at").map_err(get)?,

@@ -26,14 +26,16 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, ConnectOptions};
 
-pub use audit::{AuditHead, AuditRow, ChainBreak, ChainReport, Decision, GENESIS_HASH};
+pub use audit::{
+    AuditCoordinate, AuditHead, AuditRow, ChainBreak, ChainReport, Decision, GENESIS_HASH,
+};
 pub use batch::{BatchInput, BatchOutcome, DeadLetterInput, RecordOutcome, SkippedInput};
 pub use consumer::{ConsumerLogic, Effects, ErasedConsumer};
-pub use dead_letter::{DeadLetter, DeadLetterFilter};
+pub use dead_letter::{DeadLetter, DeadLetterFilter, DeadLetterStatus, OpenDeadLetters};
 pub use error::StoreError;
 pub use operations::{OPERATIONS_TOPIC, OperationInput};
 pub use sql::{Cell, PushCell, Rows, Values, lock_tenants, pg_array, placeholders};
-pub use stats::{DecisionCount, PositionRow};
+pub use stats::{DecisionCount, PositionRow, TenantStatusCount};
 
 /// Which SQL dialect the store speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +120,35 @@ impl Store {
         &self.pool
     }
 
+    /// A round trip to the database (the readiness check).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(StoreError::query("pinging the database"))
+    }
+
+    /// Whether a table exists (in the search path on Postgres).
+    pub async fn table_exists(&self, table: &str) -> Result<bool, StoreError> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM sqlite_master \
+                 WHERE type = 'table' AND name = $1"
+            }
+            Backend::Postgres => {
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM information_schema.tables \
+                 WHERE table_name = $1 AND table_schema = ANY(current_schemas(false))"
+            }
+        };
+        let n: i64 = sqlx::query_scalar(sql)
+            .bind(table)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query("looking up a table"))?;
+        Ok(n > 0)
+    }
+
     /// Applies a consumer's idempotent DDL.
     pub async fn apply_schema<S: AsRef<str>>(&self, statements: &[S]) -> Result<(), StoreError> {
         schema::apply(self, statements).await
@@ -147,5 +178,19 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[tokio::test]
+    async fn tables_are_found_only_once_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        store.ping().await.unwrap();
+        assert!(store.table_exists("dead_letters").await.unwrap());
+        assert!(!store.table_exists("erp_outbox").await.unwrap());
+        assert_eq!(
+            store.rows_by_tenant_and_status("erp_outbox").await.unwrap(),
+            None
+        );
     }
 }

@@ -7,7 +7,9 @@
 use serde::Serialize;
 
 use crate::audit::{AuditRow, Decision, GENESIS_HASH, SELECT_ROWS, row_from};
-use crate::batch::{insert_audit_rows, now_micros};
+use ledgerflow_core::now_micros;
+
+use crate::batch::insert_audit_rows;
 use crate::{Backend, Store, StoreError};
 
 /// The pseudo-topic of the operations chains.

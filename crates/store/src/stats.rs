@@ -1,4 +1,4 @@
-//! Counts for `ledgerflow stats`.
+//! Counts for `ledgerflow stats`, the operator tools and the metrics sampler.
 
 use serde::Serialize;
 use sqlx::Row;
@@ -33,7 +33,76 @@ pub struct PositionRow {
     pub updated_at: i64,
 }
 
+/// Rows of an outbox table for one tenant in one status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantStatusCount {
+    /// Tenant.
+    pub tenant_id: String,
+    /// The row status (`pending`, `failed`, `delivered`, ...).
+    pub status: String,
+    /// Rows.
+    pub count: i64,
+}
+
 impl Store {
+    /// Events of `consumer` the inbox holds at offsets `[from, to)` of one partition.
+    pub async fn inbox_count(
+        &self,
+        consumer: &str,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+    ) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM inbox WHERE consumer = $1 AND topic = $2 \
+             AND partition = $3 AND \"offset\" >= $4 AND \"offset\" < $5",
+        )
+        .bind(consumer)
+        .bind(topic)
+        .bind(partition)
+        .bind(from)
+        .bind(to)
+        .fetch_one(self.pool())
+        .await
+        .map_err(StoreError::query(
+            "counting applied events in an offset range",
+        ))
+    }
+
+    /// Rows of an outbox-shaped table (`tenant_id` and `status` columns) by tenant and status;
+    /// `None` when the table does not exist yet (its consumer never ran here). The crate that
+    /// owns the table names it.
+    pub async fn rows_by_tenant_and_status(
+        &self,
+        table: &'static str,
+    ) -> Result<Option<Vec<TenantStatusCount>>, StoreError> {
+        if !self.table_exists(table).await? {
+            return Ok(None);
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT tenant_id, status, CAST(COUNT(*) AS BIGINT) AS n FROM {table} \
+             GROUP BY tenant_id, status ORDER BY tenant_id, status"
+        ))
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query(
+            "counting outbox rows by tenant and status",
+        ))?;
+        let counts = rows
+            .iter()
+            .map(|r| {
+                let get = |e: sqlx::Error| StoreError::Corrupt(format!("{table} count: {e}"));
+                Ok(TenantStatusCount {
+                    tenant_id: r.try_get("tenant_id").map_err(get)?,
+                    status: r.try_get("status").map_err(get)?,
+                    count: r.try_get("n").map_err(get)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Some(counts))
+    }
+
     /// Audit decisions per consumer (and reason).
     pub async fn decision_counts(
         &self,
@@ -97,7 +166,7 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query("beginning a positions reset"))?;
-        let now = crate::batch::now_micros();
+        let now = ledgerflow_core::now_micros();
         for (topic, partition, offset) in positions {
             sqlx::query(
                 "INSERT INTO positions (consumer, topic, partition, next_offset, updated_at) \

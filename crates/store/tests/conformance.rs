@@ -19,8 +19,8 @@ use ledgerflow_core::{
 };
 use ledgerflow_store::{
     Backend, BatchInput, BatchOutcome, ConsumerLogic, DeadLetter, DeadLetterFilter,
-    DeadLetterInput, Decision, ErasedConsumer, GENESIS_HASH, RecordOutcome, Rows, SkippedInput,
-    Store, StoreError, Values,
+    DeadLetterInput, DeadLetterStatus, Decision, ErasedConsumer, GENESIS_HASH, RecordOutcome, Rows,
+    SkippedInput, Store, StoreError, Values,
 };
 use ledgerflow_tenants::{AccountMapping, TenantConfig};
 use ledgerflow_testkit::ScratchStore;
@@ -647,7 +647,7 @@ async fn idempotency_conflicts_are_dead_lettered(store: &Store) {
     let letters = all_dead_letters(store).await;
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
-    assert_eq!(letter.reason, "idempotency_conflict");
+    assert_eq!(letter.reason, ReasonCode::IdempotencyConflict);
     assert_eq!(letter.offset, 1);
     assert_eq!(letter.event_id.as_deref(), Some(x.event_id().as_str()));
     assert_eq!(letter.tenant_id.as_deref(), Some("acme"));
@@ -755,7 +755,7 @@ async fn poison_records_are_dead_lettered_byte_exact(store: &Store) {
         assert_eq!(letter.topic, TOPIC);
         assert_eq!(letter.partition, 0);
         assert_eq!(letter.offset, offset);
-        assert_eq!(letter.reason, poison.reason.as_str());
+        assert_eq!(letter.reason, poison.reason);
         assert_eq!(
             letter.error,
             format!("{}: poison record at offset {offset}", poison.reason)
@@ -767,7 +767,7 @@ async fn poison_records_are_dead_lettered_byte_exact(store: &Store) {
         assert_eq!(headers, poison.headers, "headers preserved");
         assert_eq!(letter.schema_id, Some(7));
         assert_eq!(letter.tenant_id.as_deref(), poison.tenant);
-        assert_eq!(letter.status, "open");
+        assert_eq!(letter.status, DeadLetterStatus::Open);
         assert_eq!(letter.attempts, 0);
     }
     let rows = store.audit_rows(CONSUMER, TOPIC, 0).await.expect("audit");
@@ -1249,10 +1249,10 @@ async fn positions_and_stats_add_up(store: &Store) {
             .await
             .expect("dead letters")
             .into_iter()
-            .map(|d| (d.consumer, d.partition, d.offset, d.reason))
+            .map(|d| (d.consumer, d.partition, d.offset, d.reason.as_str()))
             .collect::<Vec<_>>()
     };
-    let dl = |c: &str, p: i32, o: i64, r: &str| (c.to_owned(), p, o, r.to_owned());
+    let dl = |c: &str, p: i32, o: i64, r: &'static str| (c.to_owned(), p, o, r);
     let text = |s: &str| Some(s.to_owned());
     assert_eq!(
         listed(DeadLetterFilter {
@@ -1267,7 +1267,7 @@ async fn positions_and_stats_add_up(store: &Store) {
         ]
     );
     let mut by_reason = listed(DeadLetterFilter {
-        reason: text("validation"),
+        reason: Some(ReasonCode::Validation),
         ..DeadLetterFilter::default()
     })
     .await;
@@ -1282,7 +1282,7 @@ async fn positions_and_stats_add_up(store: &Store) {
     assert_eq!(
         listed(DeadLetterFilter {
             consumer: text(OTHER),
-            reason: text("validation"),
+            reason: Some(ReasonCode::Validation),
             ..DeadLetterFilter::default()
         })
         .await,
@@ -1322,7 +1322,7 @@ async fn positions_and_stats_add_up(store: &Store) {
     let count = |filter: DeadLetterFilter| async move { listed(filter).await.len() };
     assert_eq!(
         count(DeadLetterFilter {
-            status: text("open"),
+            status: Some(DeadLetterStatus::Open),
             ..DeadLetterFilter::default()
         })
         .await,
@@ -1330,7 +1330,7 @@ async fn positions_and_stats_add_up(store: &Store) {
     );
     assert_eq!(
         count(DeadLetterFilter {
-            status: text("resolved"),
+            status: Some(DeadLetterStatus::Resolved),
             ..DeadLetterFilter::default()
         })
         .await,
