@@ -11,6 +11,7 @@
 //! | B3 | database ceiling: the exact rows a B6 run wrote, `COPY`-loaded into a fresh database with the same DDL | this process + Postgres |
 //! | B4 | naive floor: one transaction and one synchronous Kafka offset commit per event | this process + Postgres |
 //! | B6 | `ledgerflow run` (release build, default settings): erp-receivables alone, and all consumers | child process + Postgres |
+//! | peer | Kafka Connect 4.4 + the Debezium JDBC sink connector, upsert by event id ([`peer`]) | Connect JVM + Postgres |
 //!
 //! Throughput is events from process start to zero lag (every consumer's positions of record
 //! at the high watermarks), median of `--runs`. A B6 run counts only if
@@ -18,6 +19,7 @@
 //! `<out>/<date>.md` and `<out>/<date>.json`.
 
 mod baselines;
+mod peer;
 mod pipeline_run;
 mod probe;
 mod report;
@@ -105,6 +107,21 @@ struct Args {
     /// own (default: the newest older report in `bench/results`; `none`: no comparison).
     #[arg(long, env = "BENCH_COMPARE")]
     compare: Option<PathBuf>,
+    /// The peer measured after B6: `connect` (Kafka Connect + the Debezium JDBC sink connector,
+    /// upsert by event id), `none`, or unset: measured when `scripts/setup-connect.sh` and
+    /// `scripts/setup-apicurio.sh` have put it in `.local/` (`BENCH_LOCAL`), else skipped with
+    /// a note. `--quick peer` runs only the peer.
+    #[arg(long, env = "BENCH_PEER")]
+    peer: Option<String>,
+    /// Runs of the peer (default: `--runs`).
+    #[arg(long, env = "BENCH_PEER_RUNS")]
+    peer_runs: Option<usize>,
+    /// `tasks.max` of the peer's connector.
+    #[arg(long, env = "BENCH_PEER_TASKS", default_value_t = 2)]
+    peer_tasks: u32,
+    /// The peer's `batch.size` (and its worker's `consumer.max.poll.records`).
+    #[arg(long, env = "BENCH_PEER_BATCH", default_value_t = 2000)]
+    peer_batch: u32,
 }
 
 /// Where reports go, and where the default comparison is looked for.
@@ -173,6 +190,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         None => report::newest_older_report(Path::new(DEFAULT_OUT), &date, args.events),
     };
     let previous = compare.as_deref().map(report::load_previous).transpose()?;
+    // Also before the run: `--peer connect` without the jars fails at once.
+    let peer_install =
+        match peer::PeerMode::parse(args.peer.as_deref()).map_err(anyhow::Error::msg)? {
+            peer::PeerMode::Off => None,
+            peer::PeerMode::Auto => Some(peer::Install::find(&peer::default_local_dir())),
+            peer::PeerMode::Connect => Some(Ok(peer::Install::find(&peer::default_local_dir())
+                .map_err(|why| anyhow::anyhow!("--peer connect: {why}"))?)),
+        };
+    let peer_settings = peer::PeerSettings {
+        runs: args.peer_runs.unwrap_or(args.runs),
+        tasks: args.peer_tasks,
+        batch: args.peer_batch,
+    };
     if let Some(p) = &previous {
         say(
             t0,
@@ -273,6 +303,40 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             ),
         );
         return Ok(latency.reconcile_clean);
+    }
+    let w1 = peer::W1 {
+        topic: TOPIC,
+        hwm: &hwm,
+        partitions: args.partitions,
+        tenants: args.tenants,
+        events: args.events,
+        duplicates: args.duplicates,
+        seed: args.seed,
+        distinct: manifest_json["distinct_events"].as_u64().unwrap_or(0),
+    };
+    if let Some(list) = &args.quick
+        && list.split(',').any(|x| x.trim() == "peer")
+    {
+        let install = match &peer_install {
+            Some(Ok(install)) => install,
+            Some(Err(why)) => anyhow::bail!("--quick peer: {why}"),
+            None => anyhow::bail!("--quick peer with --peer none"),
+        };
+        let report = peer::measure(
+            &stack,
+            &args.postgres,
+            install,
+            &peer_settings,
+            &w1,
+            ticks,
+            &|m: &str| say(t0, m),
+        )
+        .await;
+        say(t0, &report::peer_summary(&report));
+        for note in &report.notes {
+            say(t0, &format!("  note: {note}"));
+        }
+        return Ok(report.status == "measured" && report.rows_match == Some(true));
     }
     if let Some(list) = &args.quick {
         let consumers: Vec<&'static str> = ALL_CONSUMERS
@@ -472,6 +536,32 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
 
+    let peer_report = match &peer_install {
+        None => None,
+        Some(Err(why)) => {
+            say(t0, &format!("peer: skipped, {why}"));
+            Some(peer::PeerReport::skipped(why, w1.distinct))
+        }
+        Some(Ok(install)) => {
+            say(
+                t0,
+                "peer: Kafka Connect + Debezium JDBC sink, upsert by event id, same broker and Postgres",
+            );
+            Some(
+                peer::measure(
+                    &stack,
+                    &args.postgres,
+                    install,
+                    &peer_settings,
+                    &w1,
+                    ticks,
+                    &|m: &str| say(t0, m),
+                )
+                .await,
+            )
+        }
+    };
+
     let erp_rate = report::median_by(&b6_erp, RunResult::events_per_sec)
         .map_or(0.0, RunResult::events_per_sec);
     let latency_rate = (erp_rate * 0.5).max(100.0);
@@ -570,7 +660,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         &stack.broker_info,
         t0.elapsed().as_secs_f64(),
     )
-    .with_previous(previous);
+    .with_previous(previous)
+    .with_peer(peer_report);
     let (md, json) = report.write(&args.out)?;
     say(
         t0,

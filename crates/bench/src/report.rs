@@ -7,6 +7,7 @@ use std::process::Command;
 use serde::Serialize;
 
 use crate::baselines::{CEILING_CHUNK_ROWS, CeilingResult, NaiveResult, Pass};
+use crate::peer::{PeerReport, TARGET_B6_OVER_PEER};
 use crate::pipeline_run::{LatencyResult, RunResult};
 use crate::probe::CpuSplit;
 use crate::stack::BrokerInfo;
@@ -180,6 +181,9 @@ pub(crate) struct Report {
     /// An earlier report's figures, printed beside this run's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) previous: Option<Previous>,
+    /// The peer (Kafka Connect + Debezium JDBC sink) measured in the same run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) peer: Option<PeerReport>,
     /// Every B6 and latency run reconciled clean.
     pub(crate) valid: bool,
     pub(crate) total_seconds: f64,
@@ -369,6 +373,7 @@ impl Report {
             broker_peak_rss_mib: broker_rss_kib.map(mib),
             registry_peak_rss_mib: registry_rss_kib.map(mib),
             previous: None,
+            peer: None,
             valid,
             total_seconds,
             raw,
@@ -378,6 +383,29 @@ impl Report {
     /// Prints `previous`'s figures beside this run's.
     pub(crate) fn with_previous(mut self, previous: Option<Previous>) -> Self {
         self.previous = previous;
+        self
+    }
+
+    /// The peer's figures beside B6 erp-receivables, and the issue's target for them.
+    pub(crate) fn with_peer(mut self, peer: Option<PeerReport>) -> Self {
+        let Some(mut peer) = peer else {
+            return self;
+        };
+        let b6 = self
+            .rows
+            .iter()
+            .find(|r| r.id == "B6 erp")
+            .map(|r| r.events_per_sec);
+        peer.compare_with(b6);
+        if let (Some(ratio), Some(met)) = (peer.b6_erp_over_peer, peer.target_met) {
+            self.targets.push(Target {
+                name: "B6 erp / peer".to_owned(),
+                goal: format!(">= {TARGET_B6_OVER_PEER:.0}x Kafka Connect + Debezium JDBC sink"),
+                measured: format!("{ratio:.2}x"),
+                met,
+            });
+        }
+        self.peer = Some(peer);
         self
     }
 
@@ -414,6 +442,9 @@ impl Report {
             self.latency.transport_p50_ms,
             self.latency.transport_p99_ms
         );
+        if let Some(p) = &self.peer {
+            let _ = writeln!(s, "{}", peer_summary(p));
+        }
         for t in &self.targets {
             let _ = writeln!(
                 s,
@@ -592,6 +623,7 @@ impl Report {
             }
         }
         self.comparison(&mut s);
+        self.peer_section(&mut s);
         let l = &self.latency;
         let _ = writeln!(s, "\n## Latency at 50% load\n");
         let _ = writeln!(
@@ -693,6 +725,97 @@ impl Report {
             self.total_seconds
         );
         s
+    }
+
+    /// The peer beside B6 erp-receivables.
+    fn peer_section(&self, s: &mut String) {
+        let Some(p) = &self.peer else {
+            return;
+        };
+        let _ = writeln!(s, "\n## Peer: {}\n", p.name);
+        let versions: Vec<String> = p.versions.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let settings: Vec<String> = p.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(
+            s,
+            "Kafka Connect in standalone mode on the same broker and Postgres, in the same run \
+             ({}; {}).\n",
+            versions.join(", "),
+            settings.join(", ")
+        );
+        if p.status != "measured" {
+            let _ = writeln!(s, "**Not measured ({}).**\n", p.status);
+            for n in &p.notes {
+                let _ = writeln!(s, "- {}", n.lines().next().unwrap_or_default());
+            }
+            return;
+        }
+        let b6 = self.rows.iter().find(|r| r.id == "B6 erp");
+        let _ = writeln!(
+            s,
+            "| | events/s | runs | CPU s / 1k events (consumer / Postgres / broker) | rows |"
+        );
+        let _ = writeln!(s, "| --- | ---: | --- | --- | ---: |");
+        if let Some(b6) = b6 {
+            let runs: Vec<String> = b6.runs.iter().map(|x| format!("{x:.0}")).collect();
+            let c = b6.cpu_per_1k;
+            let _ = writeln!(
+                s,
+                "| ledgerflow B6 erp-receivables | {:.0} | {} | {:.3} / {:.3} / {:.3} | - |",
+                b6.events_per_sec,
+                runs.join(", "),
+                c.consumer,
+                c.postgres,
+                c.broker
+            );
+        }
+        let runs: Vec<String> = p.runs.iter().map(|x| format!("{x:.0}")).collect();
+        let c = p.cpu_per_1k.unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "| peer: Connect + Debezium JDBC sink | {:.0} | {} | {:.3} / {:.3} / {:.3} | {} of {} distinct |",
+            p.events_per_sec.unwrap_or(0.0),
+            runs.join(", "),
+            c.connect,
+            c.postgres,
+            c.broker,
+            p.rows.map_or("-".to_owned(), |r| r.to_string()),
+            p.distinct_events
+        );
+        let _ = writeln!(
+            s,
+            "\nThe peer's consumer column is the Connect worker's JVM; Apicurio Registry (the \
+             converter's schema look-ups) used {:.3} CPU s / 1k events besides. The worker took \
+             {:.1} s from its JVM's start to lag 0 (connector created on a running worker: see \
+             the notes); peak RSS {:.0} MiB.\n",
+            c.registry,
+            p.seconds_from_process_start.unwrap_or(0.0),
+            p.peak_rss_mib.unwrap_or(0.0)
+        );
+        match (p.b6_erp_over_peer, p.target_met) {
+            (Some(ratio), Some(met)) => {
+                let _ = writeln!(
+                    s,
+                    "**B6 erp-receivables / peer: {ratio:.2}x; the target of {TARGET_B6_OVER_PEER:.0}x is {}.**\n",
+                    if met { "met" } else { "missed" }
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    s,
+                    "No ratio: B6 erp-receivables has no figure in this run.\n"
+                );
+            }
+        }
+        if p.rows_match == Some(false) {
+            let _ = writeln!(
+                s,
+                "**The peer's row count did not equal the distinct events**: its figure does not count.\n"
+            );
+        }
+        let _ = writeln!(s, "Notes:\n");
+        for n in &p.notes {
+            let _ = writeln!(s, "- {n}");
+        }
     }
 
     /// The stage budget derived from the baselines, and the CPU budget of the two cores.
@@ -845,6 +968,32 @@ impl Report {
         let _ = writeln!(s, "Missed: {}.\n", names.join("; "));
         s.push_str(CLOSING_NOTE);
         s
+    }
+}
+
+/// One line about the peer for the terminal.
+pub(crate) fn peer_summary(p: &PeerReport) -> String {
+    match (p.status.as_str(), p.events_per_sec) {
+        ("measured", Some(rate)) => {
+            let c = p.cpu_per_1k.unwrap_or_default();
+            format!(
+                "peer    {rate:>10.0} events/s  {} (CPU s/1k connect {:.3}, postgres {:.3}, broker {:.3}; {} rows of {} distinct){}",
+                p.name,
+                c.connect,
+                c.postgres,
+                c.broker,
+                p.rows.unwrap_or(0),
+                p.distinct_events,
+                p.b6_erp_over_peer
+                    .map_or(String::new(), |r| format!("; B6 erp / peer {r:.2}x"))
+            )
+        }
+        (status, _) => format!(
+            "peer    {status}: {}",
+            p.notes
+                .first()
+                .map_or("", |n| n.lines().next().unwrap_or_default())
+        ),
     }
 }
 

@@ -187,8 +187,8 @@ fn kafka_version(script: &Path) -> String {
     )
 }
 
-/// The JVM the launcher runs (`JAVA`, else `java` on PATH).
-fn java() -> std::ffi::OsString {
+/// The JVM the launcher runs (`JAVA`, else `java` on PATH); the peer's Connect worker too.
+pub(crate) fn java() -> std::ffi::OsString {
     std::env::var_os("JAVA").unwrap_or_else(|| "java".into())
 }
 
