@@ -6,8 +6,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::output::Format;
-use crate::settings::DatabaseArgs;
+use ledgerflow_service::Environment;
+
+use crate::args::{DatabaseArgs, Format};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
@@ -33,15 +34,15 @@ pub(crate) struct AuditArgs {
     metrics_textfile: Option<std::path::PathBuf>,
 }
 
-pub(crate) async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(cmd: AuditCommand, env: &Environment) -> anyhow::Result<ExitCode> {
     match cmd {
-        AuditCommand::Verify(args) => verify(args).await,
-        AuditCommand::Head(args) => head(args).await,
+        AuditCommand::Verify(args) => verify(args, env).await,
+        AuditCommand::Head(args) => head(args, env).await,
     }
 }
 
-async fn verify(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let store = args.db.open().await?;
+async fn verify(args: AuditArgs, env: &Environment) -> anyhow::Result<ExitCode> {
+    let store = args.db.open(env).await?;
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} audit verify: {pos} rows [{elapsed}]")
@@ -111,8 +112,8 @@ async fn verify(args: AuditArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn head(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let store = args.db.open().await?;
+async fn head(args: AuditArgs, env: &Environment) -> anyhow::Result<ExitCode> {
+    let store = args.db.open(env).await?;
     let heads = store
         .audit_heads(args.consumer.as_deref())
         .await

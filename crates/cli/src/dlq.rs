@@ -1,24 +1,17 @@
-//! `ledgerflow dlq list|show|retry|discard`: see dead letters, re-drive them through the
-//! pipeline after a fix (a tenant onboarded, a schema registered), or discard them with a
-//! reason. Retry and discard are audited and idempotent.
+//! `ledgerflow dlq list|show|retry|discard`: arguments and rendering of
+//! [`ledgerflow_service::ops::dlq`].
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use base64::Engine;
 use clap::{Args, Subcommand};
 use ledgerflow_core::ReasonCode;
-use ledgerflow_runtime::{RawRecord, RedriveContext, RedriveFilter, RedriveReport, run_chunk};
-use ledgerflow_store::{DeadLetter, DeadLetterFilter, DeadLetterStatus};
-use serde::Serialize;
+use ledgerflow_service::ops::dlq::{self, Discarded, RetriedStatus, RetryReport, RetrySelection};
+use ledgerflow_service::{ConsumerKind, Environment};
+use ledgerflow_store::{DeadLetterFilter, DeadLetterStatus};
 
-use crate::consumers;
-use crate::erp::parse_time;
-use crate::ops::{self, OperatorArgs};
-use crate::output::Format;
-use crate::run::Pipeline;
-use crate::settings::{DatabaseArgs, PipelineArgs};
+use crate::args::{
+    DatabaseArgs, Format, OperatorArgs, PipelineArgs, parse_consumer, parse_time, print_json,
+};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DlqCommand {
@@ -38,8 +31,8 @@ pub(crate) enum DlqCommand {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct Filters {
     /// Only this consumer.
-    #[arg(long, value_parser = consumers::parse_name)]
-    consumer: Option<String>,
+    #[arg(long, value_parser = parse_consumer)]
+    consumer: Option<ConsumerKind>,
     /// Only this tenant.
     #[arg(long)]
     tenant: Option<String>,
@@ -49,6 +42,26 @@ pub(crate) struct Filters {
     /// Only dead letters created at or after this time (RFC 3339 or YYYY-MM-DD).
     #[arg(long, value_parser = parse_time)]
     since: Option<i64>,
+}
+
+impl Filters {
+    fn filter(&self) -> DeadLetterFilter {
+        DeadLetterFilter {
+            consumer: self.consumer.map(|c| c.name().to_owned()),
+            tenant: self.tenant.clone(),
+            reason: self.reason,
+            status: None,
+            since: self.since,
+            limit: None,
+        }
+    }
+}
+
+fn parse_reason(raw: &str) -> Result<ReasonCode, String> {
+    ReasonCode::parse(raw).ok_or_else(|| {
+        let known: Vec<&str> = ReasonCode::ALL.iter().map(|c| c.as_str()).collect();
+        format!("unknown reason code {raw:?}; known: {}", known.join(", "))
+    })
 }
 
 #[derive(Debug, Args)]
@@ -110,380 +123,162 @@ pub(crate) struct DiscardArgs {
     db: DatabaseArgs,
 }
 
-pub(crate) async fn run(cmd: DlqCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(cmd: DlqCommand, env: &Environment) -> anyhow::Result<ExitCode> {
     match cmd {
-        DlqCommand::List(args) => list(args).await,
-        DlqCommand::Show(args) => show(args).await,
-        DlqCommand::Retry(args) => retry(args).await,
-        DlqCommand::Discard(args) => discard(args).await,
+        DlqCommand::List(args) => list(args, env).await,
+        DlqCommand::Show(args) => show(args, env).await,
+        DlqCommand::Retry(args) => retry(args, env).await,
+        DlqCommand::Discard(args) => discard(args, env).await,
     }
 }
 
-fn parse_reason(raw: &str) -> Result<ReasonCode, String> {
-    ReasonCode::parse(raw).ok_or_else(|| {
-        let known: Vec<&str> = ReasonCode::ALL.iter().map(|c| c.as_str()).collect();
-        format!("unknown reason code {raw:?}; known: {}", known.join(", "))
-    })
-}
-
-fn filter(f: &Filters, status: Option<&str>) -> DeadLetterFilter {
-    DeadLetterFilter {
-        consumer: f.consumer.clone(),
-        tenant: f.tenant.clone(),
-        reason: f.reason,
-        status: status.and_then(DeadLetterStatus::parse),
-        since: f.since,
-        limit: None,
-    }
-}
-
-async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    if !["open", "resolved", "discarded", "all"].contains(&args.status.as_str()) {
-        anyhow::bail!("--status must be open, resolved, discarded or all");
-    }
-    let store = args.db.open().await?;
-    let mut f = filter(&args.filters, Some(&args.status));
-    f.limit = Some(args.limit);
-    let letters = store
-        .dead_letters(&f)
-        .await
-        .context("listing dead letters")?;
-    match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&letters)?),
-        Format::Text => {
-            println!(
-                "{:<36} {:<16} {:<22} {:<26} {:<8} {:<9} {:>3}",
-                "id", "consumer", "reason", "topic/partition@offset", "tenant", "status", "try"
-            );
-            for d in &letters {
-                println!(
-                    "{:<36} {:<16} {:<22} {:<26} {:<8} {:<9} {:>3}",
-                    d.id,
-                    d.consumer,
-                    d.reason.as_str(),
-                    format!("{}/{}@{}", d.topic, d.partition, d.offset),
-                    d.tenant_id.as_deref().unwrap_or("-"),
-                    d.status.as_str(),
-                    d.attempts
-                );
-            }
-            println!("{} dead letters", letters.len());
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Debug, Serialize)]
-struct Shown<'a> {
-    #[serde(flatten)]
-    letter: &'a DeadLetter,
-    key_base64: Option<String>,
-    value_base64: Option<String>,
-    value_bytes: usize,
-    /// The event as JSON when the value decodes now, else why not.
-    decoded: Option<serde_json::Value>,
-    decode_error: Option<String>,
-}
-
-async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
-    let pipeline = Pipeline::open(&args.pipeline).await?;
-    let Some(letter) = pipeline.store.dead_letter(&args.id).await? else {
-        anyhow::bail!("no dead letter with id {}", args.id);
-    };
-    let b64 = |b: &Option<Vec<u8>>| {
-        b.as_ref()
-            .map(|v| base64::engine::general_purpose::STANDARD.encode(v))
-    };
-    let (decoded, decode_error) = match letter.value.as_deref() {
-        None => (None, Some("no value (tombstone)".to_owned())),
-        Some(bytes) => match pipeline.decoder.decode(bytes).await {
-            Ok(d) => (serde_json::to_value(&d.event).ok(), None),
-            Err(e) => (None, Some(ledgerflow_codec::error_chain(&e))),
-        },
-    };
-    let shown = Shown {
-        letter: &letter,
-        key_base64: b64(&letter.key),
-        value_base64: b64(&letter.value),
-        value_bytes: letter.value.as_ref().map_or(0, Vec::len),
-        decoded,
-        decode_error,
-    };
-    match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&shown)?),
-        Format::Text => {
-            let d = &letter;
-            println!("dead letter {}", d.id);
-            println!("  consumer    {}", d.consumer);
-            println!("  at          {}/{}@{}", d.topic, d.partition, d.offset);
-            println!("  reason      {}", d.reason);
-            println!("  error       {}", d.error);
-            println!("  status      {} (attempts {})", d.status, d.attempts);
-            println!(
-                "  event       {} {} tenant {}",
-                d.event_type.as_deref().unwrap_or("-"),
-                d.event_id.as_deref().unwrap_or("-"),
-                d.tenant_id.as_deref().unwrap_or("-")
-            );
-            println!(
-                "  schema id   {}",
-                d.schema_id.map_or("-".to_owned(), |s| s.to_string())
-            );
-            println!("  headers     {}", d.headers);
-            match (&shown.decoded, &shown.decode_error) {
-                (Some(event), _) => {
-                    println!("  payload (decoded):");
-                    println!("{}", serde_json::to_string_pretty(event)?);
-                }
-                (None, error) => {
-                    println!(
-                        "  payload does not decode ({}); raw value, {} bytes, base64:",
-                        error.as_deref().unwrap_or("?"),
-                        shown.value_bytes
-                    );
-                    println!("{}", shown.value_base64.as_deref().unwrap_or("-"));
-                }
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// What happened to one retried dead letter.
-#[derive(Debug, Serialize)]
-struct RetryLine {
-    id: String,
-    consumer: String,
-    coordinates: String,
-    reason_before: String,
-    status: String,
-    reason_now: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct RetryOutput {
-    operation_id: Option<String>,
-    targeted: usize,
-    resolved: usize,
-    still_open: usize,
-    already_closed: Vec<String>,
-    totals: ledgerflow_runtime::RedriveCounts,
-    letters: Vec<RetryLine>,
-}
-
-fn raw_record(d: &DeadLetter) -> anyhow::Result<RawRecord> {
-    let headers: Vec<(String, Option<String>)> = serde_json::from_str(&d.headers)
-        .with_context(|| format!("dead letter {}: unreadable headers", d.id))?;
-    Ok(RawRecord {
-        topic: d.topic.clone(),
-        partition: d.partition,
-        offset: d.offset,
-        key: d.key.clone(),
-        value: d.value.clone(),
-        headers,
-    })
-}
-
-async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
-    let pipeline = Pipeline::open(&args.pipeline).await?;
-    let store = &pipeline.store;
-    let mut already_closed = Vec::new();
-    let letters: Vec<DeadLetter> = if args.ids.is_empty() {
-        store
-            .dead_letters(&filter(&args.filters, Some("open")))
-            .await
-            .context("listing dead letters")?
-    } else {
-        let mut out = Vec::new();
-        for id in &args.ids {
-            match store.dead_letter(id).await? {
-                Some(d) if d.status == DeadLetterStatus::Open => out.push(d),
-                Some(d) => already_closed.push(format!("{} ({})", d.id, d.status)),
-                None => anyhow::bail!("no dead letter with id {id}"),
-            }
-        }
-        out
-    };
-    if letters.is_empty() {
-        let out = RetryOutput {
-            operation_id: None,
-            targeted: 0,
-            resolved: 0,
-            still_open: 0,
-            already_closed,
-            totals: Default::default(),
-            letters: Vec::new(),
+async fn list(args: ListArgs, env: &Environment) -> anyhow::Result<ExitCode> {
+    let status =
+        match args.status.as_str() {
+            "all" => None,
+            other => Some(DeadLetterStatus::parse(other).ok_or_else(|| {
+                anyhow::anyhow!("--status must be open, resolved, discarded or all")
+            })?),
         };
-        print_retry(&out, args.format)?;
+    let store = args.db.open(env).await?;
+    let mut filter = args.filters.filter();
+    filter.status = status;
+    filter.limit = Some(args.limit);
+    let letters = dlq::list(&store, &filter).await?;
+    if args.format == Format::Json {
+        print_json(&letters)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let operation = ops::new_operation_id();
-    // By consumer, then partition, in offset order: each group is one redrive transaction.
-    let mut groups: BTreeMap<(String, String, i32), Vec<&DeadLetter>> = BTreeMap::new();
+    println!(
+        "{:<36} {:<16} {:<22} {:<26} {:<8} {:<9} {:>3}",
+        "id", "consumer", "reason", "topic/partition@offset", "tenant", "status", "try"
+    );
     for d in &letters {
-        groups
-            .entry((d.consumer.clone(), d.topic.clone(), d.partition))
-            .or_default()
-            .push(d);
+        println!(
+            "{:<36} {:<16} {:<22} {:<26} {:<8} {:<9} {:>3}",
+            d.id,
+            d.consumer,
+            d.reason,
+            format!("{}/{}@{}", d.topic, d.partition, d.offset),
+            d.tenant_id.as_deref().unwrap_or("-"),
+            d.status,
+            d.attempts
+        );
     }
-    let mut report = RedriveReport::default();
-    for ((consumer_name, _, _), mut group) in groups {
-        group.sort_by_key(|d| d.offset);
-        let consumer = consumers::build(&consumer_name)?;
-        store
-            .apply_schema(&consumer.schema(store.backend()))
-            .await
-            .context("applying the consumer's schema")?;
-        let ctx = RedriveContext {
-            consumer: consumer.as_ref(),
-            store,
-            decoder: &pipeline.decoder,
-            tenants: &pipeline.tenants,
-        };
-        let records = group
-            .iter()
-            .map(|d| raw_record(d))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        for chunk in records.chunks(crate::range::CHUNK) {
-            report.merge(
-                run_chunk(&ctx, chunk.to_vec(), &RedriveFilter::default(), &operation)
-                    .await
-                    .context("re-driving dead letters")?,
+    println!("{} dead letters", letters.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show(args: ShowArgs, env: &Environment) -> anyhow::Result<ExitCode> {
+    let pipeline = args.pipeline.open(env).await?;
+    let shown = dlq::show(&pipeline, &args.id).await?;
+    if args.format == Format::Json {
+        print_json(&shown)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let d = &shown.letter;
+    println!("dead letter {}", d.id);
+    println!("  consumer    {}", d.consumer);
+    println!("  at          {}/{}@{}", d.topic, d.partition, d.offset);
+    println!("  reason      {}", d.reason);
+    println!("  error       {}", d.error);
+    println!("  status      {} (attempts {})", d.status, d.attempts);
+    println!(
+        "  event       {} {} tenant {}",
+        d.event_type.as_deref().unwrap_or("-"),
+        d.event_id.as_deref().unwrap_or("-"),
+        d.tenant_id.as_deref().unwrap_or("-")
+    );
+    println!(
+        "  schema id   {}",
+        d.schema_id.map_or("-".to_owned(), |s| s.to_string())
+    );
+    println!("  headers     {}", d.headers);
+    match &shown.decoded {
+        Some(event) => {
+            println!("  payload (decoded):");
+            println!("{}", serde_json::to_string_pretty(event)?);
+        }
+        None => {
+            println!(
+                "  payload does not decode ({}); raw value, {} bytes, base64:",
+                shown.decode_error.as_deref().unwrap_or("?"),
+                shown.value_bytes
             );
+            println!("{}", shown.value_base64.as_deref().unwrap_or("-"));
         }
     }
-    let mut lines = Vec::new();
-    for d in &letters {
-        let now = store.dead_letter(&d.id).await?;
-        let (status, reason_now) = match now {
-            Some(n) if n.status == DeadLetterStatus::Open => {
-                ("open".to_owned(), Some(n.reason.to_string()))
-            }
-            Some(n) => (n.status.to_string(), None),
-            None => ("missing".to_owned(), None),
-        };
-        lines.push(RetryLine {
-            id: d.id.clone(),
-            consumer: d.consumer.clone(),
-            coordinates: format!("{}/{}@{}", d.topic, d.partition, d.offset),
-            reason_before: d.reason.to_string(),
-            status,
-            reason_now,
-        });
-    }
-    let resolved = lines.iter().filter(|l| l.status == "resolved").count();
-    let still_open = lines.iter().filter(|l| l.status == "open").count();
-    let consumers_touched: Vec<String> = {
-        let mut c: Vec<String> = letters.iter().map(|d| d.consumer.clone()).collect();
-        c.sort();
-        c.dedup();
-        c
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn retry(args: RetryArgs, env: &Environment) -> anyhow::Result<ExitCode> {
+    let pipeline = args.pipeline.open(env).await?;
+    let selection = if args.ids.is_empty() {
+        RetrySelection::Matching(args.filters.filter())
+    } else {
+        RetrySelection::Ids(args.ids.clone())
     };
-    for consumer in consumers_touched {
-        let ids: Vec<&str> = letters
-            .iter()
-            .filter(|d| d.consumer == consumer)
-            .map(|d| d.id.as_str())
-            .collect();
-        ops::record(
-            store,
-            &operation,
-            &consumer,
-            "dlq_retry",
-            &args.operator,
-            &args.comment,
-            serde_json::json!({
-                "dead_letters": ids,
-                "resolved": lines.iter().filter(|l| l.consumer == consumer && l.status == "resolved").count(),
-                "still_open": lines.iter().filter(|l| l.consumer == consumer && l.status == "open").count(),
-                "totals": report.totals,
-            }),
-        )
-        .await?;
+    let actor = args.operator.actor(&args.comment, env);
+    let out = dlq::retry(&pipeline, &selection, &actor).await?;
+    match args.format {
+        Format::Json => print_json(&out)?,
+        Format::Text => print_retry(&out),
     }
-    let out = RetryOutput {
-        operation_id: Some(operation),
-        targeted: letters.len(),
-        resolved,
-        still_open,
-        already_closed,
-        totals: report.totals,
-        letters: lines,
-    };
-    print_retry(&out, args.format)?;
-    Ok(if still_open == 0 {
+    Ok(if out.still_open == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-fn print_retry(out: &RetryOutput, format: Format) -> anyhow::Result<()> {
-    match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(out)?),
-        Format::Text => {
-            if out.targeted == 0 {
-                println!("nothing to retry: no open dead letter matches");
-            } else {
-                println!(
-                    "retried {} dead letters (operation {}): {} resolved, {} still open; applied {}, already applied {}, skipped {}",
-                    out.targeted,
-                    out.operation_id.as_deref().unwrap_or("-"),
-                    out.resolved,
-                    out.still_open,
-                    out.totals.applied,
-                    out.totals.already_applied,
-                    out.totals.skipped
-                );
-                for l in out.letters.iter().filter(|l| l.status == "open") {
-                    println!(
-                        "  still open: {} {} {} (was {})",
-                        l.id,
-                        l.coordinates,
-                        l.reason_now.as_deref().unwrap_or("?"),
-                        l.reason_before
-                    );
-                }
-            }
-            for c in &out.already_closed {
-                println!("  not open, left alone: {c}");
-            }
+fn print_retry(out: &RetryReport) {
+    if out.targeted == 0 {
+        println!("nothing to retry: no open dead letter matches");
+    } else {
+        println!(
+            "retried {} dead letters (operation {}): {} resolved, {} still open; applied {}, already applied {}, skipped {}",
+            out.targeted,
+            out.operation_id.as_deref().unwrap_or("-"),
+            out.resolved,
+            out.still_open,
+            out.totals.applied,
+            out.totals.already_applied,
+            out.totals.skipped
+        );
+        for l in out
+            .letters
+            .iter()
+            .filter(|l| l.status == RetriedStatus::Open)
+        {
+            println!(
+                "  still open: {} {} {} (was {})",
+                l.id,
+                l.coordinates,
+                l.reason_now.map_or("?", ReasonCode::as_str),
+                l.reason_before
+            );
         }
     }
-    Ok(())
+    for c in &out.already_closed {
+        println!("  not open, left alone: {c}");
+    }
 }
 
-async fn discard(args: DiscardArgs) -> anyhow::Result<ExitCode> {
-    let store = args.db.open().await?;
-    let Some(letter) = store.dead_letter(&args.id).await? else {
-        anyhow::bail!("no dead letter with id {}", args.id);
-    };
-    if !store.discard_dead_letter(&args.id).await? {
-        println!(
+async fn discard(args: DiscardArgs, env: &Environment) -> anyhow::Result<ExitCode> {
+    let store = args.db.open(env).await?;
+    let actor = args.operator.actor(&args.reason, env);
+    match dlq::discard(&store, &args.id, &actor).await? {
+        Discarded::NotOpen(letter) => println!(
             "dead letter {} is {}, not open: nothing changed",
             letter.id, letter.status
-        );
-        return Ok(ExitCode::SUCCESS);
+        ),
+        Discarded::Done {
+            letter,
+            operation_id,
+        } => println!(
+            "dead letter {} discarded (operation {operation_id})",
+            letter.id
+        ),
     }
-    let operation = ops::new_operation_id();
-    ops::record(
-        &store,
-        &operation,
-        &letter.consumer,
-        "dlq_discard",
-        &args.operator,
-        &args.reason,
-        serde_json::json!({
-            "dead_letter": letter.id,
-            "coordinates": format!("{}/{}@{}", letter.topic, letter.partition, letter.offset),
-            "reason_code": letter.reason,
-            "event_id": letter.event_id,
-        }),
-    )
-    .await?;
-    println!(
-        "dead letter {} discarded (operation {operation})",
-        letter.id
-    );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,64 +1,51 @@
-//! Kafka client settings shared by every command that talks to the broker.
+//! Kafka arguments of the tools that talk to the broker without a pipeline (tail, stats,
+//! produce).
 
-use std::time::Duration;
+use std::sync::OnceLock;
 
-use anyhow::Context;
 use clap::Args;
+use ledgerflow_service::config::{parse_property, vars};
+use ledgerflow_service::{Environment, KafkaClient};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, ConsumerContext};
+
+/// The environment [`KafkaArgs::client_config`] resolves `--brokers` from (set once by
+/// `main`; the other tools pass theirs explicitly to [`KafkaArgs::client`]).
+static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+
+/// Makes `env` the one [`KafkaArgs::client_config`] reads.
+pub(crate) fn install_environment(env: Environment) {
+    // Set once at start; a second call would carry the same process environment.
+    ENVIRONMENT.set(env).ok();
+}
 
 /// `--brokers` and extra librdkafka properties.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct KafkaArgs {
-    /// Bootstrap brokers, comma separated (host:port).
-    #[arg(long, env = "LEDGERFLOW_BROKERS", default_value = "127.0.0.1:9092")]
-    pub(crate) brokers: String,
+    /// Bootstrap brokers, comma separated (host:port) [env: LEDGERFLOW_BROKERS]
+    /// [default: 127.0.0.1:9092].
+    #[arg(long)]
+    brokers: Option<String>,
     /// Extra librdkafka property, repeatable: `--kafka-property security.protocol=SASL_SSL`.
     #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
     pub(crate) properties: Vec<(String, String)>,
 }
 
-fn parse_property(raw: &str) -> Result<(String, String), String> {
-    let (k, v) = raw
-        .split_once('=')
-        .ok_or_else(|| format!("{raw:?} is not KEY=VALUE"))?;
-    Ok((k.trim().to_owned(), v.trim().to_owned()))
-}
-
 impl KafkaArgs {
+    /// The brokers (flag, environment, default) and properties.
+    pub(crate) fn client(&self, env: &Environment) -> KafkaClient {
+        KafkaClient {
+            brokers: self
+                .brokers
+                .clone()
+                .or_else(|| env.get(vars::BROKERS).map(str::to_owned))
+                .unwrap_or_else(|| "127.0.0.1:9092".to_owned()),
+            properties: self.properties.clone(),
+        }
+    }
+
     /// A client config with the brokers and the user's extra properties applied last.
     pub(crate) fn client_config(&self) -> ClientConfig {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", &self.brokers)
-            .set("client.id", "ledgerflow");
-        for (k, v) in &self.properties {
-            cfg.set(k, v);
-        }
-        cfg
+        let env = ENVIRONMENT.get_or_init(Environment::default);
+        self.client(env).config("ledgerflow", &[])
     }
-}
-
-/// Partition ids of a topic, from broker metadata.
-pub(crate) fn partitions<C: ConsumerContext, K: Consumer<C>>(
-    consumer: &K,
-    topic: &str,
-    timeout: Duration,
-) -> anyhow::Result<Vec<i32>> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("fetching metadata for topic {topic}"))?;
-    let t = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .with_context(|| format!("topic {topic} is not in the broker metadata"))?;
-    if let Some(err) = t.error() {
-        anyhow::bail!("topic {topic}: {err:?}");
-    }
-    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
-    ids.sort_unstable();
-    if ids.is_empty() {
-        anyhow::bail!("topic {topic} has no partitions (does it exist?)");
-    }
-    Ok(ids)
 }

@@ -1,28 +1,23 @@
-//! `ledgerflow`: one binary for the registry, the load producer, the tail tool and (as they
-//! land) the consumers and operator commands. Each noun lives in its own module; this file only
-//! parses arguments, sets up logging and maps errors to exit codes.
+//! `ledgerflow`: one binary for the registry, the load producer, the tail tool, the consumers
+//! and the operator commands. Each noun lives in its own module, which parses its arguments
+//! and renders what `ledgerflow-service` reports; this file sets up logging, builds the
+//! explicit environment and maps errors to exit codes.
 //!
 //! Exit codes: 0 success, 1 the command failed (the message says why), 2 bad usage or a
 //! refused operation, 3 `run --exit-when-idle --max-wait` ended before the consumers drained,
 //! 130 a second shutdown signal (or a shutdown past its deadline) ended the process at once.
 
+mod args;
 mod audit;
-mod consumers;
 mod dlq;
-mod erp;
 mod kafka;
-mod lag;
 mod notifications;
 mod offsets;
-mod ops;
-mod output;
 mod produce;
-mod range;
+mod reconcile;
 mod registry;
 mod replay;
 mod run;
-mod settings;
-mod shutdown;
 mod stats;
 mod tail;
 mod tenants_file;
@@ -30,13 +25,19 @@ mod warehouse;
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand, ValueEnum};
+use ledgerflow_service::config::vars;
+use ledgerflow_service::{Environment, ServiceError};
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::{Parser, Subcommand, ValueEnum};
-
+/// Bad usage or a refused operation.
+pub(crate) const EXIT_USAGE: u8 = 2;
 /// `run --exit-when-idle --max-wait`: the consumers did not drain in time.
 pub(crate) const EXIT_NOT_DRAINED: u8 = 3;
+/// A second shutdown signal, or a shutdown past its deadline.
+pub(crate) const EXIT_FORCED: i32 = 130;
 
 /// ledgerflow: effect-once consumers from billing events to finance systems.
 #[derive(Debug, Parser)]
@@ -54,12 +55,13 @@ pub(crate) const EXIT_NOT_DRAINED: u8 = 3;
                   Settings: flags, then LEDGERFLOW_* environment variables, then --config FILE."
 )]
 struct Cli {
-    /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LEDGERFLOW_LOG_FORMAT")]
-    log_format: LogFormat,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ledgerflow=debug`.
-    #[arg(long, global = true, default_value = "info", env = "LEDGERFLOW_LOG")]
-    log: String,
+    /// Log line format on stderr [env: LEDGERFLOW_LOG_FORMAT] [default: text].
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ledgerflow=debug`
+    /// [env: LEDGERFLOW_LOG] [default: info].
+    #[arg(long, global = true)]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,7 +89,7 @@ enum Command {
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// Compare the billing source with posted journals, and journals with ERP acknowledgements.
-    Reconcile(erp::ReconcileArgs),
+    Reconcile(reconcile::ReconcileArgs),
     /// Verify Standard Webhooks signatures (as a receiver would).
     #[command(subcommand)]
     Webhooks(notifications::WebhooksCommand),
@@ -136,11 +138,57 @@ fn init_logging(format: LogFormat, filter: &str) -> Option<ledgerflow_telemetry:
     otlp
 }
 
+/// The process environment, as the explicit map the service reads settings from. Variables
+/// that are not valid Unicode are left out (none of ledgerflow's is).
+fn environment() -> Environment {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+async fn dispatch(command: Command, env: &Environment) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Registry(cmd) => registry::run(cmd, env).await,
+        Command::Produce(args) => produce::run(args).await,
+        Command::Tail(args) => tail::run(args, env).await,
+        Command::Run(args) => run::run(args, env).await,
+        Command::Stats(args) => stats::run(args, env).await,
+        Command::Audit(cmd) => audit::run(cmd, env).await,
+        Command::Reconcile(args) => reconcile::run(args, env).await,
+        Command::Webhooks(cmd) => notifications::webhooks(cmd),
+        Command::Notifications(cmd) => notifications::run(cmd, env).await,
+        Command::Warehouse(cmd) => warehouse::run(cmd, env).await,
+        Command::Replay(cmd) => replay::run(cmd, env).await,
+        Command::Offsets(cmd) => offsets::run(cmd, env).await,
+        Command::Dlq(cmd) => dlq::run(cmd, env).await,
+    }
+}
+
 fn main() -> ExitCode {
     // `ledgerflow ... | head` must end quietly like any Unix tool, not panic on EPIPE.
     sigpipe::reset();
     let cli = Cli::parse();
-    let _otlp = init_logging(cli.log_format, &cli.log);
+    let env = environment();
+    kafka::install_environment(env.clone());
+    let log_format = match cli.log_format {
+        Some(f) => f,
+        None => match env.get(vars::LOG_FORMAT) {
+            None => LogFormat::Text,
+            Some(raw) => match LogFormat::from_str(raw, false) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("error: {}={raw:?}: {e}", vars::LOG_FORMAT);
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            },
+        },
+    };
+    let log = cli
+        .log
+        .clone()
+        .or_else(|| env.get(vars::LOG).map(str::to_owned))
+        .unwrap_or_else(|| "info".to_owned());
+    let _otlp = init_logging(log_format, &log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -151,28 +199,41 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Registry(cmd) => registry::run(cmd).await,
-            Command::Produce(args) => produce::run(args).await,
-            Command::Tail(args) => tail::run(args).await,
-            Command::Run(args) => run::run(args).await,
-            Command::Stats(args) => stats::run(args).await,
-            Command::Audit(cmd) => audit::run(cmd).await,
-            Command::Reconcile(args) => erp::reconcile(args).await,
-            Command::Webhooks(cmd) => notifications::webhooks(cmd).await,
-            Command::Notifications(cmd) => notifications::run(cmd).await,
-            Command::Warehouse(cmd) => warehouse::run(cmd).await,
-            Command::Replay(cmd) => replay::run(cmd).await,
-            Command::Offsets(cmd) => offsets::run(cmd).await,
-            Command::Dlq(cmd) => dlq::run(cmd).await,
-        }
-    });
-    match result {
+    match runtime.block_on(dispatch(cli.command, &env)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // A bad environment value is bad usage, like a bad flag value.
+            if e.downcast_ref::<ServiceError>()
+                .is_some_and(ServiceError::is_usage)
+            {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every variable that stands for a flag is named in some `--help`.
+    #[test]
+    fn every_settings_variable_is_in_the_help() {
+        fn helps(cmd: &mut clap::Command, out: &mut String) {
+            out.push_str(&cmd.render_long_help().to_string());
+            for sub in cmd.get_subcommands_mut() {
+                helps(sub, out);
+            }
+        }
+        let mut all = String::new();
+        helps(&mut Cli::command(), &mut all);
+        for name in vars::WITH_FLAGS {
+            assert!(all.contains(name), "{name} is in no --help");
         }
     }
 }

@@ -1,88 +1,19 @@
-//! Notifications wiring: the webhook dispatcher beside the consumer, `ledgerflow webhooks
-//! verify`, and `ledgerflow notifications list|retry`.
+//! `ledgerflow webhooks verify` and `ledgerflow notifications list|retry`.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use ledgerflow_notifications::{
-    CONSUMER_NAME, Dispatcher, DispatcherConfig, NotificationFilter, NotificationRow,
-    Notifications, RetrySelector, WebhookSecret, verify,
+    NotificationFilter, NotificationRow, RetrySelector, WebhookSecret, verify,
 };
+use ledgerflow_service::{ConsumerKind, Environment};
 use ledgerflow_store::Store;
 use ledgerflow_tenants::SecretRef;
-use tokio::sync::watch;
 
-use crate::consumers::Companion;
-use crate::output::Format;
-use crate::run::Pipeline;
-use crate::settings::DatabaseArgs;
-
-/// How long an `--exit-when-idle` run keeps delivering after the consumers stopped.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(60);
-
-/// Starts the webhook dispatcher when the consumer is notifications. It runs until `stop`
-/// flips; then, in an `--exit-when-idle` run that no signal interrupted, it keeps delivering
-/// until the outbox is drained (at most [`DRAIN_DEADLINE`]) so a batch job leaves no
-/// deliverable notification behind.
-pub(crate) fn spawn_dispatcher(
-    name: &str,
-    pipeline: &Pipeline,
-    mut stop: watch::Receiver<bool>,
-) -> Option<Companion> {
-    if name != CONSUMER_NAME {
-        return None;
-    }
-    let pool = pipeline.store.pool().clone();
-    let backend = pipeline.store.backend();
-    let drain_on_exit = pipeline.settings.exit_when_idle.is_some();
-    let cfg = dispatcher_config();
-    // A SIGINT/SIGTERM means "stop now": no drain then.
-    let signalled = Arc::new(AtomicBool::new(false));
-    let signal_watch = {
-        let signalled = Arc::clone(&signalled);
-        tokio::spawn(async move {
-            crate::shutdown::signal().await;
-            signalled.store(true, Ordering::SeqCst);
-        })
-    };
-    let handle = tokio::spawn(async move {
-        let dispatcher = match Dispatcher::new(pool, backend, cfg) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %ledgerflow_codec::error_chain(&e), "webhook dispatcher not started");
-                return;
-            }
-        };
-        let shutdown = async move {
-            let _ = stop.wait_for(|v| *v).await;
-        };
-        if let Err(e) = dispatcher.run(shutdown).await {
-            tracing::error!(error = %ledgerflow_codec::error_chain(&e), "webhook dispatcher stopped");
-        }
-        if drain_on_exit
-            && !signalled.load(Ordering::SeqCst)
-            && !dispatcher.drain(DRAIN_DEADLINE).await
-        {
-            tracing::warn!(
-                deadline = ?DRAIN_DEADLINE,
-                "notification outbox still has pending deliveries; they resume on the next run"
-            );
-        }
-        signal_watch.abort();
-    });
-    Some(Companion::new("webhook-dispatcher", handle))
-}
-
-/// Production defaults, tuned by the `LEDGERFLOW_WEBHOOK_*` variables.
-fn dispatcher_config() -> DispatcherConfig {
-    DispatcherConfig::default().with_env_overrides(|name| std::env::var(name).ok())
-}
+use crate::args::{DatabaseArgs, Format, print_json};
 
 /// `ledgerflow webhooks ...`
 #[derive(Debug, Subcommand)]
@@ -110,13 +41,8 @@ pub(crate) struct VerifyArgs {
     tolerance: Option<u64>,
 }
 
-pub(crate) async fn webhooks(cmd: WebhooksCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        WebhooksCommand::Verify(args) => verify_command(args),
-    }
-}
-
-fn verify_command(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn webhooks(cmd: WebhooksCommand) -> anyhow::Result<ExitCode> {
+    let WebhooksCommand::Verify(args) = cmd;
     let raw = ledgerflow_tenants::read_secret(&SecretRef::File {
         file: args.secret_file.clone(),
     })
@@ -128,13 +54,9 @@ fn verify_command(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     std::io::stdin()
         .read_to_end(&mut body)
         .context("reading the body from stdin")?;
-    let now_and_tolerance = args.tolerance.map(|t| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        (now, t)
-    });
+    let now_and_tolerance = args
+        .tolerance
+        .map(|t| (ledgerflow_core::now_micros() / 1_000_000, t));
     match verify(
         &secret,
         &args.id,
@@ -213,22 +135,23 @@ pub(crate) struct RetryArgs {
     all_failed: bool,
 }
 
-async fn open_store(db: &DatabaseArgs) -> anyhow::Result<Store> {
-    let store = db.open().await?;
-    let ddl = ledgerflow_store::ConsumerLogic::schema(&Notifications, store.backend());
-    store.apply_schema(&ddl).await?;
+async fn open_store(db: &DatabaseArgs, env: &Environment) -> anyhow::Result<Store> {
+    let store = db.open(env).await?;
+    store
+        .apply_schema(&ConsumerKind::Notifications.schema(store.backend()))
+        .await?;
     Ok(store)
 }
 
-pub(crate) async fn run(cmd: NotificationsCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(cmd: NotificationsCommand, env: &Environment) -> anyhow::Result<ExitCode> {
     match cmd {
-        NotificationsCommand::List(args) => list(args).await,
-        NotificationsCommand::Retry(args) => retry(args).await,
+        NotificationsCommand::List(args) => list(args, env).await,
+        NotificationsCommand::Retry(args) => retry(args, env).await,
     }
 }
 
-async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(&args.db).await?;
+async fn list(args: ListArgs, env: &Environment) -> anyhow::Result<ExitCode> {
+    let store = open_store(&args.db, env).await?;
     let filter = NotificationFilter {
         tenant: args.tenant.clone(),
         status: args.status.map(|s| s.as_str().to_owned()),
@@ -238,7 +161,7 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("listing notifications")?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Json => print_json(&rows)?,
         Format::Text => print_rows(&rows),
     }
     Ok(ExitCode::SUCCESS)
@@ -268,8 +191,8 @@ fn print_rows(rows: &[NotificationRow]) {
     println!("{} notification(s)", rows.len());
 }
 
-async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(&args.db).await?;
+async fn retry(args: RetryArgs, env: &Environment) -> anyhow::Result<ExitCode> {
+    let store = open_store(&args.db, env).await?;
     let selector = match (&args.id, &args.tenant, args.all_failed) {
         (Some(id), _, _) => RetrySelector::Id(id.clone()),
         (None, Some(tenant), _) => RetrySelector::Tenant(tenant.clone()),

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use ledgerflow_registry::RegistryConfig;
+use ledgerflow_service::Environment;
+use ledgerflow_service::config::vars;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum RegistryCommand {
@@ -14,43 +16,43 @@ pub(crate) enum RegistryCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on.
-    #[arg(
-        long,
-        default_value = "127.0.0.1:8081",
-        env = "LEDGERFLOW_REGISTRY_LISTEN"
-    )]
-    listen: String,
-    /// Storage: `sqlite://FILE` (created when missing) or `postgres://...`.
-    #[arg(
-        long,
-        default_value = "sqlite://registry.db",
-        env = "LEDGERFLOW_REGISTRY_DATABASE_URL"
-    )]
-    database: String,
+    /// Address to listen on [env: LEDGERFLOW_REGISTRY_LISTEN] [default: 127.0.0.1:8081].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Storage: `sqlite://FILE` (created when missing) or `postgres://...`
+    /// [env: LEDGERFLOW_REGISTRY_DATABASE_URL] [default: sqlite://registry.db].
+    #[arg(long)]
+    database: Option<String>,
 }
 
-pub(crate) async fn run(cmd: RegistryCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        RegistryCommand::Serve(args) => serve(args).await,
-    }
-}
-
-async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let state = ledgerflow_registry::connect(&RegistryConfig {
-        database_url: args.database,
-    })
-    .await
-    .context("opening the registry store")?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+pub(crate) async fn run(cmd: RegistryCommand, env: &Environment) -> anyhow::Result<ExitCode> {
+    let RegistryCommand::Serve(args) = cmd;
+    let setting = |flag: Option<String>, name: &str, default: &str| {
+        flag.or_else(|| env.get(name).map(str::to_owned))
+            .unwrap_or_else(|| default.to_owned())
+    };
+    let listen = setting(args.listen, vars::REGISTRY_LISTEN, "127.0.0.1:8081");
+    let database_url = setting(
+        args.database,
+        vars::REGISTRY_DATABASE_URL,
+        "sqlite://registry.db",
+    );
+    let state = ledgerflow_registry::connect(&RegistryConfig { database_url })
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
+        .context("opening the registry store")?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     // Scripts and tests wait for this line to learn the port when they pass port 0.
     println!("listening on http://{addr}");
-    ledgerflow_registry::serve(listener, state, crate::shutdown::signal())
-        .await
-        .context("serving the registry")?;
+    ledgerflow_registry::serve(
+        listener,
+        state,
+        ledgerflow_service::signal::stop_requested(),
+    )
+    .await
+    .context("serving the registry")?;
     tracing::info!("schema registry stopped");
     Ok(ExitCode::SUCCESS)
 }

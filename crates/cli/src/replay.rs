@@ -1,30 +1,15 @@
-//! `ledgerflow replay plan|run`: re-read a range of a consumer's topics outside its group and
-//! judge it (plan) or push it through the same pipeline again (run), without moving the live
-//! group's positions. The inbox guarantees that nothing is posted twice.
+//! `ledgerflow replay plan|run`: arguments, progress bar and rendering of
+//! [`ledgerflow_service::ops::replay`].
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use ledgerflow_runtime::{
-    RawRecord, RedriveContext, RedriveFilter, RedriveReport, plan_chunk, run_chunk,
-};
-use ledgerflow_store::{ErasedConsumer, OPERATIONS_TOPIC};
-use serde::Serialize;
-use sqlx::Row;
-use tokio::sync::mpsc;
+use ledgerflow_service::ops::Progress;
+use ledgerflow_service::ops::replay::{ReplayReport, ReplayRequest, ReplayRun};
+use ledgerflow_service::{ConsumerKind, Environment};
 
-use crate::consumers;
-use crate::erp::parse_time;
-use crate::ops::{self, OperatorArgs};
-use crate::output::Format;
-use crate::range::{self, Span};
-use crate::run::Pipeline;
-use crate::settings::PipelineArgs;
+use crate::args::{Format, OperatorArgs, PipelineArgs, parse_consumer, parse_time, print_json};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ReplayCommand {
@@ -38,8 +23,8 @@ pub(crate) enum ReplayCommand {
 #[derive(Debug, Args)]
 pub(crate) struct RangeArgs {
     /// Consumer whose pipeline judges the records.
-    #[arg(long, value_parser = consumers::parse_name)]
-    consumer: String,
+    #[arg(long, value_parser = parse_consumer)]
+    consumer: ConsumerKind,
     /// Only this tenant, repeatable.
     #[arg(long = "tenant", id = "tenant_filter")]
     tenants: Vec<String>,
@@ -97,323 +82,70 @@ pub(crate) struct RunArgs {
     operator: OperatorArgs,
 }
 
-/// Coordinates the audit log recorded but the broker did not deliver.
-#[derive(Debug, Clone, Serialize)]
-struct Unavailable {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    event_id: Option<String>,
+/// A progress bar on stderr (drawn only on a terminal).
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
 }
 
-#[derive(Debug, Serialize)]
-struct ReplayOutput<'a> {
-    mode: &'static str,
-    consumer: &'a str,
-    operation_id: Option<&'a str>,
-    spans: &'a [Span],
-    #[serde(flatten)]
-    report: &'a RedriveReport,
-    unavailable_count: usize,
-    unavailable: Vec<Unavailable>,
-}
-
-pub(crate) async fn run(cmd: ReplayCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        ReplayCommand::Plan(args) => replay(args.range, None).await,
+pub(crate) async fn run(cmd: ReplayCommand, env: &Environment) -> anyhow::Result<ExitCode> {
+    let (range, run) = match cmd {
+        ReplayCommand::Plan(args) => (args.range, None),
         ReplayCommand::Run(args) => {
-            let run = RunOptions {
-                reason: args.reason,
+            let run = ReplayRun {
+                actor: args.operator.actor(&args.reason, env),
                 max_events: args.max_events,
                 rate: args.rate.filter(|r| *r > 0.0),
-                operator: args.operator,
             };
-            replay(args.range, Some(run)).await
+            (args.range, Some(run))
         }
-    }
-}
-
-#[derive(Debug)]
-struct RunOptions {
-    reason: String,
-    max_events: Option<u64>,
-    rate: Option<f64>,
-    operator: OperatorArgs,
-}
-
-/// Per partition, the audit-recorded offsets still wanted, with their event ids.
-type Wanted = BTreeMap<(String, i32), BTreeMap<i64, Option<String>>>;
-
-async fn replay(args: RangeArgs, run: Option<RunOptions>) -> anyhow::Result<ExitCode> {
-    let pipeline = Pipeline::open(&args.pipeline).await?;
-    let consumer: Arc<dyn ErasedConsumer> = consumers::build(&args.consumer)?;
-    pipeline
-        .store
-        .apply_schema(&consumer.schema(pipeline.store.backend()))
-        .await
-        .context("applying the consumer's schema")?;
-    let kafka = range::tool_consumer(&pipeline.settings)?;
-    let (spans, mut wanted) = spans(&args, &pipeline, &kafka).await?;
-    let total: u64 = spans.iter().map(Span::len).sum();
-    let filter = RedriveFilter {
-        tenants: args.tenants.clone(),
-        event_types: args.event_types.clone(),
     };
-    let ctx = RedriveContext {
-        consumer: consumer.as_ref(),
-        store: &pipeline.store,
-        decoder: &pipeline.decoder,
-        tenants: &pipeline.tenants,
+    let pipeline = range.pipeline.open(env).await?;
+    let request = ReplayRequest {
+        consumer: range.consumer,
+        tenants: range.tenants,
+        event_types: range.event_types,
+        from: range.from,
+        to: range.to,
+        partition: range.partition,
+        from_offset: range.from_offset,
+        to_offset: range.to_offset,
+        from_audit: range.from_audit,
+        run,
     };
-    let operation = run.as_ref().map(|_| ops::new_operation_id());
-    let filters = serde_json::json!({
-        "tenants": args.tenants,
-        "event_types": args.event_types,
-        "from": args.from,
-        "to": args.to,
-        "from_audit": args.from_audit,
-        "spans": spans,
-    });
-    if let (Some(run), Some(id)) = (&run, &operation) {
-        ops::record(
-            &pipeline.store,
-            id,
-            &args.consumer,
-            "replay_run",
-            &run.operator,
-            &run.reason,
-            serde_json::json!({"phase": "started", "filters": filters}),
-        )
-        .await?;
-    }
-
-    let bar = ProgressBar::new(total);
+    let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
             "{spinner} replay {msg} [{bar:30}] {pos}/{len} records [{elapsed}, eta {eta}]",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    bar.set_message(if run.is_some() { "run" } else { "plan" });
-    let (tx, mut rx) = mpsc::channel::<Vec<RawRecord>>(4);
-    let reader = range::read_spans(kafka, spans.clone(), tx);
-    let mut report = RedriveReport::default();
-    let mut seen = HashSet::new();
-    let started = Instant::now();
-    let mut stopped_early = false;
-    'chunks: while let Some(mut chunk) = rx.recv().await {
-        bar.inc(chunk.len() as u64);
-        if let Some(w) = wanted.as_mut() {
-            chunk.retain(|r| {
-                w.get_mut(&(r.topic.clone(), r.partition))
-                    .is_some_and(|offsets| offsets.remove(&r.offset).is_some())
-            });
-        }
-        let Some(opts) = &run else {
-            report.merge(plan_chunk(&ctx, chunk, &filter, &mut seen).await?);
-            continue;
-        };
-        let id = operation.as_deref().unwrap_or_default();
-        while !chunk.is_empty() {
-            let room = opts.max_events.map_or(usize::MAX, |m| {
-                usize::try_from(m.saturating_sub(report.selected)).unwrap_or(usize::MAX)
-            });
-            if room == 0 {
-                stopped_early = true;
-                break 'chunks;
-            }
-            let rest = chunk.split_off(chunk.len().min(room));
-            let piece = std::mem::replace(&mut chunk, rest);
-            report.merge(run_chunk(&ctx, piece, &filter, id).await?);
-            if let Some(rate) = opts.rate {
-                let due = Duration::from_secs_f64(report.selected as f64 / rate);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-    }
-    drop(rx);
-    reader
-        .await
-        .context("the Kafka reader stopped")?
-        .context("reading the range from Kafka")?;
-    bar.finish_and_clear();
-
-    let unavailable: Vec<Unavailable> = if stopped_early {
-        Vec::new()
-    } else {
-        wanted
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|((topic, partition), offsets)| {
-                offsets
-                    .into_iter()
-                    .map(move |(offset, event_id)| Unavailable {
-                        topic: topic.clone(),
-                        partition,
-                        offset,
-                        event_id,
-                    })
-            })
-            .collect()
-    };
-    if let (Some(run), Some(id)) = (&run, &operation) {
-        ops::record(
-            &pipeline.store,
-            id,
-            &args.consumer,
-            "replay_run",
-            &run.operator,
-            &run.reason,
-            serde_json::json!({
-                "phase": "finished",
-                "filters": filters,
-                "read": report.read,
-                "selected": report.selected,
-                "totals": report.totals,
-                "resolved_dead_letters": report.resolved,
-                "unavailable": unavailable.len(),
-                "stopped_at_max_events": stopped_early,
-            }),
-        )
-        .await?;
-    }
-    let out = ReplayOutput {
-        mode: if run.is_some() { "run" } else { "plan" },
-        consumer: &args.consumer,
-        operation_id: operation.as_deref(),
-        spans: &spans,
-        report: &report,
-        unavailable_count: unavailable.len(),
-        unavailable: unavailable.into_iter().take(100).collect(),
-    };
-    match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&out)?),
-        Format::Text => print_text(&out),
+    bar.set_message(if request.run.is_some() { "run" } else { "plan" });
+    let bar = Bar(bar);
+    let report = ledgerflow_service::ops::replay::replay(&pipeline, &request, &bar).await;
+    bar.0.finish_and_clear();
+    let report = report?;
+    match range.format {
+        Format::Json => print_json(&report)?,
+        Format::Text => print_text(&report),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The partitions and offsets to read, and (with --from-audit) the exact offsets wanted.
-async fn spans(
-    args: &RangeArgs,
-    pipeline: &Pipeline,
-    kafka: &rdkafka::consumer::BaseConsumer,
-) -> anyhow::Result<(Vec<Span>, Option<Wanted>)> {
-    let topics = &pipeline.settings.topics;
-    if let Some(partition) = args.partition {
-        let [topic] = topics.as_slice() else {
-            anyhow::bail!("--partition needs exactly one --topic (got {topics:?})");
-        };
-        if topic.starts_with('^') {
-            anyhow::bail!("--partition needs a topic name, not the pattern {topic}");
-        }
-        let (low, high) = range::watermarks(kafka, topic, partition)?;
-        let start = args.from_offset.unwrap_or(low).max(low);
-        let end = args
-            .to_offset
-            .map_or(high, |o| o.saturating_add(1))
-            .min(high);
-        let span = Span {
-            topic: topic.clone(),
-            partition,
-            start,
-            end: end.max(start),
-        };
-        return Ok((vec![span], None));
-    }
-    if args.from_audit {
-        let wanted = audit_coordinates(args, pipeline).await?;
-        let spans = wanted
-            .iter()
-            .filter_map(|((topic, partition), offsets)| {
-                let (first, last) = (offsets.keys().next()?, offsets.keys().next_back()?);
-                Some(Span {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    start: *first,
-                    end: last + 1,
-                })
-            })
-            .collect();
-        return Ok((spans, Some(wanted)));
-    }
-    let Some(from) = args.from else {
-        anyhow::bail!(
-            "give a range: --from TIME [--to TIME], or --partition P --from-offset O [--to-offset O] with one --topic, or --from-audit"
-        );
-    };
-    let parts = range::topic_partitions(kafka, topics)?;
-    let starts = range::offsets_for_time(kafka, &parts, from)?;
-    let ends = match args.to {
-        Some(to) => Some(range::offsets_for_time(kafka, &parts, to)?),
-        None => None,
-    };
-    let mut spans = Vec::new();
-    for (topic, partition) in parts {
-        let key = (topic.clone(), partition);
-        let start = starts.get(&key).copied().unwrap_or(0);
-        let end = match ends.as_ref().and_then(|e| e.get(&key)) {
-            Some(end) => *end,
-            None => range::watermarks(kafka, &topic, partition)?.1,
-        };
-        spans.push(Span {
-            topic,
-            partition,
-            start,
-            end: end.max(start),
-        });
-    }
-    Ok((spans, None))
-}
-
-/// The coordinates the audit log holds for the consumer (one per offset, whatever the number of
-/// decisions recorded there), filtered by tenant, type and audit time.
-async fn audit_coordinates(args: &RangeArgs, pipeline: &Pipeline) -> anyhow::Result<Wanted> {
-    let rows = sqlx::query(
-        "SELECT topic, partition, \"offset\", event_id, tenant_id, event_type FROM audit_log \
-         WHERE consumer = $1 AND topic <> $2 AND recorded_at >= $3 AND recorded_at < $4",
-    )
-    .bind(&args.consumer)
-    .bind(OPERATIONS_TOPIC)
-    .bind(args.from.unwrap_or(i64::MIN))
-    .bind(args.to.unwrap_or(i64::MAX))
-    .fetch_all(pipeline.store.pool())
-    .await
-    .context("reading coordinates from the audit log")?;
-    let tenants: BTreeSet<&str> = args.tenants.iter().map(String::as_str).collect();
-    let types: BTreeSet<&str> = args.event_types.iter().map(String::as_str).collect();
-    let mut wanted: Wanted = BTreeMap::new();
-    for row in rows {
-        let tenant: Option<String> = row.try_get(4)?;
-        let event_type: Option<String> = row.try_get(5)?;
-        let admit = |set: &BTreeSet<&str>, v: &Option<String>| {
-            set.is_empty() || v.as_deref().is_some_and(|v| set.contains(v))
-        };
-        if !admit(&tenants, &tenant) || !admit(&types, &event_type) {
-            continue;
-        }
-        let topic: String = row.try_get(0)?;
-        let partition: i32 = row.try_get(1)?;
-        let offset: i64 = row.try_get(2)?;
-        let event_id: Option<String> = row.try_get(3)?;
-        wanted
-            .entry((topic, partition))
-            .or_default()
-            .entry(offset)
-            .or_insert(event_id);
-    }
-    Ok(wanted)
-}
-
-fn print_text(out: &ReplayOutput<'_>) {
-    let r = out.report;
+fn print_text(out: &ReplayReport) {
+    let r = &out.report;
     println!(
         "replay {} for {}{}: {} records read, {} selected",
         out.mode,
         out.consumer,
         out.operation_id
+            .as_deref()
             .map(|id| format!(" (operation {id})"))
             .unwrap_or_default(),
         r.read,
@@ -424,34 +156,27 @@ fn print_text(out: &ReplayOutput<'_>) {
     } else {
         "applied"
     };
-    println!(
-        "{:<12} {:<24} {:>12} {:>16} {:>10} {:>14} {:>8}",
-        "tenant", "event_type", verb, "already_applied", "conflicts", "dead_lettered", "skipped"
-    );
-    for line in &r.lines {
-        let c = &line.counts;
+    let row = |tenant: &str, event_type: &str, c: &ledgerflow_runtime::RedriveCounts| {
         println!(
             "{:<12} {:<24} {:>12} {:>16} {:>10} {:>14} {:>8}",
-            line.tenant,
-            line.event_type,
+            tenant,
+            event_type,
             c.applied,
             c.already_applied,
             c.conflicts,
             c.dead_lettered.values().sum::<u64>(),
             c.skipped
         );
-    }
-    let t = &r.totals;
+    };
     println!(
         "{:<12} {:<24} {:>12} {:>16} {:>10} {:>14} {:>8}",
-        "total",
-        "",
-        t.applied,
-        t.already_applied,
-        t.conflicts,
-        t.dead_lettered.values().sum::<u64>(),
-        t.skipped
+        "tenant", "event_type", verb, "already_applied", "conflicts", "dead_lettered", "skipped"
     );
+    for line in &r.lines {
+        row(&line.tenant, &line.event_type, &line.counts);
+    }
+    let t = &r.totals;
+    row("total", "", t);
     if !t.dead_lettered.is_empty() {
         let reasons: Vec<String> = t
             .dead_lettered

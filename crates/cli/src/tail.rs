@@ -10,26 +10,25 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use ledgerflow_codec::{Decoder, DecoderConfig, RegistryClient, error_chain};
+use ledgerflow_service::config::vars;
+use ledgerflow_service::{Environment, partitions};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
-use crate::kafka::{KafkaArgs, partitions};
-use crate::output::Format;
+use crate::args::Format;
+use crate::kafka::KafkaArgs;
 
 #[derive(Debug, Args)]
 pub(crate) struct TailArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Schema registry base URL.
-    #[arg(
-        long,
-        env = "LEDGERFLOW_SCHEMA_REGISTRY_URL",
-        default_value = "http://127.0.0.1:8081"
-    )]
-    registry: String,
+    /// Schema registry base URL [env: LEDGERFLOW_SCHEMA_REGISTRY_URL]
+    /// [default: http://127.0.0.1:8081].
+    #[arg(long)]
+    registry: Option<String>,
     /// Topic to read.
     #[arg(long)]
     topic: String,
@@ -50,27 +49,35 @@ pub(crate) struct TailArgs {
     format: Format,
 }
 
-pub(crate) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: TailArgs, env: &Environment) -> anyhow::Result<ExitCode> {
+    let registry = args
+        .registry
+        .clone()
+        .or_else(|| env.get(vars::SCHEMA_REGISTRY_URL).map(str::to_owned))
+        .unwrap_or_else(|| "http://127.0.0.1:8081".to_owned());
     let client =
-        RegistryClient::new(&args.registry, Duration::from_secs(10)).map_err(anyhow::Error::msg)?;
+        RegistryClient::new(&registry, Duration::from_secs(10)).map_err(anyhow::Error::msg)?;
     let decoder = Decoder::new(client, DecoderConfig::default());
-    let mut cfg = args.kafka.client_config();
-    cfg.set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        // Required by librdkafka's consumer API even in assign mode; nothing is ever committed.
-        .set("group.id", "ledgerflow-tail")
-        .set(
-            "auto.offset.reset",
-            if args.from_beginning {
-                "earliest"
-            } else {
-                "latest"
-            },
-        );
-    for (k, v) in &args.kafka.properties {
-        cfg.set(k, v);
-    }
-    let consumer: StreamConsumer = cfg.create().context("creating the Kafka consumer")?;
+    let reset = if args.from_beginning {
+        "earliest"
+    } else {
+        "latest"
+    };
+    let consumer: StreamConsumer = args
+        .kafka
+        .client(env)
+        .config(
+            "ledgerflow",
+            &[
+                ("enable.auto.commit", "false"),
+                ("enable.partition.eof", "true"),
+                // Required by librdkafka's consumer API even in assign mode; nothing commits.
+                ("group.id", "ledgerflow-tail"),
+                ("auto.offset.reset", reset),
+            ],
+        )
+        .create()
+        .context("creating the Kafka consumer")?;
     let mut ids = partitions(&consumer, &args.topic, Duration::from_secs(10))?;
     if !args.partition.is_empty() {
         ids.retain(|p| args.partition.contains(p));
@@ -97,7 +104,7 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let all: HashSet<i32> = ids.iter().copied().collect();
     let mut at_end: HashSet<i32> = HashSet::new();
     let mut printed = 0u64;
-    let shutdown = crate::shutdown::signal();
+    let shutdown = ledgerflow_service::signal::stop_requested();
     tokio::pin!(shutdown);
     loop {
         if args.max.is_some_and(|max| printed >= max) {

@@ -13,8 +13,9 @@ use ledgerflow_warehouse_sink::{
     ExportFormat, ExportOptions, Table, Warehouse, count_rows, export_table,
 };
 
-use crate::erp::parse_time;
-use crate::settings::DatabaseArgs;
+use ledgerflow_service::Environment;
+
+use crate::args::{DatabaseArgs, parse_time};
 
 /// `ledgerflow warehouse ...`
 #[derive(Debug, Subcommand)]
@@ -59,14 +60,14 @@ fn parse_table(raw: &str) -> Result<Table, String> {
     raw.parse::<Table>().map_err(|e| e.to_string())
 }
 
-pub(crate) async fn run(cmd: WarehouseCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(cmd: WarehouseCommand, env: &Environment) -> anyhow::Result<ExitCode> {
     match cmd {
-        WarehouseCommand::Export(args) => export(args).await,
+        WarehouseCommand::Export(args) => export(args, env).await,
     }
 }
 
-async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let store = args.db.open().await?;
+async fn export(args: ExportArgs, env: &Environment) -> anyhow::Result<ExitCode> {
+    let store = args.db.open(env).await?;
     // Idempotent: an export before the consumer ever ran gives an empty file, not an error.
     store
         .apply_schema(&ConsumerLogic::schema(&Warehouse, store.backend()))

@@ -20,6 +20,7 @@
 pub mod billing;
 pub mod dispatcher;
 mod error;
+pub mod gauges;
 mod journal;
 pub mod mapping;
 pub mod payloads;

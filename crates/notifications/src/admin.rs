@@ -1,10 +1,22 @@
 //! Operator views of the outbox: list notifications, re-queue failed ones.
 
 use ledgerflow_core::now_micros;
+use ledgerflow_store::{Store, StoreError, TenantStatusCount};
 use serde::Serialize;
 use sqlx::{AnyPool, Row};
 
 use crate::NotificationError;
+
+/// The outbox table the dispatcher delivers from.
+pub const OUTBOX_TABLE: &str = "notification_outbox";
+
+/// Outbox rows by tenant and status (the metrics sampler's backlog gauges); `None` before the
+/// consumer's schema exists.
+pub async fn outbox_by_tenant_and_status(
+    store: &Store,
+) -> Result<Option<Vec<TenantStatusCount>>, StoreError> {
+    store.rows_by_tenant_and_status(OUTBOX_TABLE).await
+}
 
 /// Which rows [`list`] returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -26,7 +26,10 @@ pub mod render;
 pub mod schema;
 pub mod signature;
 
-pub use admin::{NotificationFilter, NotificationRow, RetryOutcome, RetrySelector, list, retry};
+pub use admin::{
+    NotificationFilter, NotificationRow, OUTBOX_TABLE, RetryOutcome, RetrySelector, list,
+    outbox_by_tenant_and_status, retry,
+};
 pub use breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
 pub use dispatcher::{
     DispatchStats, Dispatcher, DispatcherConfig, PendingSummary, dispatch_once, run_dispatcher,

@@ -1,4 +1,4 @@
-//! What `ledgerflow run --metrics-listen` watches besides the consumers' own counters: a sampler
+//! What [`crate::serve`] with a metrics address watches besides the consumers' own counters: a sampler
 //! that turns state held elsewhere (positions of record, broker high watermarks, dead letters,
 //! outboxes) into gauges, and the readiness checks of `/readyz`. Both share one metadata-only
 //! broker client, which never joins a group.
@@ -16,65 +16,45 @@
 //!   that commits nothing -> `ledgerflow_consumer_lag_seconds` = now - its timestamp (0 when
 //!   caught up);
 //! - open dead letters by consumer and reason; outbox rows by status (ERP postings and webhook
-//!   deliveries also by bounded tenant label), skipping an outbox table that does not exist yet.
+//!   deliveries also by bounded tenant label), skipping an outbox table that does not exist yet;
+//!   which of these a consumer has is its [`ConsumerKind::spec`]'s `gauges`.
 //!
 //! The broker calls block, so they run on the blocking pool; a tick never overlaps the next.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use ledgerflow_store::{Backend, PositionRow, Store};
+use ledgerflow_core::now_micros;
+use ledgerflow_store::{PositionRow, Store};
 use ledgerflow_telemetry::{self as tm, Readiness, TenantLabels};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use sqlx::Row;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::run::Pipeline;
+use crate::companion::{CompanionStop, Dispatcher};
+use crate::config::{Environment, Settings, vars};
+use crate::consumer::{ConsumerKind, Gauge};
+use crate::{KafkaClient, ServiceError};
 
-/// Sampling period in milliseconds.
-pub(crate) const LAG_INTERVAL_ENV: &str = "LEDGERFLOW_LAG_INTERVAL_MS";
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 /// Budget of one broker request (metadata, watermarks).
 const BROKER_TIMEOUT: Duration = Duration::from_millis(2500);
 /// Budget for reading the records at the lagging positions, per tick.
 const READ_BUDGET: Duration = Duration::from_secs(3);
 
-/// An outbox table (with `tenant_id` and a `status` of `pending`, `failed` or delivered) of
-/// the consumer that writes it.
-struct Outbox {
-    consumer: &'static str,
-    table: &'static str,
-    /// The gauge of its rows by (bounded) tenant and status.
-    by_tenant: &'static str,
-}
-
-/// Outboxes sampled for `ledgerflow_outbox_backlog` and their per-tenant business gauges.
-const OUTBOXES: &[Outbox] = &[
-    Outbox {
-        consumer: ledgerflow_erp_receivables::CONSUMER_NAME,
-        table: "erp_outbox",
-        by_tenant: tm::ERP_POSTINGS,
-    },
-    Outbox {
-        consumer: ledgerflow_notifications::CONSUMER_NAME,
-        table: "notification_outbox",
-        by_tenant: tm::WEBHOOK_DELIVERIES,
-    },
-];
-
 /// The sampling period from the environment value, if any.
-fn interval_from(value: Option<&str>) -> anyhow::Result<Duration> {
+fn interval_from(value: Option<&str>) -> Result<Duration, ServiceError> {
     match value.map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(DEFAULT_INTERVAL),
         Some(v) => {
-            let ms: u64 =
-                v.parse().ok().filter(|ms| *ms > 0).with_context(|| {
-                    format!("{LAG_INTERVAL_ENV}={v:?} is not a positive integer")
-                })?;
+            let ms: u64 = v.parse().ok().filter(|ms| *ms > 0).ok_or_else(|| {
+                ServiceError::Config(format!(
+                    "{}={v:?} is not a positive integer",
+                    vars::LAG_INTERVAL_MS
+                ))
+            })?;
             Ok(Duration::from_millis(ms))
         }
     }
@@ -84,32 +64,31 @@ fn interval_from(value: Option<&str>) -> anyhow::Result<Duration> {
 /// stops when `stop` turns true.
 pub(crate) fn start(
     ready: &Readiness,
-    pipeline: &Pipeline,
-    consumers: &[String],
-    stop: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let interval = interval_from(std::env::var(LAG_INTERVAL_ENV).ok().as_deref())?;
-    let tenants = TenantLabels::from_env().map_err(anyhow::Error::msg)?;
-    let settings = &pipeline.settings;
+    settings: &Settings,
+    store: &Store,
+    consumers: &[ConsumerKind],
+    env: &Environment,
+    stop: watch::Receiver<CompanionStop>,
+) -> Result<(), ServiceError> {
+    let interval = interval_from(env.get(vars::LAG_INTERVAL_MS))?;
+    let tenants =
+        TenantLabels::from_setting(env.get(vars::METRICS_TENANTS)).map_err(ServiceError::Config)?;
     let named: Vec<String> = settings
         .topics
         .iter()
         .filter(|t| !t.starts_with('^'))
         .cloned()
         .collect();
-    let broker = Arc::new(Broker::connect(
-        &settings.brokers,
-        &settings.kafka_properties,
-    )?);
+    let broker = Arc::new(Broker::connect(&settings.kafka())?);
     add_checks(
         ready,
-        pipeline.store.clone(),
+        store.clone(),
         Arc::clone(&broker),
         named.first().cloned(),
         &settings.registry,
     )?;
     let sampler = Sampler {
-        store: pipeline.store.clone(),
+        store: store.clone(),
         broker,
         consumers: consumers.to_vec(),
         named,
@@ -128,16 +107,10 @@ fn add_checks(
     broker: Arc<Broker>,
     probe_topic: Option<String>,
     registry: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), ServiceError> {
     ready.add_check("database", move || {
         let store = store.clone();
-        Box::pin(async move {
-            sqlx::query("SELECT 1")
-                .execute(store.pool())
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
     });
     ready.add_check("broker", move || {
         let broker = Arc::clone(&broker);
@@ -152,7 +125,9 @@ fn add_checks(
     let http = reqwest::Client::builder()
         .timeout(BROKER_TIMEOUT)
         .build()
-        .context("building the registry probe client")?;
+        .map_err(ServiceError::component(
+            "building the registry probe client",
+        ))?;
     ready.add_check("registry", move || {
         let request = http.get(&url);
         Box::pin(async move {
@@ -175,33 +150,20 @@ struct Broker {
 }
 
 impl Broker {
-    fn connect(brokers: &str, properties: &[(String, String)]) -> anyhow::Result<Self> {
-        let config = |role: &str| {
-            let mut cfg = ClientConfig::new();
-            cfg.set("bootstrap.servers", brokers)
-                .set("client.id", format!("ledgerflow-{role}"))
-                // librdkafka wants a group id on a consumer; assign mode never joins it.
-                .set("group.id", format!("ledgerflow-{role}"))
-                .set("enable.auto.commit", "false")
-                .set("enable.auto.offset.store", "false")
-                .set("auto.offset.reset", "earliest");
-            cfg
-        };
-        let mut meta = config("lag-metadata");
-        let mut reader = config("lag-reader");
-        // One record per partition is all the reader wants: keep prefetching to a minimum.
-        reader
-            .set("queued.min.messages", "1")
-            .set("queued.max.messages.kbytes", "1024")
-            .set("max.partition.fetch.bytes", "65536")
-            .set("fetch.wait.max.ms", "100");
-        for (k, v) in properties {
-            meta.set(k, v);
-            reader.set(k, v);
-        }
+    fn connect(kafka: &KafkaClient) -> Result<Self, ServiceError> {
         Ok(Self {
-            meta: meta.create().context("creating the lag metadata client")?,
-            reader: reader.create().context("creating the lag reader")?,
+            meta: kafka.assign_only("ledgerflow-lag-metadata", "ledgerflow-lag-metadata", &[])?,
+            // One record per partition is all the reader wants: keep prefetching to a minimum.
+            reader: kafka.assign_only(
+                "ledgerflow-lag-reader",
+                "ledgerflow-lag-reader",
+                &[
+                    ("queued.min.messages", "1"),
+                    ("queued.max.messages.kbytes", "1024"),
+                    ("max.partition.fetch.bytes", "65536"),
+                    ("fetch.wait.max.ms", "100"),
+                ],
+            )?,
         })
     }
 
@@ -275,9 +237,7 @@ impl Broker {
     /// partition appears once per assignment, so consumers at different positions of the same
     /// partition are read in successive rounds.
     fn read_ages(&self, lags: &mut [PartitionLag]) {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now_ms = now_micros() / 1000;
         let mut pending: BTreeSet<(String, i32, i64)> = BTreeSet::new();
         for lag in lags.iter_mut() {
             if lag.messages == 0 {
@@ -344,7 +304,10 @@ impl Broker {
                 out.entry((key.0, key.1, *position)).or_insert(ts);
             }
         }
-        let _ = self.reader.unassign();
+        // The next round assigns anew; a failed unassign only leaves fetches that are dropped.
+        if let Err(e) = self.reader.unassign() {
+            tracing::debug!(error = %e, "lag reader could not unassign");
+        }
         out
     }
 }
@@ -362,7 +325,7 @@ struct PartitionLag {
 struct Sampler {
     store: Store,
     broker: Arc<Broker>,
-    consumers: Vec<String>,
+    consumers: Vec<ConsumerKind>,
     named: Vec<String>,
     tenants: TenantLabels,
     /// Label sets set before, so a series that disappears from the query is set to 0 instead
@@ -375,12 +338,12 @@ struct Sampler {
 }
 
 impl Sampler {
-    async fn run(mut self, interval: Duration, mut stop: watch::Receiver<bool>) {
+    async fn run(mut self, interval: Duration, mut stop: watch::Receiver<CompanionStop>) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = stop.wait_for(|v| *v) => return,
+                _ = stop.wait_for(|s| *s != CompanionStop::Running) => return,
                 _ = ticker.tick() => {}
             }
             self.tick().await;
@@ -392,7 +355,8 @@ impl Sampler {
         let database_ok = match positions {
             Ok(positions) => {
                 let broker = Arc::clone(&self.broker);
-                let consumers = self.consumers.clone();
+                let consumers: Vec<String> =
+                    self.consumers.iter().map(|c| c.name().to_owned()).collect();
                 let named = self.named.clone();
                 let lags =
                     tokio::task::spawn_blocking(move || broker.lags(&consumers, &named, positions))
@@ -417,17 +381,16 @@ impl Sampler {
 
     async fn sample_store(&mut self) -> Result<(), String> {
         self.sample_dead_letters().await?;
-        if self
+        let mut by_tenant = BTreeMap::new();
+        let gauges: Vec<Gauge> = self
             .consumers
             .iter()
-            .any(|c| c == ledgerflow_erp_receivables::CONSUMER_NAME)
-        {
-            self.sample_held_payments().await?;
-        }
-        let mut by_tenant = BTreeMap::new();
-        for outbox in OUTBOXES {
-            if self.consumers.iter().any(|c| c == outbox.consumer) {
-                self.sample_outbox(outbox, &mut by_tenant).await?;
+            .flat_map(|c| c.spec().gauges.iter().copied())
+            .collect();
+        for gauge in gauges {
+            match gauge {
+                Gauge::HeldPayments => self.sample_held_payments().await?,
+                Gauge::Outbox(dispatcher) => self.sample_outbox(dispatcher, &mut by_tenant).await?,
             }
         }
         for key in &self.tenant_series {
@@ -443,44 +406,31 @@ impl Sampler {
 
     /// Payment application lag: payments whose invoice has not been posted yet.
     async fn sample_held_payments(&self) -> Result<(), String> {
-        if !table_exists(&self.store, "erp_payments").await? {
+        let held = ledgerflow_erp_receivables::gauges::held_payments(&self.store)
+            .await
+            .map_err(|e| format!("counting held payments: {e}"))?;
+        let Some(held) = held else {
             return Ok(());
-        }
-        let row = sqlx::query(
-            "SELECT CAST(COUNT(*) AS BIGINT), MIN(p.captured_at) FROM erp_payments p \
-             WHERE NOT EXISTS (SELECT 1 FROM erp_ar_documents d WHERE d.tenant_id = p.tenant_id \
-             AND d.doc_type = 'invoice' AND d.doc_id = p.invoice_id)",
-        )
-        .fetch_one(self.store.pool())
-        .await
-        .map_err(|e| format!("counting held payments: {e}"))?;
-        let held: i64 = row.try_get(0).map_err(|e| e.to_string())?;
-        let oldest: Option<i64> = row.try_get(1).map_err(|e| e.to_string())?;
-        let now_micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-        let age = oldest.map_or(0.0, |t| (now_micros - t).max(0) as f64 / 1e6);
+        };
+        let age = held
+            .oldest_captured_at
+            .map_or(0.0, |t| (now_micros() - t).max(0) as f64 / 1e6);
         let consumer = ledgerflow_erp_receivables::CONSUMER_NAME;
-        metrics::gauge!(tm::HELD_PAYMENTS, "consumer" => consumer).set(held as f64);
+        metrics::gauge!(tm::HELD_PAYMENTS, "consumer" => consumer).set(held.count as f64);
         metrics::gauge!(tm::HELD_PAYMENT_AGE_SECONDS, "consumer" => consumer).set(age);
         Ok(())
     }
 
     async fn sample_dead_letters(&mut self) -> Result<(), String> {
-        let rows = sqlx::query(
-            "SELECT consumer, reason, CAST(COUNT(*) AS BIGINT) AS n FROM dead_letters \
-             WHERE status = 'open' GROUP BY consumer, reason",
-        )
-        .fetch_all(self.store.pool())
-        .await
-        .map_err(|e| format!("counting dead letters: {e}"))?;
+        let counts = self
+            .store
+            .open_dead_letter_counts()
+            .await
+            .map_err(|e| format!("counting dead letters: {e}"))?;
         let mut now = BTreeMap::new();
-        for row in &rows {
-            let consumer: String = row.try_get("consumer").map_err(|e| e.to_string())?;
-            if self.consumers.contains(&consumer) {
-                let reason: String = row.try_get("reason").map_err(|e| e.to_string())?;
-                let n: i64 = row.try_get("n").map_err(|e| e.to_string())?;
-                now.insert((consumer, reason), n);
+        for c in counts {
+            if self.consumers.iter().any(|k| k.name() == c.consumer) {
+                now.insert((c.consumer, c.reason.as_str().to_owned()), c.count);
             }
         }
         for key in &self.dead_letter_series {
@@ -497,34 +447,31 @@ impl Sampler {
     /// Sets the backlog gauges of one outbox and adds its rows by tenant to `by_tenant`.
     async fn sample_outbox(
         &self,
-        outbox: &Outbox,
+        dispatcher: Dispatcher,
         by_tenant: &mut BTreeMap<(&'static str, String, String), i64>,
     ) -> Result<(), String> {
-        let table = outbox.table;
-        if !table_exists(&self.store, table).await? {
+        let Some(rows) = dispatcher
+            .outbox(&self.store)
+            .await
+            .map_err(|e| ledgerflow_core::error_chain(&e))?
+        else {
             return Ok(());
-        }
-        let rows = sqlx::query(&format!(
-            "SELECT tenant_id, status, CAST(COUNT(*) AS BIGINT) AS n FROM {table} \
-             GROUP BY tenant_id, status ORDER BY tenant_id, status"
-        ))
-        .fetch_all(self.store.pool())
-        .await
-        .map_err(|e| format!("counting {table}: {e}"))?;
+        };
         let mut backlog: BTreeMap<&str, i64> = [("pending", 0), ("failed", 0)].into();
-        for row in &rows {
-            let tenant: String = row.try_get("tenant_id").map_err(|e| e.to_string())?;
-            let status: String = row.try_get("status").map_err(|e| e.to_string())?;
-            let n: i64 = row.try_get("n").map_err(|e| e.to_string())?;
-            if let Some(total) = backlog.get_mut(status.as_str()) {
-                *total += n;
+        for row in rows {
+            if let Some(total) = backlog.get_mut(row.status.as_str()) {
+                *total += row.count;
             }
             *by_tenant
-                .entry((outbox.by_tenant, self.tenants.label(&tenant), status))
-                .or_insert(0) += n;
+                .entry((
+                    dispatcher.by_tenant_gauge(),
+                    self.tenants.label(&row.tenant_id),
+                    row.status,
+                ))
+                .or_insert(0) += row.count;
         }
         for (status, n) in backlog {
-            metrics::gauge!(tm::OUTBOX_BACKLOG, "consumer" => outbox.consumer, "status" => status)
+            metrics::gauge!(tm::OUTBOX_BACKLOG, "consumer" => dispatcher.consumer(), "status" => status)
                 .set(n as f64);
         }
         Ok(())
@@ -564,24 +511,6 @@ fn publish_lags(lags: &[PartitionLag]) {
     }
 }
 
-async fn table_exists(store: &Store, table: &str) -> Result<bool, String> {
-    let sql = match store.backend() {
-        Backend::Sqlite => {
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM sqlite_master WHERE type = 'table' AND name = $1"
-        }
-        Backend::Postgres => {
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM information_schema.tables \
-             WHERE table_name = $1 AND table_schema = ANY(current_schemas(false))"
-        }
-    };
-    let n: i64 = sqlx::query_scalar(sql)
-        .bind(table)
-        .fetch_one(store.pool())
-        .await
-        .map_err(|e| format!("looking up table {table}: {e}"))?;
-    Ok(n > 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,16 +525,5 @@ mod tests {
         );
         assert!(interval_from(Some("0")).is_err());
         assert!(interval_from(Some("10s")).is_err());
-    }
-
-    #[tokio::test]
-    async fn outbox_tables_are_skipped_until_they_exist() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::open(&url).await.unwrap();
-        assert!(table_exists(&store, "dead_letters").await.unwrap());
-        for outbox in OUTBOXES {
-            assert!(!table_exists(&store, outbox.table).await.unwrap());
-        }
     }
 }
