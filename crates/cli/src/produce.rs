@@ -72,12 +72,13 @@ pub(crate) struct ProduceArgs {
     no_idempotence: bool,
     /// Before producing, write a tenants file for the generated tenants (legal entity,
     /// currency, GL accounts) for a consumer's `--tenants-file`. --erp-url and --webhook-url add
-    /// ERP targets and webhooks; their secrets (derived from --seed, for tests only) are
+    /// ERP routes and webhooks; their secrets and keys (test secrets, not for production) are
     /// written to `<stem>.secrets/` beside FILE, which only references them.
     #[arg(long, value_name = "FILE")]
     tenants_file: Option<PathBuf>,
-    /// ERP base URL for the tenants file: each tenant posts to `URL/<kind>/<tenant>`, the kind
-    /// rotating over netsuite, dynamics365, s4hana and oracle_fusion.
+    /// The ERP simulator (`ledgerflow-erp-sim`) for the tenants file: t001 and t002 share a
+    /// NetSuite account, the rest rotate over Dynamics 365, S/4HANA, Oracle Fusion and NetSuite;
+    /// the accounts and their credentials are provisioned in the simulator.
     #[arg(long, value_name = "URL", requires = "tenants_file")]
     erp_url: Option<String>,
     /// Webhook base URL for the tenants file: each tenant gets one endpoint, id `default`,
@@ -117,6 +118,16 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
                 dir.display()
             ),
             None => eprintln!("wrote {} tenants to {}", written.tenants, path.display()),
+        }
+        if let Some(url) = &args.erp_url {
+            match tenants_file::provision(url, &written.sim_accounts).await? {
+                tenants_file::Provisioned::Accounts(n) => {
+                    eprintln!("provisioned {n} erp accounts in the simulator at {url}");
+                }
+                tenants_file::Provisioned::NoSimulator(why) => {
+                    eprintln!("no erp simulator answered ({why}); accounts not provisioned");
+                }
+            }
         }
     }
     let client =

@@ -1,33 +1,54 @@
 //! `ledgerflow produce --tenants-file`: a tenants file for the tenants the workload generates,
 //! so a consumer can be pointed at the same tenants without writing one by hand.
 //!
-//! Secrets (ERP bearer tokens, Standard Webhooks `whsec_` signing secrets) go into a directory
-//! next to the tenants file, `<stem>.secrets/` (mode 0700, files 0600), and the TOML only
-//! references them by relative path, exactly as an operator's file would. They are derived from
-//! `--seed` on a ChaCha stream of their own: test secrets, reproducible, not for production.
+//! With `--erp-url` (the ERP simulator, `ledgerflow-erp-sim`) the tenants are spread over the
+//! four ERPs: t001 and t002 share one NetSuite account (one by M2M, one by token-based auth),
+//! then Dynamics 365, S/4HANA, Oracle Fusion and NetSuite in turn, each on an account of its
+//! own. Every account gets credentials the simulator accepts, and [`provision`] registers them
+//! with it (`POST /_sim/accounts`); when nothing answers there, the file is still written.
+//!
+//! Secrets (ERP keys, passwords and client secrets, Standard Webhooks `whsec_` signing secrets)
+//! go into a directory next to the tenants file, `<stem>.secrets/` (mode 0700, files 0600), and
+//! the TOML only references them by relative path, exactly as an operator's file would. They are
+//! derived from `--seed` on a ChaCha stream of their own (test secrets, reproducible, not for
+//! production), except the NetSuite M2M private keys, which are fresh P-256 keys.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ledgerflow_loadgen::TenantProfile;
 use ledgerflow_tenants::{
-    AccountMapping, ErpKind, ErpTarget, NotificationTemplates, SecretRef, TenantConfig,
-    TenantRegistry, TenantsFile, WebhookEndpoint, read_secret,
+    AccountMapping, Dynamics365Mapping, ErpAccountConfig, ErpAuth, ErpKind, ErpMode, ErpTarget,
+    JwtAlgorithm, NetsuiteMapping, NotificationTemplates, OracleFusionMapping, S4hanaMapping,
+    SecretRef, TenantConfig, TenantRegistry, TenantsFile, WebhookEndpoint, read_secret,
 };
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
 
-/// ERP kinds handed out to tenants in turn: t001 NetSuite, t002 Dynamics 365, ...
+/// Kinds of the tenants after the first two (which share a NetSuite account), in turn.
 const ERP_ROTATION: [ErpKind; 4] = [
-    ErpKind::Netsuite,
     ErpKind::Dynamics365,
     ErpKind::S4hana,
     ErpKind::OracleFusion,
+    ErpKind::Netsuite,
 ];
+
+/// The NetSuite account the first two tenants share.
+const SHARED_NETSUITE_ACCOUNT: &str = "LFNS01";
+
+/// Its concurrency limit in the tenants file: below the simulator's default of 5, so the
+/// limiter, not the simulator, keeps the two tenants within the account's governance.
+const SHARED_NETSUITE_CONCURRENCY: u32 = 3;
+
+/// The Entra ID directory of every generated D365 environment.
+const D365_DIRECTORY: &str = "lf-directory";
 
 /// ChaCha stream of the secrets; the workload uses stream 0 of the same seed.
 const SECRET_STREAM: u64 = 1;
@@ -43,7 +64,7 @@ const WEBHOOK_ID: &str = "default";
 pub(crate) struct TenantsFileSpec<'a> {
     /// The tenants file.
     pub(crate) path: &'a Path,
-    /// ERP base URL; tenants get `<url>/<kind>/<tenant>`. None: no ERP targets.
+    /// The ERP simulator's base URL. None: no ERP routes.
     pub(crate) erp_url: Option<&'a str>,
     /// Webhook base URL; tenants get `<url>/<tenant>`. None: no webhooks.
     pub(crate) webhook_url: Option<&'a str>,
@@ -58,6 +79,218 @@ pub(crate) struct Written {
     pub(crate) tenants: usize,
     /// The secrets directory, if any secret was written.
     pub(crate) secrets_dir: Option<PathBuf>,
+    /// The simulator accounts the tenants use, as `POST /_sim/accounts` takes them.
+    pub(crate) sim_accounts: Vec<Value>,
+}
+
+/// Secrets to write, and the simulator accounts being built, while the tenants are made.
+struct Builder<'a> {
+    url: &'a str,
+    secrets_name: String,
+    rng: ChaCha8Rng,
+    secrets: Vec<(String, String)>,
+    accounts: BTreeMap<(String, String), Value>,
+}
+
+impl Builder<'_> {
+    /// Stores a secret file and returns its reference.
+    fn secret(&mut self, name: String, value: String) -> SecretRef {
+        self.secrets.push((name.clone(), value));
+        SecretRef::File {
+            file: Path::new(&self.secrets_name).join(name),
+        }
+    }
+
+    fn token(&mut self, prefix: &str) -> String {
+        let mut bytes = [0u8; 24];
+        self.rng.fill_bytes(&mut bytes);
+        format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// The simulator account `(erp, account)`, created on first use.
+    fn account(&mut self, erp: &str, account: &str) -> &mut Value {
+        self.accounts
+            .entry((erp.to_owned(), account.to_owned()))
+            .or_insert_with(|| json!({ "erp": erp, "account": account, "credentials": {} }))
+    }
+
+    fn push_credential(&mut self, erp: &str, account: &str, list: &str, item: Value) {
+        let credentials = &mut self.account(erp, account)["credentials"];
+        match credentials.get_mut(list).and_then(Value::as_array_mut) {
+            Some(items) => items.push(item),
+            None => credentials[list] = json!([item]),
+        }
+    }
+
+    /// The route of tenant number `index` (0-based).
+    fn route(&mut self, index: usize, tenant: &str) -> anyhow::Result<ErpTarget> {
+        let base = self.url.trim_end_matches('/').to_owned();
+        let kind = match index {
+            0 | 1 => ErpKind::Netsuite,
+            i => ERP_ROTATION[(i - 2) % ERP_ROTATION.len()],
+        };
+        let mut target = match kind {
+            ErpKind::Netsuite => {
+                let account = if index < 2 {
+                    SHARED_NETSUITE_ACCOUNT.to_owned()
+                } else {
+                    format!("LFNS{}", tenant.to_uppercase())
+                };
+                // The second tenant of the shared account uses token-based auth: one
+                // concurrency limit whatever the credentials.
+                let auth = if index == 1 {
+                    self.netsuite_tba(&account, tenant)
+                } else {
+                    self.netsuite_m2m(&account, tenant)?
+                };
+                ErpTarget {
+                    netsuite: Some(NetsuiteMapping {
+                        subsidiary: "1".to_owned(),
+                        default_item: Some("501".to_owned()),
+                        items: BTreeMap::new(),
+                    }),
+                    ..target(kind, &account, format!("{base}/netsuite/{account}"), auth)
+                }
+            }
+            ErpKind::Dynamics365 => {
+                let env = format!("lf-d365-{tenant}");
+                let client_id = format!("lf-app-{tenant}");
+                let secret = self.token("lf_d365_");
+                let reference = self.secret(format!("d365-{tenant}.secret"), secret.clone());
+                let account = self.account("d365", &env);
+                account["default_company"] = json!("usmf");
+                account["credentials"]["tenant_id"] = json!(D365_DIRECTORY);
+                self.push_credential(
+                    "d365",
+                    &env,
+                    "clients",
+                    json!({ "client_id": client_id, "client_secret": secret }),
+                );
+                let auth = ErpAuth::Oauth2ClientCredentials {
+                    token_url: format!("{base}/d365/login/{D365_DIRECTORY}/oauth2/v2.0/token"),
+                    client_id,
+                    client_secret: reference,
+                    // The simulator's resource for an environment without its own.
+                    scope: Some(format!("https://{env}.operations.dynamics.com/.default")),
+                };
+                ErpTarget {
+                    dynamics365: Some(Dynamics365Mapping {
+                        data_area_id: "usmf".to_owned(),
+                        journal_name: "GenJrn".to_owned(),
+                        payment_journal_name: Some("CustPay".to_owned()),
+                    }),
+                    ..target(kind, &env, format!("{base}/d365/{env}"), auth)
+                }
+            }
+            ErpKind::S4hana => {
+                let system = format!("S4{}", tenant.to_uppercase());
+                let auth = self.basic("s4hana", &system, tenant);
+                ErpTarget {
+                    s4hana: Some(S4hanaMapping {
+                        company_code: "1010".to_owned(),
+                        document_type: "SA".to_owned(),
+                    }),
+                    ..target(kind, &system, format!("{base}/s4hana/{system}"), auth)
+                }
+            }
+            ErpKind::OracleFusion => {
+                let pod = format!("fa-{tenant}");
+                let auth = self.basic("fusion", &pod, tenant);
+                ErpTarget {
+                    oracle_fusion: Some(OracleFusionMapping {
+                        ledger: "1".to_owned(),
+                        business_unit: "US1 Business Unit".to_owned(),
+                        journal_source: "ledgerflow".to_owned(),
+                        journal_category: "Sales".to_owned(),
+                    }),
+                    ..target(kind, &pod, format!("{base}/fusion/{pod}"), auth)
+                }
+            }
+        };
+        target.mode = ErpMode::Journal;
+        Ok(target)
+    }
+
+    fn netsuite_m2m(&mut self, account: &str, tenant: &str) -> anyhow::Result<ErpAuth> {
+        let (private, public) =
+            ledgerflow_erp_receivables::auth::jwt::generate_es256().map_err(anyhow::Error::msg)?;
+        let client_id = format!("lf-m2m-{tenant}");
+        let certificate_id = format!("lf-cert-{tenant}");
+        let key = self.secret(format!("netsuite-{tenant}-m2m.pem"), private);
+        self.push_credential(
+            "netsuite",
+            account,
+            "m2m",
+            json!({ "client_id": client_id, "certificate_id": certificate_id,
+                    "public_key_pem": public }),
+        );
+        Ok(ErpAuth::NetsuiteM2m {
+            client_id,
+            certificate_id,
+            private_key: key,
+            algorithm: JwtAlgorithm::Es256,
+            token_url: None,
+        })
+    }
+
+    fn netsuite_tba(&mut self, account: &str, tenant: &str) -> ErpAuth {
+        let values: Vec<String> = ["ck_", "cs_", "tk_", "ts_"]
+            .iter()
+            .map(|p| self.token(p))
+            .collect();
+        self.push_credential(
+            "netsuite",
+            account,
+            "tba",
+            json!({ "consumer_key": values[0], "consumer_secret": values[1],
+                    "token_id": values[2], "token_secret": values[3] }),
+        );
+        let [consumer_key, consumer_secret, token_id, token_secret] = [
+            ("consumer-key", 0),
+            ("consumer-secret", 1),
+            ("token-id", 2),
+            ("token-secret", 3),
+        ]
+        .map(|(name, i)| self.secret(format!("netsuite-{tenant}-tba-{name}"), values[i].clone()));
+        ErpAuth::NetsuiteTba {
+            consumer_key,
+            consumer_secret,
+            token_id,
+            token_secret,
+        }
+    }
+
+    fn basic(&mut self, erp: &str, account: &str, tenant: &str) -> ErpAuth {
+        let user = format!("LF_{}", tenant.to_uppercase());
+        let password = self.token("lf_pw_");
+        let reference = self.secret(format!("{erp}-{tenant}.password"), password.clone());
+        self.push_credential(
+            erp,
+            account,
+            "users",
+            json!({ "user": user, "password": password }),
+        );
+        ErpAuth::Basic {
+            user,
+            password: reference,
+        }
+    }
+}
+
+fn target(kind: ErpKind, account: &str, base_url: String, auth: ErpAuth) -> ErpTarget {
+    ErpTarget {
+        kind,
+        account: account.to_owned(),
+        base_url,
+        mode: ErpMode::Journal,
+        auth,
+        netsuite: None,
+        dynamics365: None,
+        s4hana: None,
+        oracle_fusion: None,
+        limits: None,
+        config_version: String::new(),
+    }
 }
 
 /// Writes the tenants file (and its secrets) for `profiles`, then loads it back with
@@ -82,38 +315,34 @@ pub(crate) fn write(
 
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     rng.set_stream(SECRET_STREAM);
-    let mut secrets: Vec<(String, String)> = Vec::new();
+    let mut builder = Builder {
+        url: spec.erp_url.unwrap_or_default(),
+        secrets_name: secrets_name.clone(),
+        rng,
+        secrets: Vec::new(),
+        accounts: BTreeMap::new(),
+    };
     let mut tenants = Vec::with_capacity(profiles.len());
     for (i, profile) in profiles.iter().enumerate() {
         let tenant = profile.tenant_id.as_str();
-        let erp = spec.erp_url.map(|base| {
-            let kind = ERP_ROTATION[i % ERP_ROTATION.len()];
-            let name = format!("erp-{tenant}.token");
-            secrets.push((name.clone(), erp_token(&mut rng)));
-            ErpTarget {
-                kind,
-                endpoint: format!("{}/{kind}/{tenant}", base.trim_end_matches('/')),
-                credential: SecretRef::File {
-                    file: Path::new(&secrets_name).join(name),
-                },
-            }
-        });
-        let webhooks = spec
-            .webhook_url
-            .map(|base| {
-                let name = format!("whsec-{tenant}.txt");
-                secrets.push((name.clone(), webhook_secret(&mut rng)));
+        let erp = match spec.erp_url {
+            Some(_) => Some(builder.route(i, tenant)?),
+            None => None,
+        };
+        let webhooks = match spec.webhook_url {
+            Some(base) => {
+                let secret = webhook_secret(&mut builder.rng);
+                let reference = builder.secret(format!("whsec-{tenant}.txt"), secret);
                 vec![WebhookEndpoint {
                     id: WEBHOOK_ID.to_owned(),
                     url: format!("{}/{tenant}", base.trim_end_matches('/')),
-                    secret: SecretRef::File {
-                        file: Path::new(&secrets_name).join(name),
-                    },
+                    secret: reference,
                     events: Vec::new(),
                     templates: NotificationTemplates::default(),
                 }]
-            })
-            .unwrap_or_default();
+            }
+            None => Vec::new(),
+        };
         tenants.push(TenantConfig {
             tenant_id: profile.tenant_id.clone(),
             legal_entity: profile.legal_entity.clone(),
@@ -124,16 +353,33 @@ pub(crate) fn write(
             rate_limit_per_sec: None,
         });
     }
-    let file = TenantsFile { tenants };
+    let shared_used = tenants
+        .iter()
+        .filter_map(|t| t.erp.as_ref())
+        .any(|e| e.account == SHARED_NETSUITE_ACCOUNT);
+    let erp_accounts = if shared_used {
+        vec![ErpAccountConfig {
+            kind: ErpKind::Netsuite,
+            account: SHARED_NETSUITE_ACCOUNT.to_owned(),
+            concurrency: SHARED_NETSUITE_CONCURRENCY,
+            rate_per_sec: None,
+        }]
+    } else {
+        Vec::new()
+    };
+    let file = TenantsFile {
+        erp_accounts,
+        tenants,
+    };
 
     // Validate before touching the disk: a bad --erp-url fails here, leaving nothing behind.
     TenantRegistry::from_config(file.clone()).context("the generated tenants are invalid")?;
     let toml = file.to_toml().context("rendering the tenants file")?;
 
-    let secrets_dir = (!secrets.is_empty()).then_some(secrets_dir);
+    let secrets_dir = (!builder.secrets.is_empty()).then_some(secrets_dir);
     if let Some(secrets_dir) = &secrets_dir {
         create_private_dir(secrets_dir)?;
-        for (name, value) in &secrets {
+        for (name, value) in &builder.secrets {
             write_private_file(&secrets_dir.join(name), value)?;
         }
     }
@@ -159,15 +405,56 @@ pub(crate) fn write(
         let Some(tenant) = registry.get(&id) else {
             continue;
         };
-        let refs = tenant.erp.iter().map(|erp| &erp.credential);
-        for secret in refs.chain(tenant.webhooks.iter().map(|w| &w.secret)) {
+        let erp = tenant
+            .erp
+            .iter()
+            .flat_map(|e| e.auth.secrets())
+            .map(|(_, s)| s);
+        for secret in erp.chain(tenant.webhooks.iter().map(|w| &w.secret)) {
             read_secret(secret).with_context(|| format!("checking a secret of tenant {id}"))?;
         }
     }
     Ok(Written {
         tenants: loaded,
         secrets_dir,
+        sim_accounts: builder.accounts.into_values().collect(),
     })
+}
+
+/// What [`provision`] achieved.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Provisioned {
+    /// The simulator took every account.
+    Accounts(usize),
+    /// Nothing answered at the URL (not a simulator, or not started): not an error, the
+    /// tenants file is written either way.
+    NoSimulator(String),
+}
+
+/// Registers the accounts with the simulator at `erp_url` (`POST /_sim/accounts`).
+pub(crate) async fn provision(erp_url: &str, accounts: &[Value]) -> anyhow::Result<Provisioned> {
+    if accounts.is_empty() {
+        return Ok(Provisioned::Accounts(0));
+    }
+    let url = format!("{}/_sim/accounts", erp_url.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("building the http client")?;
+    let response = match client.post(&url).json(&accounts).send().await {
+        Ok(r) => r,
+        Err(e) => return Ok(Provisioned::NoSimulator(format!("{url}: {e}"))),
+    };
+    let status = response.status();
+    if status.as_u16() == 404 {
+        return Ok(Provisioned::NoSimulator(format!("{url} answered 404")));
+    }
+    let body = response.text().await.unwrap_or_default();
+    anyhow::ensure!(
+        status.as_u16() == 201,
+        "the simulator refused the accounts at {url}: {status} {body}"
+    );
+    Ok(Provisioned::Accounts(accounts.len()))
 }
 
 /// Plausible GL accounts, the same for every generated tenant; one revenue account per
@@ -197,13 +484,6 @@ fn webhook_secret(rng: &mut ChaCha8Rng) -> String {
     let mut bytes = [0u8; WEBHOOK_SECRET_BYTES];
     rng.fill_bytes(&mut bytes);
     format!("whsec_{}", STANDARD.encode(bytes))
-}
-
-/// An opaque bearer token for the ERP stub.
-fn erp_token(rng: &mut ChaCha8Rng) -> String {
-    let mut bytes = [0u8; 32];
-    rng.fill_bytes(&mut bytes);
-    format!("lf_erp_{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// Creates `dir` (and parents) and restricts it to the owner, also when it already existed.
@@ -290,10 +570,10 @@ mod tests {
     }
 
     #[test]
-    fn writes_every_workload_tenant_with_erp_and_webhooks() {
+    fn spreads_tenants_over_the_four_erps_with_a_shared_netsuite_account() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tenants.toml");
-        let profiles = profiles(5);
+        let profiles = profiles(7);
         let written = write(
             &spec(
                 &path,
@@ -303,29 +583,56 @@ mod tests {
             &profiles,
         )
         .unwrap();
-        assert_eq!(written.tenants, 5);
+        assert_eq!(written.tenants, 7);
         assert_eq!(
             written.secrets_dir,
             Some(dir.path().join("tenants.secrets"))
         );
 
         let registry = TenantRegistry::load(&path).unwrap();
-        for (i, profile) in profiles.iter().enumerate() {
+        let route = |t: &str| registry.get(&id(t)).unwrap().erp.clone().unwrap();
+        let kinds: Vec<(ErpKind, String)> =
+            ["t001", "t002", "t003", "t004", "t005", "t006", "t007"]
+                .iter()
+                .map(|t| {
+                    let r = route(t);
+                    (r.kind, r.account)
+                })
+                .collect();
+        assert_eq!(
+            kinds,
+            [
+                (ErpKind::Netsuite, "LFNS01".to_owned()),
+                (ErpKind::Netsuite, "LFNS01".to_owned()),
+                (ErpKind::Dynamics365, "lf-d365-t003".to_owned()),
+                (ErpKind::S4hana, "S4T004".to_owned()),
+                (ErpKind::OracleFusion, "fa-t005".to_owned()),
+                (ErpKind::Netsuite, "LFNST006".to_owned()),
+                (ErpKind::Dynamics365, "lf-d365-t007".to_owned()),
+            ]
+        );
+        // The shared account's limit is set once, for both tenants.
+        assert_eq!(route("t001").account_limits().concurrency, 3);
+        assert_eq!(route("t002").account_limits().concurrency, 3);
+        assert_eq!(route("t001").auth.method(), "netsuite_m2m");
+        assert_eq!(route("t002").auth.method(), "netsuite_tba");
+        assert_eq!(
+            route("t001").base_url,
+            "http://127.0.0.1:9000/netsuite/LFNS01"
+        );
+        assert_eq!(
+            route("t003").base_url,
+            "http://127.0.0.1:9000/d365/lf-d365-t003"
+        );
+
+        for profile in &profiles {
             let tenant = registry.get(&profile.tenant_id).unwrap();
             assert_eq!(tenant.legal_entity, profile.legal_entity);
             assert_eq!(tenant.functional_currency, profile.currency);
             assert_eq!(tenant.accounts.revenue_for("usage"), "4010");
-            assert_eq!(tenant.accounts.unapplied_cash, "2400");
-            let erp = tenant.erp.as_ref().unwrap();
-            assert_eq!(erp.kind, ERP_ROTATION[i % 4]);
-            assert_eq!(
-                erp.endpoint,
-                format!("http://127.0.0.1:9000/{}/{}", erp.kind, profile.tenant_id)
-            );
-            let token = read_secret(&erp.credential).unwrap();
-            assert!(token.starts_with("lf_erp_"), "{token}");
-
-            assert_eq!(tenant.webhooks.len(), 1);
+            for (_, secret) in tenant.erp.as_ref().unwrap().auth.secrets() {
+                assert!(!read_secret(secret).unwrap().is_empty());
+            }
             let webhook = &tenant.webhooks[0];
             assert_eq!(webhook.id, "default");
             assert_eq!(
@@ -336,20 +643,27 @@ mod tests {
             let key = secret.strip_prefix("whsec_").expect("whsec_ prefix");
             assert_eq!(STANDARD.decode(key).unwrap().len(), WEBHOOK_SECRET_BYTES);
         }
-        let kinds: Vec<ErpKind> = ["t001", "t002", "t003", "t004", "t005"]
+
+        // One simulator account per ERP account; the shared one holds both credentials.
+        assert_eq!(written.sim_accounts.len(), 6);
+        let shared = written
+            .sim_accounts
             .iter()
-            .map(|t| registry.get(&id(t)).unwrap().erp.as_ref().unwrap().kind)
-            .collect();
-        assert_eq!(
-            kinds,
-            [
-                ErpKind::Netsuite,
-                ErpKind::Dynamics365,
-                ErpKind::S4hana,
-                ErpKind::OracleFusion,
-                ErpKind::Netsuite
-            ]
-        );
+            .find(|a| a["account"] == "LFNS01")
+            .unwrap();
+        assert_eq!(shared["credentials"]["m2m"].as_array().unwrap().len(), 1);
+        assert_eq!(shared["credentials"]["tba"].as_array().unwrap().len(), 1);
+        let d365 = written
+            .sim_accounts
+            .iter()
+            .find(|a| a["erp"] == "d365")
+            .unwrap();
+        assert_eq!(d365["credentials"]["tenant_id"], D365_DIRECTORY);
+        let secret = read_secret(&SecretRef::File {
+            file: dir.path().join("tenants.secrets/d365-t003.secret"),
+        })
+        .unwrap();
+        assert_eq!(d365["credentials"]["clients"][0]["client_secret"], secret);
     }
 
     #[test]
@@ -358,12 +672,13 @@ mod tests {
         let path = dir.path().join("run.toml");
         write(
             &spec(&path, Some("http://erp.test"), Some("http://hooks.test")),
-            &profiles(2),
+            &profiles(5),
         )
         .unwrap();
         let text = fs::read_to_string(&path).unwrap();
-        assert!(text.contains("run.secrets/erp-t001.token"), "{text}");
+        assert!(text.contains("run.secrets/netsuite-t001-m2m.pem"), "{text}");
         assert!(text.contains("run.secrets/whsec-t002.txt"), "{text}");
+        assert!(text.contains("[[erp_accounts]]"), "{text}");
         assert!(
             !text.contains(dir.path().to_str().unwrap()),
             "paths are relative: {text}"
@@ -401,7 +716,8 @@ mod tests {
             assert_eq!(mode(&entry.unwrap().path()), 0o600);
             files += 1;
         }
-        assert_eq!(files, 4, "an ERP token and a webhook secret per tenant");
+        // t001: M2M key and a webhook secret; t002: four TBA values and a webhook secret.
+        assert_eq!(files, 7);
         assert_ne!(fs::read_to_string(&stale).unwrap(), "old");
     }
 
@@ -412,6 +728,7 @@ mod tests {
         let written = write(&spec(&path, None, None), &profiles(3)).unwrap();
         assert_eq!(written.tenants, 3);
         assert_eq!(written.secrets_dir, None);
+        assert!(written.sim_accounts.is_empty());
         assert!(!dir.path().join("tenants.secrets").exists());
         let registry = TenantRegistry::load(&path).unwrap();
         let tenant = registry.get(&id("t003")).unwrap();
@@ -420,7 +737,7 @@ mod tests {
     }
 
     #[test]
-    fn secrets_are_deterministic_per_seed() {
+    fn seeded_secrets_are_deterministic_per_seed() {
         let read_all = |seed: u64| {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("tenants.toml");
@@ -428,19 +745,19 @@ mod tests {
                 seed,
                 ..spec(&path, Some("http://erp.test"), Some("http://hooks.test"))
             };
-            write(&spec, &profiles(2)).unwrap();
+            write(&spec, &profiles(4)).unwrap();
             [
-                "erp-t001.token",
                 "whsec-t001.txt",
-                "erp-t002.token",
-                "whsec-t002.txt",
+                "netsuite-t002-tba-token-secret",
+                "d365-t003.secret",
+                "s4hana-t004.password",
             ]
             .map(|name| fs::read_to_string(dir.path().join("tenants.secrets").join(name)).unwrap())
         };
         let first = read_all(7);
         assert_eq!(first, read_all(7));
         assert_ne!(first, read_all(8));
-        assert_ne!(first[1], first[3], "tenants get different secrets");
+        assert_ne!(first[2], first[3], "accounts get different secrets");
     }
 
     #[test]
@@ -448,8 +765,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tenants.toml");
         let err = write(&spec(&path, Some("erp.test"), None), &profiles(1)).unwrap_err();
-        assert!(format!("{err:#}").contains("erp.endpoint"), "{err:#}");
+        assert!(format!("{err:#}").contains("erp.base_url"), "{err:#}");
         assert!(!path.exists());
         assert!(!dir.path().join("tenants.secrets").exists());
+    }
+
+    #[tokio::test]
+    async fn provisioning_without_a_simulator_is_not_an_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let outcome = provision(&format!("http://127.0.0.1:{port}"), &[json!({})])
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, Provisioned::NoSimulator(_)),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            provision("http://127.0.0.1:9", &[]).await.unwrap(),
+            Provisioned::Accounts(0)
+        );
     }
 }

@@ -1,109 +1,100 @@
-//! The outbox dispatcher: delivers each pending `erp_outbox` row to its tenant's ERP.
+//! The outbox dispatcher: delivers each posting (`erp_outbox` row, see [`crate::posting`])
+//! through its ERP's adapter ([`crate::adapter`]).
 //!
-//! A round ([`Dispatcher::dispatch_once`]) claims up to `batch_size` due rows, sends them with
-//! at most `concurrency` requests in flight, and records each outcome:
+//! # The loop
 //!
-//! | response | outcome |
-//! | --- | --- |
-//! | 2xx | `acked`; `external_ref` = the response JSON's `id`, when there is one |
-//! | 429, 5xx, timeout, connection error, unreadable credential | retried after exponential backoff with jitter (at least `Retry-After`), `failed` after `max_attempts` |
-//! | any other status (4xx, 3xx: redirects are not followed) | `failed` at once with the status and a body excerpt, for an operator |
+//! The dispatcher keeps up to `concurrency` attempts in flight and claims more as attempts end,
+//! without waiting for a "round" to finish, so a slow account never holds back another:
 //!
-//! Claiming is a lease, not a held transaction: the claim pushes `next_attempt_at` to
-//! `now + lease` and stamps a claim token, and outcomes only land with the same token. A
-//! dispatcher that dies mid-request leaves the row to be claimed again when the lease runs
-//! out; the retry carries the same `Idempotency-Key` (derived from the journal id), so the ERP
-//! posts the journal once. On Postgres the claim uses `FOR UPDATE SKIP LOCKED`, so several
-//! dispatchers share the outbox; SQLite has one writer anyway.
+//! - a claim pass takes at most one due row **per ERP account**, skipping accounts that are
+//!   paused (throttled) or whose concurrency permits are all spoken for, kinds without an
+//!   adapter, and rows whose dependencies are not confirmed yet; passes repeat while they claim
+//!   something, and otherwise the loop sleeps until an attempt ends, the next row falls due, or
+//!   `poll_interval` passes;
+//! - claiming is a lease, not a held transaction: the claim pushes `next_attempt_at` to
+//!   `now + lease` and stamps a claim token; outcomes only land with the same token. On
+//!   Postgres the claim uses `FOR UPDATE SKIP LOCKED`, so several dispatchers share the outbox.
 //!
-//! Requests carry `Authorization: Bearer <secret>`, read through the row's [`SecretRef`] at
-//! send time (so rotation needs no restart). The secret is never logged, never stored, and is
-//! redacted from response excerpts. Each tenant is limited to its `rate_limit_per_sec` by a
-//! token bucket (burst = the rate) held by the [`Dispatcher`] and shared by its clones: the
-//! limit is per process, so N dispatcher processes may reach N times the rate.
+//! # One attempt
+//!
+//! 1. If the row's account was paused meanwhile, the row is handed back unattempted (its
+//!    `next_attempt_at` moved to the end of the pause): an attempt never sleeps on another
+//!    account's behalf, and never holds a claim while the account waits out a throttle.
+//! 2. Take an account permit and the tenant's rate slot, then extend the lease and mark the
+//!    row **in doubt** (`indefinite = 1`) in one statement: whatever happens to this process
+//!    from here on (crash, kill, abandoned at shutdown), the next attempt asks the ERP first.
+//! 3. `accepted` rows are polled; otherwise, when the previous attempt was indefinite (or the
+//!    adapter asks before every send), the adapter's `find` looks the document up by its
+//!    external id and the posting is confirmed if it is there; else `send`.
+//! 4. Record: `confirmed` (ERP document id), `accepted` (job reference; polled every
+//!    `job_poll_interval`), a retry (backoff with jitter, at least `Retry-After`; the
+//!    `indefinite` flag as the outcome says; `failed` after `max_attempts`), or `failed` with
+//!    its class. Throttled attempts pause the account and do not count against
+//!    `max_attempts`. The row keeps the last error class, redacted excerpts of the last request
+//!    and response, and a history of its last 20 attempts.
 
-use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ledgerflow_outbox::{
-    Backlog, Backoff, RateLimiter, RetryAfter, SHUTDOWN_GRACE, Stopped, error_chain, excerpt,
-    micros,
-};
+use ledgerflow_outbox::{Backoff, RateLimiter, RetryAfter, SHUTDOWN_GRACE, micros};
 use ledgerflow_store::Backend;
-use ledgerflow_tenants::{ErpKind, SecretRef};
-use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use ledgerflow_telemetry as tm;
+use ledgerflow_tenants::ErpKind;
 use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::ErpError;
-use crate::payloads::default_path;
+use crate::adapter::{ErpAdapter, Lookup, LookupPolicy, Outcome, Retry, RetryClass};
+use crate::adapters;
+use crate::auth::{Authenticator, SecretSource};
+use crate::exchange::{Exchange, Trail};
+use crate::journal::JournalKind;
+use crate::limits::{AccountLimiter, Limits, Reservation};
+use crate::posting::{Dependency, ErpPosting, PostingState, Route};
 use crate::write::now_micros;
 
-/// URL path appended to a tenant's endpoint, per ERP kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErpPaths {
-    /// NetSuite.
-    pub netsuite: String,
-    /// Dynamics 365.
-    pub dynamics365: String,
-    /// S/4HANA.
-    pub s4hana: String,
-    /// Oracle Fusion.
-    pub oracle_fusion: String,
-}
+/// Attempts kept in a row's `history`.
+const HISTORY_LEN: usize = 20;
 
-impl Default for ErpPaths {
-    fn default() -> Self {
-        Self {
-            netsuite: default_path(ErpKind::Netsuite).to_owned(),
-            dynamics365: default_path(ErpKind::Dynamics365).to_owned(),
-            s4hana: default_path(ErpKind::S4hana).to_owned(),
-            oracle_fusion: default_path(ErpKind::OracleFusion).to_owned(),
-        }
-    }
-}
+/// Rows looked at per claim pass; with at most one claimed per account, this bounds the work
+/// of a pass over a large backlog.
+const CLAIM_SCAN: i64 = 2000;
 
-impl ErpPaths {
-    /// The path for a kind.
-    pub fn for_kind(&self, kind: ErpKind) -> &str {
-        match kind {
-            ErpKind::Netsuite => &self.netsuite,
-            ErpKind::Dynamics365 => &self.dynamics365,
-            ErpKind::S4hana => &self.s4hana,
-            ErpKind::OracleFusion => &self.oracle_fusion,
-        }
-    }
-}
+/// Shortest sleep when nothing was claimable.
+const MIN_IDLE: Duration = Duration::from_millis(5);
 
 /// Dispatcher settings. [`Default`] gives production values.
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
-    /// Rows claimed per round (default 100).
+    /// Rows claimed per pass at most (default 100); a pass takes one row per ERP account.
     pub batch_size: u32,
-    /// Requests in flight at once (default 8).
+    /// Attempts in flight at once, all accounts together (default 32); each account is further
+    /// held to its own `concurrency` from the tenants file.
     pub concurrency: usize,
-    /// Per-request timeout, connect included (default 10 s).
+    /// Per-request timeout, connect included (default 30 s).
     pub request_timeout: Duration,
-    /// Attempts before a retryable failure becomes `failed` (default 10).
+    /// Attempts (throttles not counted) before a retryable failure becomes `failed` (default 10).
     pub max_attempts: u32,
     /// First retry delay; doubles per attempt (default 1 s).
     pub backoff_base: Duration,
     /// Longest retry delay (default 5 min).
     pub backoff_max: Duration,
-    /// How long a claim is exclusive; must exceed `request_timeout` (default 60 s).
+    /// How long a claim is exclusive; must exceed `request_timeout` (default 120 s). An attempt
+    /// makes a few requests (token, lookup, send), each within `request_timeout`.
     pub lease: Duration,
-    /// Sleep between rounds when nothing is due (default 1 s).
+    /// Sleep when nothing is due (default 1 s).
     pub poll_interval: Duration,
-    /// [`run_dispatcher`] returns once no row is pending (`--exit-when-idle`).
+    /// How often an `accepted` posting's job is polled (default 5 s).
+    pub job_poll_interval: Duration,
+    /// [`Dispatcher::run`] returns once nothing deliverable is pending (`--exit-when-idle`).
     pub exit_when_idle: bool,
-    /// Per-kind URL paths.
-    pub paths: ErpPaths,
-    /// When set, credentials named by environment variable are looked up here instead of the
+    /// When set, secrets named by environment variable are looked up here instead of the
     /// process environment (tests, or a caller holding an explicit environment map).
     pub env: Option<BTreeMap<String, String>>,
 }
@@ -112,15 +103,15 @@ impl Default for DispatcherConfig {
     fn default() -> Self {
         Self {
             batch_size: 100,
-            concurrency: 8,
-            request_timeout: Duration::from_secs(10),
+            concurrency: 32,
+            request_timeout: Duration::from_secs(30),
             max_attempts: 10,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(120),
             poll_interval: Duration::from_secs(1),
+            job_poll_interval: Duration::from_secs(5),
             exit_when_idle: false,
-            paths: ErpPaths::default(),
             env: None,
         }
     }
@@ -147,17 +138,21 @@ impl DispatcherConfig {
     }
 }
 
-/// What one round did.
+/// What a dispatcher did (one [`Dispatcher::dispatch_once`], or a whole run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct DispatchStats {
     /// Rows claimed.
     pub claimed: u64,
-    /// Delivered (2xx).
-    pub acked: u64,
+    /// Postings confirmed.
+    pub confirmed: u64,
+    /// Postings whose job was submitted (or is still running).
+    pub accepted: u64,
     /// Scheduled for another attempt.
     pub retried: u64,
     /// Parked as failed.
     pub failed: u64,
+    /// Handed back unattempted because their account was paused.
+    pub deferred: u64,
     /// Outcomes dropped because the lease had passed to another dispatcher.
     pub lease_lost: u64,
 }
@@ -165,61 +160,62 @@ pub struct DispatchStats {
 impl DispatchStats {
     fn add(&mut self, outcome: Recorded) {
         match outcome {
-            Recorded::Acked => self.acked += 1,
+            Recorded::Confirmed => self.confirmed += 1,
+            Recorded::Accepted => self.accepted += 1,
             Recorded::Retried => self.retried += 1,
             Recorded::Failed => self.failed += 1,
+            Recorded::Deferred => self.deferred += 1,
             Recorded::LeaseLost => self.lease_lost += 1,
         }
     }
 }
 
-/// Outbox rows still to deliver.
+/// Postings still to deliver.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PendingSummary {
-    /// Rows with status `pending`.
+    /// Postings `pending` or `accepted` that can still go (their kind has an adapter and no
+    /// dependency of theirs failed).
     pub pending: u64,
-    /// Earliest `next_attempt_at` among them (micros).
+    /// Earliest `next_attempt_at` among the claimable ones (micros).
     pub next_due_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    Confirmed,
+    Accepted,
+    Retried,
+    Failed,
+    Deferred,
+    LeaseLost,
+}
+
+/// What an attempt did, for the history.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Send,
+    Find,
+    Found,
+    Poll,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Send => "send",
+            Self::Find => "find",
+            Self::Found => "found",
+            Self::Poll => "poll",
+        }
+    }
 }
 
 /// One claimed row.
 #[derive(Debug)]
 struct Claimed {
-    id: String,
-    tenant_id: String,
-    kind: ErpKind,
-    endpoint: String,
-    credential: String,
-    rate_limit: Option<u32>,
-    idempotency_key: String,
-    payload: String,
-    attempts: u32,
-}
-
-/// The result of one request, before it is recorded.
-#[derive(Debug)]
-enum Delivery {
-    Acked {
-        status: u16,
-        external_ref: Option<String>,
-    },
-    Retry {
-        status: Option<u16>,
-        error: String,
-        retry_after: Option<Duration>,
-    },
-    Reject {
-        status: Option<u16>,
-        error: String,
-    },
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Recorded {
-    Acked,
-    Retried,
-    Failed,
-    LeaseLost,
+    posting: ErpPosting,
+    state: PostingState,
+    history: Vec<Value>,
 }
 
 #[derive(Debug)]
@@ -228,18 +224,42 @@ struct Inner {
     backend: Backend,
     cfg: DispatcherConfig,
     client: reqwest::Client,
-    limiter: RateLimiter,
+    auth: Arc<Authenticator>,
+    limits: Limits,
+    tenant_rate: RateLimiter,
+    adapters: HashMap<ErpKind, Arc<dyn ErpAdapter>>,
+    secrets: SecretSource,
 }
 
-/// A dispatcher: an HTTP client, the rate limiter state and the pool. Cheap to clone.
+/// A dispatcher: the HTTP client, the token cache, the account limiters and the pool. Cheap to
+/// clone; clones share all of it.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
     inner: Arc<Inner>,
 }
 
+/// Attempts in flight of one loop.
+type Tasks = JoinSet<Result<Recorded, ErpError>>;
+
 impl Dispatcher {
-    /// Builds a dispatcher; fails on an invalid configuration.
+    /// A dispatcher with the built-in adapters ([`adapters::builtin`]).
     pub fn new(pool: AnyPool, backend: Backend, cfg: DispatcherConfig) -> Result<Self, ErpError> {
+        let builtin = ErpKind::ALL
+            .into_iter()
+            .filter_map(adapters::builtin)
+            .map(|a| Arc::new(Builtin(a)) as Arc<dyn ErpAdapter>)
+            .collect();
+        Self::with_adapters(pool, backend, cfg, builtin)
+    }
+
+    /// A dispatcher with exactly these adapters (tests, or an adapter built outside this
+    /// crate). One per kind; a later one replaces an earlier one.
+    pub fn with_adapters(
+        pool: AnyPool,
+        backend: Backend,
+        cfg: DispatcherConfig,
+        adapters: Vec<Arc<dyn ErpAdapter>>,
+    ) -> Result<Self, ErpError> {
         cfg.validate()?;
         let client = reqwest::Client::builder()
             .timeout(cfg.request_timeout)
@@ -248,119 +268,259 @@ impl Dispatcher {
             .user_agent(concat!("ledgerflow/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ErpError::HttpClient)?;
+        let secrets = SecretSource::with_env(cfg.env.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 backend,
-                cfg,
+                auth: Arc::new(Authenticator::new(client.clone())),
                 client,
-                limiter: RateLimiter::default(),
+                limits: Limits::default(),
+                tenant_rate: RateLimiter::default(),
+                adapters: adapters.into_iter().map(|a| (a.kind(), a)).collect(),
+                secrets,
+                cfg,
             }),
         })
     }
 
-    /// Claims due rows, delivers them, records the outcomes.
-    pub async fn dispatch_once(&self) -> Result<DispatchStats, ErpError> {
-        let token = Uuid::new_v4().to_string();
-        let claimed = self.claim(&token).await?;
-        let mut stats = DispatchStats {
-            claimed: claimed.len() as u64,
-            ..DispatchStats::default()
-        };
-        if claimed.is_empty() {
-            return Ok(stats);
-        }
-        ledgerflow_outbox::deliver_bounded(
-            claimed,
-            self.inner.cfg.concurrency,
-            |row| {
-                let this = self.clone();
-                let token = token.clone();
-                async move {
-                    let rate = row.rate_limit;
-                    this.inner.limiter.acquire(&row.tenant_id, rate).await;
-                    let delivery = this.deliver(&row).await;
-                    this.record(&row, &token, delivery).await
-                }
-            },
-            |outcome| stats.add(outcome),
-            |join| ErpError::Corrupt(format!("delivery task ended abnormally: {join}")),
-        )
-        .await?;
-        Ok(stats)
+    /// Token requests made so far (every client of every tenant together).
+    pub fn token_requests(&self) -> u64 {
+        self.inner.auth.token_requests()
     }
 
-    /// Pending rows and the earliest due time.
+    /// Delivers everything claimable now (not what falls due later) and returns what happened.
+    pub async fn dispatch_once(&self) -> Result<DispatchStats, ErpError> {
+        self.prepare().await?;
+        let mut stats = DispatchStats::default();
+        let mut tasks = Tasks::new();
+        let mut first_error = None;
+        loop {
+            let claimed = self.fill(&mut tasks).await?;
+            stats.claimed += claimed;
+            if claimed > 0 {
+                continue;
+            }
+            match tasks.join_next().await {
+                Some(joined) => collect(joined, &mut stats, &mut first_error),
+                None => break,
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(stats),
+        }
+    }
+
+    /// Postings still to deliver and the earliest due time among the claimable ones.
     pub async fn pending(&self) -> Result<PendingSummary, ErpError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*), MIN(next_attempt_at) FROM erp_outbox WHERE status = 'pending'",
-        )
+        self.prepare().await?;
+        let kinds = self.kinds_clause("o");
+        let count = sqlx::query(&format!(
+            "SELECT COUNT(*) FROM erp_outbox o
+             WHERE o.status IN ('pending', 'accepted') AND o.route IS NOT NULL AND {kinds}
+               AND NOT EXISTS (SELECT 1 FROM erp_outbox_dependencies d
+                               JOIN erp_outbox p ON p.id = d.depends_on
+                               WHERE d.outbox_id = o.id AND p.status = 'failed')"
+        ))
         .fetch_one(&self.inner.pool)
         .await
-        .map_err(ErpError::db("counting pending erp deliveries"))?;
-        let pending: i64 = row
-            .try_get(0)
-            .map_err(ErpError::db("decoding the pending count"))?;
-        let next: Option<i64> = row
-            .try_get(1)
-            .map_err(ErpError::db("decoding the next due time"))?;
+        .map_err(ErpError::db("counting pending erp postings"))?;
+        let pending: i64 = row_get(&count, 0)?;
         Ok(PendingSummary {
             pending: u64::try_from(pending).unwrap_or(0),
-            next_due_at: next,
+            next_due_at: self.next_due().await?,
         })
     }
 
-    /// Runs rounds until `shutdown` resolves (or, with `exit_when_idle`, until nothing is
-    /// pending). On shutdown, requests in flight get a 5 s grace to finish; the rest are retried
-    /// after their lease by the next dispatcher. Database errors are logged and
-    /// retried after `poll_interval`.
+    /// Delivers until `shutdown` resolves (or, with `exit_when_idle`, until nothing
+    /// deliverable is pending). On shutdown, attempts in flight get [`SHUTDOWN_GRACE`] to
+    /// finish; the others are abandoned in doubt and retried after their lease, lookup first.
+    /// Database errors are logged and retried after `poll_interval`.
     pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ErpError> {
-        let round = || async {
-            match self.dispatch_once().await {
-                Ok(stats) => {
-                    if stats.claimed > 0 {
-                        tracing::debug!(?stats, "erp dispatch round");
-                    }
-                    stats.claimed
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "erp dispatch round failed; retrying");
-                    0
-                }
-            }
-        };
-        let backlog = || async {
-            match self.pending().await {
-                Ok(summary) => Some(Backlog {
-                    pending: summary.pending,
-                    next_due_at: summary.next_due_at,
-                }),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the erp outbox");
-                    None
-                }
-            }
-        };
+        tokio::pin!(shutdown);
         let cfg = &self.inner.cfg;
-        let stopped = ledgerflow_outbox::run_rounds(
-            round,
-            backlog,
-            cfg.poll_interval,
-            cfg.exit_when_idle,
-            shutdown,
-        )
+        let mut stats = DispatchStats::default();
+        let mut tasks = Tasks::new();
+        let mut first_error = None;
+        let mut prepared = false;
+        loop {
+            while let Some(joined) = tasks.try_join_next() {
+                collect(joined, &mut stats, &mut first_error);
+                if let Some(e) = first_error.take() {
+                    tracing::warn!(error = %e, "erp delivery could not be recorded; it is retried after its lease");
+                }
+            }
+            if !prepared {
+                match self.prepare().await {
+                    Ok(()) => prepared = true,
+                    Err(e) => tracing::warn!(error = %e, "erp outbox not ready; retrying"),
+                }
+            }
+            let claimed = if prepared {
+                match self.fill(&mut tasks).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming erp postings failed; retrying");
+                        0
+                    }
+                }
+            } else {
+                0
+            };
+            if claimed > 0 {
+                // More may be claimable at once (one row per account per pass); a shutdown
+                // requested meanwhile wins.
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    () = std::future::ready(()) => continue,
+                }
+            }
+            let mut sleep = cfg.poll_interval;
+            if tasks.is_empty() && prepared {
+                match self.pending().await {
+                    Ok(summary) => {
+                        if summary.pending == 0 && cfg.exit_when_idle {
+                            tracing::debug!(?stats, "erp outbox drained");
+                            return Ok(());
+                        }
+                        if let Some(due) = summary.next_due_at {
+                            let until = u64::try_from(due - now_micros()).unwrap_or(0);
+                            sleep = sleep.min(Duration::from_micros(until));
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read the erp outbox"),
+                }
+            } else if prepared && let Ok(Some(due)) = self.next_due().await {
+                let until = u64::try_from(due - now_micros()).unwrap_or(0);
+                sleep = sleep.min(Duration::from_micros(until));
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                joined = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Some(joined) = joined {
+                        collect(joined, &mut stats, &mut first_error);
+                    }
+                }
+                () = tokio::time::sleep(sleep.max(MIN_IDLE)) => {}
+            }
+        }
+        // Shutdown: let attempts in flight finish within the grace, abandon the rest (they are
+        // marked in doubt and retried, lookup first, after their lease).
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while let Some(joined) = tasks.join_next().await {
+                collect(joined, &mut stats, &mut first_error);
+            }
+        })
         .await;
-        if stopped == Stopped::Abandoned {
-            // Unanswered rows are claimed again after their lease, under the same idempotency key.
+        if drained.is_err() {
             tracing::warn!(
                 grace = ?SHUTDOWN_GRACE,
-                "erp deliveries still in flight at shutdown are abandoned; they are retried after their lease"
+                in_flight = tasks.len(),
+                "erp attempts still in flight at shutdown are abandoned; they are retried after their lease, lookup first"
             );
+            tasks.abort_all();
         }
         Ok(())
     }
 
-    async fn claim(&self, token: &str) -> Result<Vec<Claimed>, ErpError> {
+    /// Makes sure `erp_outbox` has every column (older SQLite files).
+    async fn prepare(&self) -> Result<(), ErpError> {
+        let mut conn = self
+            .inner
+            .pool
+            .acquire()
+            .await
+            .map_err(ErpError::db("connecting for the erp outbox"))?;
+        crate::schema::upgrade_sqlite(&mut conn, self.inner.backend)
+            .await
+            .map_err(ErpError::db("upgrading erp_outbox"))
+    }
+
+    /// `alias.erp_kind IN (kinds with an adapter)`; static names, no user input.
+    fn kinds_clause(&self, alias: &str) -> String {
+        let mut kinds: Vec<&str> = self.inner.adapters.keys().map(|k| k.as_str()).collect();
+        if kinds.is_empty() {
+            return "1 = 0".to_owned();
+        }
+        kinds.sort_unstable();
+        let list = kinds
+            .iter()
+            .map(|k| format!("'{k}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("{alias}.erp_kind IN ({list})")
+    }
+
+    /// Claimable rows (`o`), except for the due time: a kind with an adapter, a route, no
+    /// unconfirmed dependency, an account that is open. Closed accounts are bound from
+    /// parameter `$first` on.
+    fn claimable(&self, first: usize) -> (String, Vec<String>) {
+        let closed: Vec<String> = self
+            .inner
+            .limits
+            .closed()
+            .into_iter()
+            .map(|(kind, account)| format!("{kind}/{account}"))
+            .collect();
+        let mut sql = format!(
+            "o.status IN ('pending', 'accepted') AND o.route IS NOT NULL AND {}
+             AND NOT EXISTS (SELECT 1 FROM erp_outbox_dependencies d
+                             JOIN erp_outbox p ON p.id = d.depends_on
+                             WHERE d.outbox_id = o.id AND p.status NOT IN ('confirmed', 'resolved'))",
+            self.kinds_clause("o")
+        );
+        if !closed.is_empty() {
+            let params: Vec<String> = (0..closed.len())
+                .map(|i| format!("${}", first + i))
+                .collect();
+            sql.push_str(&format!(
+                " AND (o.erp_kind || '/' || o.erp_account) NOT IN ({})",
+                params.join(", ")
+            ));
+        }
+        (sql, closed)
+    }
+
+    async fn next_due(&self) -> Result<Option<i64>, ErpError> {
+        let (clause, closed) = self.claimable(1);
+        let sql = format!("SELECT MIN(o.next_attempt_at) FROM erp_outbox o WHERE {clause}");
+        let mut query = sqlx::query_scalar::<_, Option<i64>>(&sql);
+        for c in closed {
+            query = query.bind(c);
+        }
+        query
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(ErpError::db("reading the next due erp posting"))
+    }
+
+    /// Claims what the accounts have room for and starts an attempt for each; returns how many.
+    async fn fill(&self, tasks: &mut Tasks) -> Result<u64, ErpError> {
+        let room = self.inner.cfg.concurrency.saturating_sub(tasks.len());
+        if room == 0 {
+            return Ok(0);
+        }
+        let limit = room.min(self.inner.cfg.batch_size as usize);
+        let token = Uuid::new_v4().to_string();
+        let claimed = self.claim(&token, limit).await?;
+        let n = claimed.len() as u64;
+        for row in claimed {
+            let route = &row.posting.route;
+            let limiter = self
+                .inner
+                .limits
+                .get(route.kind(), route.account(), route.limits);
+            let reservation = limiter.reserve();
+            let this = self.clone();
+            let token = token.clone();
+            tasks.spawn(async move { this.deliver(row, token, limiter, reservation).await });
+        }
+        Ok(n)
+    }
+
+    async fn claim(&self, token: &str, limit: usize) -> Result<Vec<Claimed>, ErpError> {
         let inner = &self.inner;
         let now = now_micros();
         let lease_until = now + micros(inner.cfg.lease);
@@ -368,275 +528,535 @@ impl Dispatcher {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
+        let (clause, closed) = self.claimable(6);
+        // The earliest due rows (bounded), then the earliest of each account among them, then
+        // (Postgres) the ones no other dispatcher holds.
         let sql = format!(
             "UPDATE erp_outbox SET next_attempt_at = $1, claim_token = $2
-             WHERE id IN (SELECT id FROM erp_outbox
-                          WHERE status = 'pending' AND next_attempt_at <= $3
-                          ORDER BY next_attempt_at, id LIMIT $4 {lock})
-             RETURNING id, tenant_id, erp_kind, endpoint, credential, rate_limit_per_sec,
-                       idempotency_key, payload, attempts"
+             WHERE id IN (
+               SELECT id FROM erp_outbox
+               WHERE id IN (
+                 SELECT id FROM (
+                   SELECT due.id, ROW_NUMBER() OVER (
+                            PARTITION BY due.erp_kind, due.erp_account
+                            ORDER BY due.next_attempt_at, due.id) AS rn
+                   FROM (SELECT o.id, o.erp_kind, o.erp_account, o.next_attempt_at
+                         FROM erp_outbox o
+                         WHERE o.next_attempt_at <= $3 AND {clause}
+                         ORDER BY o.next_attempt_at, o.id LIMIT $4) AS due
+                 ) AS ranked WHERE rn = 1)
+                 AND next_attempt_at <= $3 AND status IN ('pending', 'accepted')
+               ORDER BY next_attempt_at, id LIMIT $5 {lock})
+             RETURNING id, tenant_id, journal_id, journal_kind, document_kind, external_id,
+                       payload, route, config_version, attempts, job_ref, indefinite, status,
+                       history"
         );
-        let rows = sqlx::query(&sql)
+        let mut query = sqlx::query(&sql)
             .bind(lease_until)
             .bind(token.to_owned())
             .bind(now)
-            .bind(i64::from(inner.cfg.batch_size))
+            .bind(CLAIM_SCAN)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        for c in closed {
+            query = query.bind(c);
+        }
+        let rows = query
             .fetch_all(&inner.pool)
             .await
-            .map_err(ErpError::db("claiming erp deliveries"))?;
-        let decode = |e: sqlx::Error| ErpError::Corrupt(format!("erp_outbox row: {e}"));
+            .map_err(ErpError::db("claiming erp postings"))?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
-            let kind: String = row.try_get(2).map_err(decode)?;
-            let kind = parse_kind(&kind)
-                .ok_or_else(|| ErpError::Corrupt(format!("unknown erp kind {kind:?}")))?;
-            let rate: Option<i64> = row.try_get(5).map_err(decode)?;
-            let attempts: i64 = row.try_get(8).map_err(decode)?;
-            claimed.push(Claimed {
-                id: row.try_get(0).map_err(decode)?,
-                tenant_id: row.try_get(1).map_err(decode)?,
-                kind,
-                endpoint: row.try_get(3).map_err(decode)?,
-                credential: row.try_get(4).map_err(decode)?,
-                rate_limit: ledgerflow_outbox::rate_per_sec(rate),
-                idempotency_key: row.try_get(6).map_err(decode)?,
-                payload: row.try_get(7).map_err(decode)?,
-                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-            });
+            match decode_claimed(&row) {
+                Ok(c) => claimed.push(c),
+                Err(e) => {
+                    // A row that cannot be read is parked, not retried forever.
+                    let id: String = row.try_get(0).unwrap_or_default();
+                    tracing::error!(outbox_id = %id, error = %e, "unreadable erp posting parked");
+                    self.park_unreadable(&id, token, &e.to_string()).await?;
+                }
+            }
         }
+        self.load_dependencies(&mut claimed).await?;
         Ok(claimed)
     }
 
-    fn read_credential(&self, credential: &str) -> Result<String, String> {
-        let secret: SecretRef = serde_json::from_str(credential)
-            .map_err(|e| format!("stored credential reference is not valid: {e}"))?;
-        let env = self.inner.cfg.env.as_ref();
-        ledgerflow_tenants::read_secret_with_env(&secret, |name| match env {
-            Some(map) => map.get(name).map(OsString::from),
-            None => std::env::var_os(name),
-        })
-        .map_err(|e| e.to_string())
+    async fn park_unreadable(&self, id: &str, token: &str, error: &str) -> Result<(), ErpError> {
+        sqlx::query(
+            "UPDATE erp_outbox SET status = 'failed', last_error_class = 'mapping',
+                last_error = $1, claim_token = NULL, updated_at = $2
+             WHERE id = $3 AND claim_token = $4",
+        )
+        .bind(error.to_owned())
+        .bind(now_micros())
+        .bind(id.to_owned())
+        .bind(token.to_owned())
+        .execute(&self.inner.pool)
+        .await
+        .map_err(ErpError::db("parking an unreadable erp posting"))?;
+        Ok(())
     }
 
-    async fn deliver(&self, row: &Claimed) -> Delivery {
-        let token = match self.read_credential(&row.credential) {
-            Ok(token) => token,
-            Err(error) => {
-                return Delivery::Retry {
-                    status: None,
-                    error: format!("credential unavailable: {error}"),
-                    retry_after: None,
-                };
-            }
-        };
-        let url = format!(
-            "{}{}",
-            row.endpoint.trim_end_matches('/'),
-            self.inner.cfg.paths.for_kind(row.kind)
+    async fn load_dependencies(&self, claimed: &mut [Claimed]) -> Result<(), ErpError> {
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        let params: Vec<String> = (1..=claimed.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT d.outbox_id, p.id, p.journal_kind, p.document_kind, p.external_id,
+                    p.erp_document_id
+             FROM erp_outbox_dependencies d JOIN erp_outbox p ON p.id = d.depends_on
+             WHERE d.outbox_id IN ({})",
+            params.join(", ")
         );
-        let response = self
-            .inner
-            .client
-            .post(&url)
-            .header("Idempotency-Key", &row.idempotency_key)
-            .bearer_auth(&token)
-            .header(CONTENT_TYPE, "application/json")
-            .body(row.payload.clone())
-            .send()
+        let mut query = sqlx::query(&sql);
+        for c in claimed.iter() {
+            query = query.bind(c.posting.id.clone());
+        }
+        let rows = query
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(ErpError::db("loading erp posting dependencies"))?;
+        for row in rows {
+            let owner: String = row_get(&row, 0)?;
+            let kind: Option<String> = row_get(&row, 2)?;
+            let dependency = Dependency {
+                id: row_get(&row, 1)?,
+                journal_kind: kind
+                    .as_deref()
+                    .and_then(JournalKind::parse)
+                    .unwrap_or(JournalKind::Invoice),
+                document_kind: row_get::<Option<String>>(&row, 3)?.unwrap_or_default(),
+                external_id: row_get::<Option<String>>(&row, 4)?.unwrap_or_default(),
+                erp_document_id: row_get(&row, 5)?,
+            };
+            if let Some(c) = claimed.iter_mut().find(|c| c.posting.id == owner) {
+                c.posting.dependencies.push(dependency);
+            }
+        }
+        Ok(())
+    }
+
+    async fn deliver(
+        &self,
+        row: Claimed,
+        token: String,
+        limiter: Arc<AccountLimiter>,
+        reservation: Reservation,
+    ) -> Result<Recorded, ErpError> {
+        let _reservation = reservation;
+        if let Some(wait) = limiter.paused_for() {
+            return self.defer(&row, &token, wait).await;
+        }
+        let Some(_permit) = limiter.acquire().await else {
+            return self.defer(&row, &token, Duration::ZERO).await;
+        };
+        // The account may have been throttled while this attempt waited for its permit.
+        if let Some(wait) = limiter.paused_for() {
+            return self.defer(&row, &token, wait).await;
+        }
+        let posting = &row.posting;
+        self.inner
+            .tenant_rate
+            .acquire(&posting.tenant_id, posting.route.tenant_rate_per_sec)
             .await;
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => {
-                let kind = if e.is_timeout() {
-                    "timeout"
-                } else if e.is_connect() {
-                    "connection failed"
-                } else {
-                    "request failed"
-                };
-                return Delivery::Retry {
-                    status: None,
-                    error: redact(&format!("{kind}: {}", error_chain(&e)), &token),
-                    retry_after: None,
-                };
-            }
+        if !self.begin(posting, &token).await? {
+            return Ok(Recorded::LeaseLost);
+        }
+        let Some(adapter) = self.inner.adapters.get(&posting.route.kind()).cloned() else {
+            // Claims only take kinds with an adapter; a route that changed kind is a bug.
+            return Err(ErpError::Corrupt(format!(
+                "claimed erp posting {} of kind {} has no adapter",
+                posting.id,
+                posting.route.kind()
+            )));
         };
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = match response.text().await {
-            Ok(body) => body,
-            Err(e) if status.is_success() => {
-                // The ERP accepted the request; a broken body only loses the external ref.
-                tracing::debug!(error = %e, "erp response body unreadable");
-                String::new()
+        let exchange = Exchange::new(
+            self.inner.client.clone(),
+            Arc::clone(&self.inner.auth),
+            posting.route.clone(),
+            Arc::clone(&limiter),
+            self.inner.secrets.clone(),
+        );
+        let started = Instant::now();
+        let (outcome, action) = attempt(adapter.as_ref(), &exchange, &row).await;
+        let elapsed = started.elapsed();
+        match &outcome {
+            Outcome::Retry(r) if r.class == RetryClass::Throttled => {
+                let pause = limiter.pause(r.retry_after);
+                tracing::info!(
+                    erp = posting.route.kind().as_str(),
+                    account = posting.route.account(),
+                    pause_ms = pause.as_millis() as u64,
+                    "erp account throttled; pausing it (other accounts continue)"
+                );
             }
-            Err(e) => {
-                return Delivery::Retry {
-                    status: Some(status.as_u16()),
-                    error: redact(
-                        &format!("reading the response: {}", error_chain(&e)),
-                        &token,
-                    ),
-                    retry_after,
-                };
-            }
-        };
-        classify(status, &body, retry_after, &token)
+            Outcome::Retry(_) => {}
+            _ => limiter.clear_throttle(),
+        }
+        self.record(&row, &token, outcome, action, &exchange, elapsed)
+            .await
+    }
+
+    /// Extends the lease and marks the posting in doubt before any request is made.
+    async fn begin(&self, posting: &ErpPosting, token: &str) -> Result<bool, ErpError> {
+        let now = now_micros();
+        let result = sqlx::query(
+            "UPDATE erp_outbox SET next_attempt_at = $1, indefinite = 1, updated_at = $2
+             WHERE id = $3 AND claim_token = $4",
+        )
+        .bind(now + micros(self.inner.cfg.lease))
+        .bind(now)
+        .bind(posting.id.clone())
+        .bind(token.to_owned())
+        .execute(&self.inner.pool)
+        .await
+        .map_err(ErpError::db("starting an erp attempt"))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Hands a row back unattempted (its account is paused).
+    async fn defer(
+        &self,
+        row: &Claimed,
+        token: &str,
+        wait: Duration,
+    ) -> Result<Recorded, ErpError> {
+        let now = now_micros();
+        let result = sqlx::query(
+            "UPDATE erp_outbox SET next_attempt_at = $1, claim_token = NULL, updated_at = $2
+             WHERE id = $3 AND claim_token = $4",
+        )
+        .bind(now + micros(wait))
+        .bind(now)
+        .bind(row.posting.id.clone())
+        .bind(token.to_owned())
+        .execute(&self.inner.pool)
+        .await
+        .map_err(ErpError::db("deferring an erp posting"))?;
+        metrics::counter!(tm::ERP_OUTCOMES_TOTAL, "erp" => row.posting.route.kind().as_str(), "outcome" => "deferred")
+            .increment(1);
+        Ok(if result.rows_affected() == 0 {
+            Recorded::LeaseLost
+        } else {
+            Recorded::Deferred
+        })
     }
 
     async fn record(
         &self,
         row: &Claimed,
         token: &str,
-        delivery: Delivery,
+        outcome: Outcome,
+        action: Action,
+        exchange: &Exchange,
+        elapsed: Duration,
     ) -> Result<Recorded, ErpError> {
         let inner = &self.inner;
+        let posting = &row.posting;
         let now = now_micros();
-        let attempts = i64::from(row.attempts) + 1;
-        let (outcome, query) = match delivery {
-            Delivery::Acked {
-                status,
-                external_ref,
-            } => {
+        let trail: Trail = exchange.trail();
+        let erp = posting.route.kind().as_str();
+        let counted = !matches!(&outcome, Outcome::Retry(r) if r.class == RetryClass::Throttled);
+        let attempts = i64::from(posting.attempts) + i64::from(counted);
+        let mut entry = json!({
+            "at": now,
+            "attempt": attempts,
+            "action": action.as_str(),
+            "status": trail.status,
+            "ms": elapsed.as_millis() as u64,
+        });
+        let mut update = Update {
+            status: row.state,
+            attempts,
+            next_attempt_at: now,
+            indefinite: false,
+            error_class: None,
+            error: None,
+            document_id: None,
+            job_ref: posting.job_ref.clone(),
+            confirmed_at: None,
+        };
+        let recorded = match outcome {
+            Outcome::Confirmed { document_id } => {
                 tracing::info!(
-                    outbox_id = %row.id, tenant = %row.tenant_id, erp = row.kind.as_str(),
-                    status, attempts, "erp delivery acknowledged"
+                    outbox_id = %posting.id, tenant = %posting.tenant_id, erp, action = action.as_str(),
+                    external_id = %posting.external_id, document_id = %document_id, attempts,
+                    "erp posting confirmed"
                 );
-                (
-                    Recorded::Acked,
-                    sqlx::query(
-                        "UPDATE erp_outbox SET status = 'acked', attempts = $1, acked_at = $2,
-                            last_status = $3, last_error = NULL, external_ref = $4,
-                            claim_token = NULL
-                         WHERE id = $5 AND claim_token = $6 AND status = 'pending'",
-                    )
-                    .bind(attempts)
-                    .bind(now)
-                    .bind(i64::from(status))
-                    .bind(external_ref),
-                )
+                entry["outcome"] = json!("confirmed");
+                update.status = PostingState::Confirmed;
+                update.document_id = Some(document_id);
+                update.confirmed_at = Some(now);
+                Recorded::Confirmed
             }
-            Delivery::Retry {
-                status,
-                error,
-                retry_after,
-            } if attempts < i64::from(inner.cfg.max_attempts) => {
-                let delay = inner
-                    .cfg
-                    .backoff()
-                    .delay_after(row.attempts + 1, retry_after);
-                tracing::warn!(
-                    outbox_id = %row.id, tenant = %row.tenant_id, erp = row.kind.as_str(),
-                    status, attempts, retry_in_ms = delay.as_millis() as u64, error = %error,
-                    "erp delivery failed; will retry"
+            Outcome::Accepted { job_ref } => {
+                tracing::info!(
+                    outbox_id = %posting.id, tenant = %posting.tenant_id, erp, job_ref = %job_ref,
+                    "erp posting accepted; its job is polled"
                 );
-                let next = now + micros(delay);
-                (
-                    Recorded::Retried,
-                    sqlx::query(
-                        "UPDATE erp_outbox SET attempts = $1, next_attempt_at = $2,
-                            last_status = $3, last_error = $4, claim_token = NULL
-                         WHERE id = $5 AND claim_token = $6 AND status = 'pending'",
-                    )
-                    .bind(attempts)
-                    .bind(next)
-                    .bind(status.map(i64::from))
-                    .bind(error),
-                )
+                entry["outcome"] = json!("accepted");
+                update.status = PostingState::Accepted;
+                update.next_attempt_at = now + micros(inner.cfg.job_poll_interval);
+                update.job_ref = Some(job_ref);
+                Recorded::Accepted
             }
-            Delivery::Retry { status, error, .. } | Delivery::Reject { status, error } => {
+            Outcome::Retry(retry) => {
+                let detail = exchange.redact(&retry.detail);
+                entry["outcome"] = json!("retry");
+                entry["class"] = json!(retry.class.as_str());
+                entry["indefinite"] = json!(retry.indefinite);
+                update.indefinite = retry.indefinite;
+                update.error_class = Some(retry.class.as_str());
+                update.error = Some(detail.clone());
+                let exhausted = counted && attempts >= i64::from(inner.cfg.max_attempts);
+                if exhausted {
+                    tracing::error!(
+                        outbox_id = %posting.id, tenant = %posting.tenant_id, erp, attempts,
+                        class = retry.class.as_str(), error = %detail,
+                        "erp posting failed after its last attempt; parked for an operator"
+                    );
+                    update.status = PostingState::Failed;
+                    Recorded::Failed
+                } else {
+                    let delay = match retry.class {
+                        // The account is paused; the row comes back when the pause ends.
+                        RetryClass::Throttled => retry.retry_after.unwrap_or(Duration::ZERO),
+                        _ => inner.cfg.backoff().delay_after(
+                            u32::try_from(attempts).unwrap_or(u32::MAX),
+                            retry.retry_after,
+                        ),
+                    };
+                    tracing::warn!(
+                        outbox_id = %posting.id, tenant = %posting.tenant_id, erp, attempts,
+                        class = retry.class.as_str(), indefinite = retry.indefinite,
+                        retry_in_ms = delay.as_millis() as u64, error = %detail,
+                        "erp attempt failed; will retry"
+                    );
+                    update.next_attempt_at = now + micros(delay);
+                    Recorded::Retried
+                }
+            }
+            Outcome::Failed(failed) => {
+                let reason = exchange.redact(&failed.reason);
                 tracing::error!(
-                    outbox_id = %row.id, tenant = %row.tenant_id, erp = row.kind.as_str(),
-                    status, attempts, error = %error,
-                    "erp delivery failed permanently; parked for an operator"
+                    outbox_id = %posting.id, tenant = %posting.tenant_id, erp, attempts,
+                    class = failed.class.as_str(), error = %reason,
+                    "erp posting failed; parked for an operator"
                 );
-                (
-                    Recorded::Failed,
-                    sqlx::query(
-                        "UPDATE erp_outbox SET status = 'failed', attempts = $1,
-                            last_status = $2, last_error = $3, claim_token = NULL,
-                            next_attempt_at = $4
-                         WHERE id = $5 AND claim_token = $6 AND status = 'pending'",
-                    )
-                    .bind(attempts)
-                    .bind(status.map(i64::from))
-                    .bind(error)
-                    .bind(now),
-                )
+                entry["outcome"] = json!("failed");
+                entry["class"] = json!(failed.class.as_str());
+                update.status = PostingState::Failed;
+                update.error_class = Some(failed.class.as_str());
+                update.error = Some(reason);
+                Recorded::Failed
             }
         };
-        let result = query
-            .bind(row.id.clone())
-            .bind(token.to_owned())
-            .execute(&inner.pool)
-            .await
-            .map_err(ErpError::db("recording an erp delivery"))?;
+        let outcome_label = match recorded {
+            Recorded::Confirmed => "confirmed",
+            Recorded::Accepted => "accepted",
+            Recorded::Retried => "retry",
+            Recorded::Failed => "failed",
+            Recorded::Deferred => "deferred",
+            Recorded::LeaseLost => "lease_lost",
+        };
+        metrics::counter!(tm::ERP_OUTCOMES_TOTAL, "erp" => erp, "outcome" => outcome_label)
+            .increment(1);
+        let mut history = row.history.clone();
+        history.push(entry);
+        if history.len() > HISTORY_LEN {
+            history.drain(..history.len() - HISTORY_LEN);
+        }
+        let result = sqlx::query(
+            "UPDATE erp_outbox SET status = $1, attempts = $2, next_attempt_at = $3,
+                indefinite = $4, last_error_class = $5, last_error = $6,
+                erp_document_id = COALESCE($7, erp_document_id), job_ref = $8,
+                confirmed_at = COALESCE($9, confirmed_at), last_status = $10,
+                last_request = $11, last_response = $12, history = $13, updated_at = $14,
+                claim_token = NULL
+             WHERE id = $15 AND claim_token = $16",
+        )
+        .bind(update.status.as_str().to_owned())
+        .bind(update.attempts)
+        .bind(update.next_attempt_at)
+        .bind(i64::from(update.indefinite))
+        .bind(update.error_class.map(str::to_owned))
+        .bind(update.error)
+        .bind(update.document_id)
+        .bind(update.job_ref)
+        .bind(update.confirmed_at)
+        .bind(trail.status.map(i64::from))
+        .bind(trail.request.map(|r| exchange.redact(&r)))
+        .bind(trail.response.map(|r| exchange.redact(&r)))
+        .bind(Value::Array(history).to_string())
+        .bind(now)
+        .bind(posting.id.clone())
+        .bind(token.to_owned())
+        .execute(&inner.pool)
+        .await
+        .map_err(ErpError::db("recording an erp attempt"))?;
         if result.rows_affected() == 0 {
-            tracing::warn!(outbox_id = %row.id, "erp delivery lease was lost; outcome dropped");
+            tracing::warn!(outbox_id = %posting.id, "erp posting lease was lost; outcome dropped");
             return Ok(Recorded::LeaseLost);
         }
-        Ok(outcome)
+        Ok(recorded)
     }
 }
 
-fn parse_kind(name: &str) -> Option<ErpKind> {
-    [
-        ErpKind::Netsuite,
-        ErpKind::Dynamics365,
-        ErpKind::S4hana,
-        ErpKind::OracleFusion,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == name)
+/// The new values of a row after an attempt.
+struct Update {
+    status: PostingState,
+    attempts: i64,
+    next_attempt_at: i64,
+    indefinite: bool,
+    error_class: Option<&'static str>,
+    error: Option<String>,
+    document_id: Option<String>,
+    job_ref: Option<String>,
+    confirmed_at: Option<i64>,
 }
 
-/// Maps a response to an outcome.
-fn classify(
-    status: StatusCode,
-    body: &str,
-    retry_after: Option<Duration>,
-    token: &str,
-) -> Delivery {
-    let code = status.as_u16();
-    if status.is_success() {
-        let external_ref = serde_json::from_str::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| match v.get("id") {
-                Some(serde_json::Value::String(s)) => Some(s.clone()),
-                Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-                _ => None,
-            });
-        return Delivery::Acked {
-            status: code,
-            external_ref,
-        };
+/// Poll, or find (when in doubt) and send.
+async fn attempt(adapter: &dyn ErpAdapter, cx: &Exchange, row: &Claimed) -> (Outcome, Action) {
+    let posting = &row.posting;
+    if row.state == PostingState::Accepted
+        && let Some(job) = &posting.job_ref
+    {
+        return (adapter.poll(cx, posting, job).await, Action::Poll);
     }
-    let error = redact(&format!("http {code}: {}", excerpt(body)), token);
-    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        Delivery::Retry {
-            status: Some(code),
-            error,
-            retry_after,
-        }
-    } else {
-        Delivery::Reject {
-            status: Some(code),
-            error,
+    if posting.indefinite || adapter.lookup_policy() == LookupPolicy::Always {
+        match adapter.find(cx, posting).await {
+            Lookup::Found { document_id } => {
+                return (Outcome::Confirmed { document_id }, Action::Found);
+            }
+            Lookup::NotFound => {}
+            // Nothing learned: the doubt stays.
+            Lookup::Retry(r) => {
+                return (
+                    Outcome::Retry(Retry {
+                        indefinite: posting.indefinite,
+                        ..r
+                    }),
+                    Action::Find,
+                );
+            }
+            Lookup::Failed(f) => return (Outcome::Failed(f), Action::Find),
         }
     }
+    (adapter.send(cx, posting).await, Action::Send)
 }
 
-/// Removes the secret from text that may echo it (a response body, an error message).
-fn redact(text: &str, secret: &str) -> String {
-    if secret.is_empty() {
-        return text.to_owned();
+fn collect(
+    joined: Result<Result<Recorded, ErpError>, tokio::task::JoinError>,
+    stats: &mut DispatchStats,
+    first_error: &mut Option<ErpError>,
+) {
+    match joined {
+        Ok(Ok(recorded)) => stats.add(recorded),
+        Ok(Err(e)) => {
+            first_error.get_or_insert(e);
+        }
+        Err(join) => {
+            first_error.get_or_insert(ErpError::Corrupt(format!(
+                "erp attempt ended abnormally: {join}"
+            )));
+        }
     }
-    text.replace(secret, "***")
+}
+
+fn row_get<T>(row: &AnyRow, index: usize) -> Result<T, ErpError>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(index)
+        .map_err(|e| ErpError::Corrupt(format!("erp_outbox column {index}: {e}")))
+}
+
+fn decode_claimed(row: &AnyRow) -> Result<Claimed, ErpError> {
+    let route_json: String = row_get(row, 7)?;
+    let route: Route = serde_json::from_str(&route_json)
+        .map_err(|e| ErpError::Corrupt(format!("erp_outbox route: {e}")))?;
+    let payload: String = row_get(row, 6)?;
+    let document: Value = serde_json::from_str(&payload)
+        .map_err(|e| ErpError::Corrupt(format!("erp_outbox payload: {e}")))?;
+    let kind: Option<String> = row_get(row, 3)?;
+    let journal_kind = kind
+        .as_deref()
+        .and_then(JournalKind::parse)
+        .ok_or_else(|| ErpError::Corrupt(format!("erp_outbox journal_kind {kind:?}")))?;
+    let status: String = row_get(row, 12)?;
+    let state = PostingState::parse(&status)
+        .ok_or_else(|| ErpError::Corrupt(format!("erp_outbox status {status:?}")))?;
+    let history: Option<String> = row_get(row, 13)?;
+    let history = history
+        .and_then(|h| serde_json::from_str::<Vec<Value>>(&h).ok())
+        .unwrap_or_default();
+    let attempts: i64 = row_get(row, 9)?;
+    let indefinite: i64 = row_get(row, 11)?;
+    Ok(Claimed {
+        posting: ErpPosting {
+            id: row_get(row, 0)?,
+            tenant_id: row_get(row, 1)?,
+            journal_id: row_get(row, 2)?,
+            journal_kind,
+            document_kind: row_get::<Option<String>>(row, 4)?.unwrap_or_default(),
+            external_id: row_get::<Option<String>>(row, 5)?.unwrap_or_default(),
+            document,
+            route,
+            config_version: row_get::<Option<String>>(row, 8)?.unwrap_or_default(),
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            job_ref: row_get(row, 10)?,
+            indefinite: indefinite != 0,
+            dependencies: Vec::new(),
+        },
+        state,
+        history,
+    })
+}
+
+/// A `&'static` built-in adapter behind the `Arc` the dispatcher holds.
+#[derive(Debug)]
+struct Builtin(&'static dyn ErpAdapter);
+
+impl ErpAdapter for Builtin {
+    fn kind(&self) -> ErpKind {
+        self.0.kind()
+    }
+
+    fn lookup_policy(&self) -> LookupPolicy {
+        self.0.lookup_policy()
+    }
+
+    fn render(
+        &self,
+        input: &crate::adapter::RenderInput<'_>,
+    ) -> Result<crate::adapter::Rendered, ErpError> {
+        self.0.render(input)
+    }
+
+    fn find<'a>(
+        &'a self,
+        cx: &'a Exchange,
+        posting: &'a ErpPosting,
+    ) -> crate::adapter::BoxFuture<'a, Lookup> {
+        self.0.find(cx, posting)
+    }
+
+    fn send<'a>(
+        &'a self,
+        cx: &'a Exchange,
+        posting: &'a ErpPosting,
+    ) -> crate::adapter::BoxFuture<'a, Outcome> {
+        self.0.send(cx, posting)
+    }
+
+    fn poll<'a>(
+        &'a self,
+        cx: &'a Exchange,
+        posting: &'a ErpPosting,
+        job_ref: &'a str,
+    ) -> crate::adapter::BoxFuture<'a, Outcome> {
+        self.0.poll(cx, posting, job_ref)
+    }
 }
 
 /// Builds a [`Dispatcher`] and runs it until `shutdown` resolves (or until idle, see
@@ -650,8 +1070,8 @@ pub async fn run_dispatcher(
     Dispatcher::new(pool, backend, cfg)?.run(shutdown).await
 }
 
-/// One round with a fresh dispatcher (tests, one-shot tools). Long-lived callers should keep
-/// a [`Dispatcher`] so rate limits hold across rounds.
+/// One [`Dispatcher::dispatch_once`] with a fresh dispatcher (tests, one-shot tools).
+/// Long-lived callers should keep a [`Dispatcher`], so tokens and account pauses carry over.
 pub async fn dispatch_once(
     pool: AnyPool,
     backend: Backend,
@@ -663,42 +1083,6 @@ pub async fn dispatch_once(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn responses_are_classified() {
-        let ok = classify(StatusCode::CREATED, r#"{"id": 42}"#, None, "t");
-        assert!(matches!(ok, Delivery::Acked { external_ref: Some(r), .. } if r == "42"));
-        let ok = classify(StatusCode::OK, "not json", None, "t");
-        assert!(matches!(
-            ok,
-            Delivery::Acked {
-                external_ref: None,
-                ..
-            }
-        ));
-        for code in [429, 500, 502, 503, 504] {
-            let d = classify(StatusCode::from_u16(code).unwrap(), "busy", None, "t");
-            assert!(matches!(d, Delivery::Retry { .. }), "{code}");
-        }
-        for code in [400, 401, 403, 404, 409, 422, 301] {
-            let d = classify(StatusCode::from_u16(code).unwrap(), "no", None, "t");
-            assert!(matches!(d, Delivery::Reject { .. }), "{code}");
-        }
-    }
-
-    #[test]
-    fn rejections_carry_an_excerpt_without_the_secret() {
-        let body = format!("bad account; you sent Bearer s3cr3t {}", "x".repeat(2000));
-        let Delivery::Reject { status, error } =
-            classify(StatusCode::BAD_REQUEST, &body, None, "s3cr3t")
-        else {
-            panic!("not rejected")
-        };
-        assert_eq!(status, Some(400));
-        assert!(error.starts_with("http 400: bad account"), "{error}");
-        assert!(!error.contains("s3cr3t"));
-        assert!(error.len() < 600);
-    }
 
     #[test]
     fn retry_after_is_honoured_beyond_the_longest_backoff() {
@@ -719,5 +1103,10 @@ mod tests {
         };
         assert!(bad.validate().is_err());
         assert!(DispatcherConfig::default().validate().is_ok());
+        let zero = DispatcherConfig {
+            concurrency: 0,
+            ..DispatcherConfig::default()
+        };
+        assert!(zero.validate().is_err());
     }
 }

@@ -2,7 +2,7 @@
 
 use ledgerflow_store::StoreError;
 
-/// What can go wrong outside the batch path: dispatching, reconciling.
+/// What can go wrong outside the batch path: rendering for an ERP, dispatching, reconciling.
 ///
 /// Messages never contain a secret: a credential failure names the environment variable or
 /// file only, and HTTP failures carry the status and a body excerpt with the token redacted.
@@ -36,6 +36,9 @@ pub enum ErpError {
     /// A reconciliation source file (billing export) is not usable.
     #[error("invalid reconciliation source: {0}")]
     Source(String),
+    /// A journal cannot be rendered for the tenant's ERP with its mapping.
+    #[error("cannot render for the erp: {0}")]
+    Mapping(String),
     /// A configuration value is out of range.
     #[error("invalid dispatcher configuration: {0}")]
     Config(String),

@@ -13,7 +13,7 @@ use sha1::{Digest, Sha1};
 use uuid::Uuid;
 
 /// Namespace of every journal id (UUID v5). Fixed forever: changing it would give re-derived
-/// journals new ids and defeat the ERPs' idempotency keys.
+/// journals new ids, and with them new outbox rows.
 const JOURNAL_NAMESPACE: Uuid = Uuid::from_u128(0x4c1e_d9e2_5b7a_4f0e_9a61_3c2d_8e7f_a001);
 
 /// Why a journal entry exists.
@@ -71,11 +71,6 @@ pub fn journal_id(event_id: &EventId, kind: JournalKind) -> Uuid {
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_sha1_bytes(bytes).into_uuid()
-}
-
-/// The idempotency key an ERP sees for a journal; stable across retries and re-derivations.
-pub fn idempotency_key(journal_id: &Uuid) -> String {
-    format!("ledgerflow-{journal_id}")
 }
 
 /// One line: a debit or a credit (never both) on one account, in minor units.
@@ -230,7 +225,6 @@ mod tests {
             journal_id(&pinned, JournalKind::Invoice).to_string(),
             "b4551a03-4df7-52d1-80d0-5038eebd6e30"
         );
-        assert_eq!(idempotency_key(&a), format!("ledgerflow-{a}"));
     }
 
     #[test]

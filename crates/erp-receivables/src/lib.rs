@@ -7,39 +7,53 @@
 //! - [`ErpReceivables`] implements [`ledgerflow_store::ConsumerLogic`]: a pure mapping
 //!   ([`mapping`]) and a set-based writer that runs inside the store's batch transaction
 //!   (documents, journals, payment application, outbox rows);
-//! - [`payloads`] renders a journal for NetSuite, Dynamics 365, S/4HANA or Oracle Fusion;
-//! - [`dispatcher`] delivers outbox rows with idempotency keys, retries and per-tenant rate
-//!   limits;
+//! - [`adapter`] is the ERP adapter framework (one object-safe trait per ERP, outcomes,
+//!   per-attempt HTTP context) and [`adapters`] the built-in adapters; a journal is rendered
+//!   for its tenant's ERP when it is written, as a posting ([`posting`]);
+//! - [`dispatcher`] delivers postings the way each ERP defines it: its own idempotency (upsert
+//!   by external id, or look up before create), auth ([`auth`]), limits per ERP account,
+//!   asynchronous jobs, and a lookup by external id after any outcome that left it in doubt;
 //! - [`reconcile`] compares what was posted with the audit log or a produce manifest.
 //!
 //! Money is integer minor units everywhere; sums are `i128` in Rust and `CAST(SUM(..) AS
-//! BIGINT)` in SQL. Journal ids are UUID v5 of the event id and the journal's role, so a
+//! BIGINT)` in SQL. Journal ids are UUID v5 of the event id and the journal's role, and a
+//! journal's external id in the ERP is derived from tenant, event and role the same way, so a
 //! re-derivation never makes a second id and the unique keys in [`schema`] reject any second
 //! posting that got past the inbox.
 
+pub mod adapter;
+pub mod adapters;
+pub mod auth;
 pub mod billing;
 pub mod dispatcher;
 mod error;
+mod exchange;
 pub mod gauges;
 mod journal;
+mod limits;
 pub mod mapping;
 pub mod payloads;
+pub mod posting;
 pub mod reconcile;
 pub mod schema;
 mod settle;
 mod write;
 
+pub use adapter::{
+    BoxFuture, Document, ErpAdapter, Exchange, FailClass, Failed, HttpRequest, HttpResponse,
+    InvoiceRef, Lookup, LookupPolicy, Outcome, Problem, RenderInput, Rendered, Retry, RetryClass,
+};
 pub use billing::{BillingDocType, BillingDocument, BillingExport};
 pub use dispatcher::{
-    DispatchStats, Dispatcher, DispatcherConfig, ErpPaths, PendingSummary, dispatch_once,
-    run_dispatcher,
+    DispatchStats, Dispatcher, DispatcherConfig, PendingSummary, dispatch_once, run_dispatcher,
 };
 pub use error::ErpError;
-pub use journal::{JournalEntry, JournalKind, JournalLine, idempotency_key, journal_id};
+pub use journal::{JournalEntry, JournalKind, JournalLine, journal_id};
 pub use mapping::{
     CONSUMER_NAME, CreditMemoPosting, CustomerRecord, ErpEffect, ErpReceivables, ErpRoute,
     InvoicePosting, PaymentPosting, Posting, map_event,
 };
+pub use posting::{Dependency, ErpPosting, PostingState, Route, external_id};
 pub use reconcile::{
     AmountSummary, DocumentReconciliation, DoublePosting, ErpReconciliation, FailedDelivery,
     Manifest, ManifestDocuments, ManifestPayments, ManifestTenant, ReconcileOptions,

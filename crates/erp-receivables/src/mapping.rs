@@ -9,8 +9,8 @@
 //!
 //! Every journal is checked to balance before it is returned; an unbalanced one, like any other
 //! data problem, is a permanent `validation` failure that dead-letters the event. The ERP route
-//! of the tenant (kind, endpoint, credential reference, legal entity) is copied into the effect
-//! because the writer has no tenant configuration.
+//! of the tenant (its `erp` table, GL accounts, legal entity, currency) is copied into the
+//! effect because the writer, which renders the ERP documents, has no tenant configuration.
 
 use std::future::Future;
 
@@ -19,7 +19,7 @@ use ledgerflow_core::{
     PaymentCaptured, ReasonCode,
 };
 use ledgerflow_store::{Backend, ConsumerLogic, StoreError};
-use ledgerflow_tenants::{ErpKind, SecretRef, TenantConfig};
+use ledgerflow_tenants::{AccountMapping, ErpKind, ErpTarget, TenantConfig};
 use sqlx::AnyConnection;
 
 use crate::journal::{JournalEntry, JournalKind, JournalLine, journal_id, net_credits};
@@ -32,20 +32,19 @@ pub const CONSUMER_NAME: &str = "erp-receivables";
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ErpReceivables;
 
-/// Where a tenant's journals go, copied from its configuration at mapping time.
+/// Where a tenant's journals go and what their ERP documents are rendered from, copied from
+/// its configuration at mapping time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErpRoute {
-    /// Payload shape.
-    pub kind: ErpKind,
-    /// Base URL.
-    pub endpoint: String,
-    /// Bearer credential reference (the secret is read by the dispatcher at send time).
-    pub credential: SecretRef,
-    /// Legal entity: NetSuite subsidiary, Dynamics `dataAreaId`, S/4HANA company code, Fusion
-    /// ledger.
+    /// The tenant's `erp` table: kind, account, base URL, mode, auth references, mapping,
+    /// account limits and the config fingerprint (secrets are read at send time).
+    pub target: ErpTarget,
+    /// The tenant's legal entity (labels on documents).
     pub legal_entity: String,
     /// The tenant's book currency (Fusion's accounted amounts are only given in it).
     pub functional_currency: Currency,
+    /// The tenant's GL accounts (subledger documents tell the receivable line from the rest).
+    pub accounts: AccountMapping,
     /// Deliveries per second for the tenant; none = unlimited.
     pub rate_limit_per_sec: Option<u32>,
 }
@@ -54,13 +53,26 @@ impl ErpRoute {
     /// The route of a tenant, or none when it keeps the subledger only.
     pub fn of(tenant: &TenantConfig) -> Option<Self> {
         tenant.erp.as_ref().map(|erp| Self {
-            kind: erp.kind,
-            endpoint: erp.endpoint.clone(),
-            credential: erp.credential.clone(),
+            target: erp.clone(),
             legal_entity: tenant.legal_entity.clone(),
             functional_currency: tenant.functional_currency,
+            accounts: tenant.accounts.clone(),
             rate_limit_per_sec: tenant.rate_limit_per_sec,
         })
+    }
+
+    /// The ERP kind.
+    pub fn kind(&self) -> ErpKind {
+        self.target.kind
+    }
+
+    /// What a posting stores of this route.
+    pub fn posting_route(&self) -> crate::posting::Route {
+        crate::posting::Route {
+            target: self.target.clone(),
+            limits: self.target.account_limits(),
+            tenant_rate_per_sec: self.rate_limit_per_sec,
+        }
     }
 }
 
@@ -433,22 +445,73 @@ pub(crate) mod tests {
     use ledgerflow_core::{
         Coordinates, CustomerUpserted, InvoiceLine, SchemaId, TaxLine, TenantId, UsageAggregated,
     };
-    use ledgerflow_tenants::{AccountMapping, ErpTarget};
+    use ledgerflow_tenants::{
+        Dynamics365Mapping, ErpAuth, ErpMode, NetsuiteMapping, OracleFusionMapping, S4hanaMapping,
+        SecretRef,
+    };
 
     use super::*;
+
+    /// A route of `kind` with plausible keys for every ERP (journal mode).
+    pub(crate) fn target(kind: ErpKind) -> ErpTarget {
+        let secret = SecretRef::Env {
+            env: "ERP_SECRET".into(),
+        };
+        let auth = match kind {
+            ErpKind::Netsuite => ErpAuth::NetsuiteTba {
+                consumer_key: secret.clone(),
+                consumer_secret: secret.clone(),
+                token_id: secret.clone(),
+                token_secret: secret,
+            },
+            ErpKind::Dynamics365 => ErpAuth::Oauth2ClientCredentials {
+                token_url: "http://127.0.0.1:9/token".into(),
+                client_id: "app".into(),
+                client_secret: secret,
+                scope: None,
+            },
+            ErpKind::S4hana | ErpKind::OracleFusion => ErpAuth::Basic {
+                user: "u".into(),
+                password: secret,
+            },
+        };
+        ErpTarget {
+            kind,
+            account: "ACCT1".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            mode: ErpMode::Journal,
+            auth,
+            netsuite: (kind == ErpKind::Netsuite).then(|| NetsuiteMapping {
+                subsidiary: "3".into(),
+                default_item: Some("501".into()),
+                items: BTreeMap::from([("4100".into(), "502".into())]),
+            }),
+            dynamics365: (kind == ErpKind::Dynamics365).then(|| Dynamics365Mapping {
+                data_area_id: "usmf".into(),
+                journal_name: "GenJrn".into(),
+                payment_journal_name: Some("CustPay".into()),
+            }),
+            s4hana: (kind == ErpKind::S4hana).then(|| S4hanaMapping {
+                company_code: "1010".into(),
+                document_type: "SA".into(),
+            }),
+            oracle_fusion: (kind == ErpKind::OracleFusion).then(|| OracleFusionMapping {
+                ledger: "US Primary".into(),
+                business_unit: "US BU".into(),
+                journal_source: "ledgerflow".into(),
+                journal_category: "Sales".into(),
+            }),
+            limits: None,
+            config_version: "cfg-test".into(),
+        }
+    }
 
     pub(crate) fn tenant(id: &str, erp: Option<ErpKind>) -> TenantConfig {
         TenantConfig {
             tenant_id: TenantId::parse(id).unwrap(),
             legal_entity: "US01".into(),
             functional_currency: Currency::parse("USD").unwrap(),
-            erp: erp.map(|kind| ErpTarget {
-                kind,
-                endpoint: "http://127.0.0.1:9/erp".into(),
-                credential: SecretRef::Env {
-                    env: "ERP_TOKEN".into(),
-                },
-            }),
+            erp: erp.map(target),
             accounts: AccountMapping {
                 receivable: "1100".into(),
                 revenue_default: "4000".into(),

@@ -269,12 +269,16 @@ pub struct DoublePosting {
 pub struct ErpReconciliation {
     /// Journals of the tenant posted while it had an ERP, that have no outbox row.
     pub journals_without_outbox: Vec<String>,
-    /// Outbox rows still pending.
+    /// Postings still pending.
     pub pending: u64,
-    /// Outbox rows acknowledged.
+    /// Postings whose asynchronous job is still running.
+    pub accepted: u64,
+    /// Postings confirmed by the ERP (the document exists there).
     pub acked: u64,
-    /// Outbox rows parked as failed.
+    /// Postings parked as failed.
     pub failed: u64,
+    /// Failed postings an operator resolved.
+    pub resolved: u64,
     /// Failed rows: journal id, last status, last error.
     pub failed_deliveries: Vec<FailedDelivery>,
 }
@@ -286,6 +290,8 @@ pub struct FailedDelivery {
     pub journal_id: String,
     /// Last HTTP status, when there was a response.
     pub last_status: Option<i64>,
+    /// Last error class (`timeout`, `throttled`, `rejected`, `auth`, ...).
+    pub last_error_class: Option<String>,
     /// Last error (status and body excerpt, secrets redacted).
     pub last_error: Option<String>,
     /// Attempts made.
@@ -418,7 +424,16 @@ pub async fn reconcile(
     backend: Backend,
     opts: &ReconcileOptions,
 ) -> Result<ReconcileReport, ErpError> {
-    let _ = backend; // The same SQL runs on both backends.
+    // The same SQL runs on both backends; a SQLite file last written before the adapters
+    // lacks the newer outbox columns this report reads.
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(ErpError::db("connecting to reconcile"))?;
+    crate::schema::upgrade_sqlite(&mut conn, backend)
+        .await
+        .map_err(ErpError::db("upgrading erp_outbox"))?;
+    drop(conn);
     let scope = Scope {
         tenant: opts.tenant.as_deref(),
         from: opts.from,
@@ -772,15 +787,18 @@ async fn erp_status(
         let n = u64::try_from(int(&row, 2)?).unwrap_or(0);
         match text(&row, 1)?.as_str() {
             "pending" => tenant.erp.pending += n,
-            "acked" => tenant.erp.acked += n,
+            "accepted" => tenant.erp.accepted += n,
+            // `acked` is the name rows had before adapters.
+            "confirmed" | "acked" => tenant.erp.acked += n,
             "failed" => tenant.erp.failed += n,
+            "resolved" => tenant.erp.resolved += n,
             other => return Err(ErpError::Corrupt(format!("outbox status {other:?}"))),
         }
     }
     let (clause, params) = scope.clause("tenant_id", None);
     let sql = format!(
-        "SELECT tenant_id, journal_id, last_status, last_error, attempts FROM erp_outbox
-         WHERE status = 'failed'{clause} ORDER BY tenant_id, journal_id"
+        "SELECT tenant_id, journal_id, last_status, last_error, attempts, last_error_class
+         FROM erp_outbox WHERE status = 'failed'{clause} ORDER BY tenant_id, journal_id"
     );
     for row in fetch(pool, "listing failed erp deliveries", &sql, params).await? {
         let tenant = tenants.entry(text(&row, 0)?).or_default();
@@ -794,6 +812,9 @@ async fn erp_status(
                     .try_get(3)
                     .map_err(|e| ErpError::Corrupt(format!("outbox last_error: {e}")))?,
                 attempts: int(&row, 4)?,
+                last_error_class: row
+                    .try_get(5)
+                    .map_err(|e| ErpError::Corrupt(format!("outbox last_error_class: {e}")))?,
             });
         }
     }

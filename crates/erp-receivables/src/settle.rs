@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 
 use ledgerflow_core::{Currency, EventId};
 
+use crate::adapter::InvoiceRef;
 use crate::journal::{JournalEntry, JournalKind, JournalLine, journal_id};
 use crate::mapping::{ErpEffect, ErpRoute, Posting};
 
@@ -34,6 +35,7 @@ fn key(tenant: &str, id: &str) -> Key {
 #[derive(Debug, Clone)]
 pub(crate) struct StoredInvoice {
     pub(crate) event_id: String,
+    pub(crate) customer_id: String,
     pub(crate) currency: String,
     pub(crate) open: i128,
     pub(crate) receivable_account: String,
@@ -88,13 +90,24 @@ pub(crate) struct Conflict {
     pub(crate) existing_event_id: String,
 }
 
+/// A journal to insert, with its route and what an ERP document of it needs besides.
+#[derive(Debug, Clone)]
+pub(crate) struct PlannedJournal {
+    pub(crate) journal: JournalEntry,
+    pub(crate) route: Option<ErpRoute>,
+    /// The customer of the document.
+    pub(crate) customer_id: String,
+    /// For an application: the invoice it settles; for a credit memo: the invoice it credits.
+    pub(crate) invoice: Option<InvoiceRef>,
+}
+
 /// Everything the writer inserts and checks for one batch.
 #[derive(Debug, Default)]
 pub(crate) struct Plan<'a> {
     /// Effects to insert (documents, payments, customers), in batch order, conflicts removed.
     pub(crate) accepted: Vec<&'a ErpEffect>,
     /// Journals to insert: the accepted effects' and the applications', with their route.
-    pub(crate) journals: Vec<(JournalEntry, Option<ErpRoute>)>,
+    pub(crate) journals: Vec<PlannedJournal>,
     pub(crate) applications: Vec<Application>,
     pub(crate) conflicts: Vec<Conflict>,
     /// Open balance after the batch of every invoice the batch posted or changed.
@@ -109,6 +122,9 @@ pub(crate) struct PlanError(pub(crate) String);
 
 #[derive(Debug)]
 struct OpenInvoice {
+    /// The event that posted it, when it parses (stored rows always do).
+    event_id: Option<EventId>,
+    customer_id: String,
     currency: String,
     open: i128,
     receivable_account: String,
@@ -128,6 +144,8 @@ pub(crate) fn plan<'a>(
             (
                 k.clone(),
                 OpenInvoice {
+                    event_id: EventId::parse(&v.event_id).ok(),
+                    customer_id: v.customer_id.clone(),
                     currency: v.currency.clone(),
                     open: v.open,
                     receivable_account: v.receivable_account.clone(),
@@ -164,9 +182,16 @@ pub(crate) fn plan<'a>(
                 }
                 invoice_events.insert(k.clone(), event.clone());
                 out.accepted.push(effect);
-                out.journals.push((p.journal.clone(), effect.route.clone()));
+                out.journals.push(PlannedJournal {
+                    journal: p.journal.clone(),
+                    route: effect.route.clone(),
+                    customer_id: p.customer_id.clone(),
+                    invoice: None,
+                });
                 let credited = stored.credits.remove(&k).unwrap_or(0);
                 let mut invoice = OpenInvoice {
+                    event_id: Some(effect.event_id),
+                    customer_id: p.customer_id.clone(),
                     currency: p.currency.code().to_owned(),
                     open: i128::from(p.total_minor) - credited,
                     receivable_account: p.receivable_account.clone(),
@@ -190,7 +215,17 @@ pub(crate) fn plan<'a>(
                 }
                 payment_events.insert(pk.clone(), event.clone());
                 out.accepted.push(effect);
-                out.journals.push((p.journal.clone(), effect.route.clone()));
+                out.journals.push(PlannedJournal {
+                    journal: p.journal.clone(),
+                    route: effect.route.clone(),
+                    customer_id: p.customer_id.clone(),
+                    invoice: Some(InvoiceRef {
+                        invoice_id: p.invoice_id.clone(),
+                        event_id: invoices
+                            .get(&key(tenant, &p.invoice_id))
+                            .and_then(|i| i.event_id),
+                    }),
+                });
                 let payment = HeldPayment {
                     payment_id: p.payment_id.clone(),
                     event_id: effect.event_id,
@@ -217,7 +252,17 @@ pub(crate) fn plan<'a>(
                 }
                 memo_events.insert(mk, event.clone());
                 out.accepted.push(effect);
-                out.journals.push((p.journal.clone(), effect.route.clone()));
+                out.journals.push(PlannedJournal {
+                    journal: p.journal.clone(),
+                    route: effect.route.clone(),
+                    customer_id: p.customer_id.clone(),
+                    invoice: Some(InvoiceRef {
+                        invoice_id: p.invoice_id.clone(),
+                        event_id: invoices
+                            .get(&key(tenant, &p.invoice_id))
+                            .and_then(|i| i.event_id),
+                    }),
+                });
                 let ik = key(tenant, &p.invoice_id);
                 match invoices.get_mut(&ik) {
                     Some(invoice) => {
@@ -320,7 +365,15 @@ impl Plan<'_> {
             journal_id: id.to_string(),
             applied_at,
         });
-        self.journals.push((journal, route.clone()));
+        self.journals.push(PlannedJournal {
+            journal,
+            route: route.clone(),
+            customer_id: invoice.customer_id.clone(),
+            invoice: Some(InvoiceRef {
+                invoice_id: invoice_id.to_owned(),
+                event_id: invoice.event_id,
+            }),
+        });
         Ok(())
     }
 }
@@ -374,8 +427,13 @@ mod tests {
         assert_eq!(plan.invoice_open[&k("i1")], 0);
         assert_eq!(plan.payment_unapplied[&k("p1")], 0);
         assert_eq!(plan.journals.len(), 3);
-        let app = &plan.journals[2].0;
+        let planned = &plan.journals[2];
+        let app = &planned.journal;
         assert_eq!(app.kind, JournalKind::Application);
+        assert_eq!(planned.customer_id, "cus-1");
+        let settled = planned.invoice.as_ref().unwrap();
+        assert_eq!(settled.invoice_id, "i1");
+        assert_eq!(settled.event_id, Some(effects[0].event_id));
         assert_eq!(
             app.id,
             journal_id(&effects[1].event_id, JournalKind::Application)
@@ -431,6 +489,7 @@ mod tests {
             k("i1"),
             StoredInvoice {
                 event_id: eid(1),
+                customer_id: "cus-1".into(),
                 currency: "USD".into(),
                 open: 1000,
                 receivable_account: "1100".into(),

@@ -8,24 +8,28 @@
 //!    Postgres default, so reads after the lock see what the previous holder committed.
 //! 2. Load the stored state the batch touches, a few `(tenant_id, id) IN (...)` queries.
 //! 3. Plan in memory, in batch order ([`crate::settle`]).
-//! 4. Set-based inserts: customers (upsert, newest wins), documents, payments, journals,
-//!    lines, applications, conflicts, outbox rows. On Postgres each is one fixed statement
-//!    over `UNNEST` of one array per column ([`Rows`]), prepared once per connection.
-//! 5. Recompute the open balances of touched invoices and the unapplied amounts of touched
+//! 4. Render every journal of a tenant with an ERP for it (the adapter's pure `render`, see
+//!    [`crate::adapter`]): the posting's document, external id, route and dependencies.
+//! 5. Set-based inserts: customers (upsert, newest wins), documents, payments, journals,
+//!    lines, applications, conflicts, postings (outbox rows) and their dependencies. On
+//!    Postgres each is one fixed statement over `UNNEST` of one array per column ([`Rows`]),
+//!    prepared once per connection.
+//! 6. Recompute the open balances of touched invoices and the unapplied amounts of touched
 //!    payments from the source rows (applications, credit memos) and compare them with the
 //!    plan; any difference is an invariant violation and the batch rolls back.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use ledgerflow_core::{Envelope, EventId};
 use ledgerflow_store::{Backend, Rows, StoreError, lock_tenants};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::journal::idempotency_key;
+use crate::adapter::{Document, RenderInput, Rendered};
 use crate::mapping::{CustomerRecord, ErpEffect, Posting};
-use crate::payloads;
-use crate::settle::{self, HeldPayment, Key, Plan, Stored, StoredInvoice};
+use crate::posting::{PostingState, external_id};
+use crate::settle::{self, HeldPayment, Key, Plan, PlannedJournal, Stored, StoredInvoice};
+use crate::{adapters, payloads, schema};
 
 /// Advisory lock class of the per-tenant write lock (`pg_advisory_xact_lock(int, int)`, a key
 /// space apart from the single-`bigint` locks the store uses).
@@ -56,13 +60,19 @@ pub(crate) async fn write(
     .await?;
     let stored = load(conn, backend, &list).await?;
     let plan = settle::plan(&list, stored).map_err(|e| StoreError::Invariant(e.0))?;
+    let outbox = render_postings(&plan)?;
+    if !outbox.rows.is_empty() {
+        schema::upgrade_sqlite(conn, backend)
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("upgrading erp_outbox: {e}")))?;
+    }
     insert_customers(conn, backend, &plan).await?;
     insert_documents(conn, backend, &plan).await?;
     insert_payments(conn, backend, &plan).await?;
-    insert_journals(conn, backend, &plan).await?;
+    insert_journals(conn, backend, &plan, &outbox.not_posted).await?;
     insert_applications(conn, backend, &plan).await?;
     insert_conflicts(conn, backend, &plan).await?;
-    insert_outbox(conn, backend, &plan).await?;
+    insert_outbox(conn, backend, &outbox).await?;
     verify_balances(conn, backend, &plan).await?;
     Ok(())
 }
@@ -155,7 +165,8 @@ async fn load(
         conn,
         backend,
         action,
-        "SELECT tenant_id, doc_id, event_id, currency, open_minor, receivable_account, issued_at
+        "SELECT tenant_id, doc_id, event_id, currency, open_minor, receivable_account, issued_at,
+                customer_id
          FROM erp_ar_documents WHERE doc_type = 'invoice' AND (tenant_id, doc_id) IN (",
         ")",
         &dedup(invoice_refs),
@@ -174,6 +185,7 @@ async fn load(
                 open: i128::from(row.try_get::<i64, _>(4).map_err(corrupt(action))?),
                 receivable_account: row.try_get(5).map_err(corrupt(action))?,
                 issued_at: row.try_get(6).map_err(corrupt(action))?,
+                customer_id: row.try_get(7).map_err(corrupt(action))?,
             },
         );
     }
@@ -491,9 +503,10 @@ async fn insert_journals(
     conn: &mut AnyConnection,
     backend: Backend,
     plan: &Plan<'_>,
+    not_posted: &HashSet<uuid::Uuid>,
 ) -> Result<(), StoreError> {
     let mut totals = Vec::with_capacity(plan.journals.len());
-    for (j, _) in &plan.journals {
+    for PlannedJournal { journal: j, .. } in &plan.journals {
         let total = j.total_debit();
         totals.push(i64::try_from(total).map_err(|_| {
             StoreError::Invariant(format!(
@@ -515,7 +528,15 @@ async fn insert_journals(
          document_type, document_id, memo, total_minor, line_count, erp_kind)",
         "",
         &rows,
-        |v, ((j, route), total)| {
+        |v, (planned, total)| {
+            let j = &planned.journal;
+            // `erp_kind` says the journal is an ERP posting; one the ERP has no counterpart
+            // for in the tenant's mode stays in the subledger only.
+            let erp_kind = planned
+                .route
+                .as_ref()
+                .filter(|_| !not_posted.contains(&j.id))
+                .map(|r| r.kind().as_str().to_owned());
             v.push(j.id.to_string())
                 .push(j.tenant_id.clone())
                 .push(j.event_id.to_string())
@@ -527,14 +548,15 @@ async fn insert_journals(
                 .push(j.memo.clone())
                 .push(*total)
                 .push(j.lines.len() as i64)
-                .push(route.as_ref().map(|r| r.kind.as_str().to_owned()));
+                .push(erp_kind);
         },
     )
     .await?;
     let lines: Vec<_> = plan
         .journals
         .iter()
-        .flat_map(|(j, _)| {
+        .flat_map(|planned| {
+            let j = &planned.journal;
             j.lines
                 .iter()
                 .enumerate()
@@ -612,51 +634,181 @@ async fn insert_conflicts(
     .await
 }
 
+/// One posting to insert.
+#[derive(Debug)]
+struct OutboxRow {
+    id: String,
+    tenant_id: String,
+    erp_kind: &'static str,
+    base_url: String,
+    auth: String,
+    rate: Option<i64>,
+    external_id: String,
+    document: String,
+    status: PostingState,
+    journal_kind: &'static str,
+    document_kind: String,
+    erp_account: String,
+    route: String,
+    config_version: String,
+    last_error_class: Option<&'static str>,
+    last_error: Option<String>,
+    depends_on: Vec<String>,
+}
+
+/// The batch's postings, and the journals that have an ERP route but no posting.
+#[derive(Debug, Default)]
+struct Postings {
+    rows: Vec<OutboxRow>,
+    not_posted: HashSet<uuid::Uuid>,
+}
+
+/// Renders every routed journal of the plan. Pure. A journal its adapter cannot render (a
+/// mapping problem the tenants file validation did not catch) still gets its posting, parked
+/// as `failed` with class `mapping` for an operator, so the batch commits and reconcile shows it.
+fn render_postings(plan: &Plan<'_>) -> Result<Postings, StoreError> {
+    let mut out = Postings::default();
+    // The route is the same for every journal of a tenant and configuration in a batch.
+    let mut routes: HashMap<(&str, &str), (String, String)> = HashMap::new();
+    for planned in &plan.journals {
+        let Some(route) = &planned.route else {
+            continue;
+        };
+        let journal = &planned.journal;
+        if journal.lines.is_empty() {
+            // A zero-amount document: recorded in the subledger, nothing for the ERP.
+            out.not_posted.insert(journal.id);
+            continue;
+        }
+        let ext = external_id(&journal.tenant_id, &journal.event_id, journal.kind);
+        let rendered = match adapters::builtin(route.kind()) {
+            Some(adapter) => adapter.render(&RenderInput {
+                journal,
+                route,
+                external_id: &ext,
+                customer_id: &planned.customer_id,
+                invoice: planned.invoice.as_ref(),
+            }),
+            // No adapter yet: store the kind's journal shape and wait (not claimed).
+            None => Ok(Rendered::Document(Document {
+                kind: "legacy".to_owned(),
+                body: payloads::render(journal, route, &ext)
+                    .unwrap_or_else(|| serde_json::json!({})),
+                depends_on: Vec::new(),
+            })),
+        };
+        let (status, document, error) = match rendered {
+            Ok(Rendered::Document(document)) => (PostingState::Pending, document, None),
+            Ok(Rendered::NotPosted { .. }) => {
+                out.not_posted.insert(journal.id);
+                continue;
+            }
+            Err(e) => (
+                PostingState::Failed,
+                Document {
+                    kind: "unrendered".to_owned(),
+                    body: serde_json::json!({}),
+                    depends_on: Vec::new(),
+                },
+                Some(e.to_string()),
+            ),
+        };
+        let target = &route.target;
+        let cached = routes
+            .entry((journal.tenant_id.as_str(), target.config_version.as_str()))
+            .or_insert_with(|| {
+                (
+                    serde_json::to_string(&route.posting_route()).unwrap_or_default(),
+                    serde_json::to_string(&target.auth).unwrap_or_default(),
+                )
+            });
+        out.rows.push(OutboxRow {
+            id: journal.id.to_string(),
+            tenant_id: journal.tenant_id.clone(),
+            erp_kind: route.kind().as_str(),
+            base_url: target.base_url.clone(),
+            auth: cached.1.clone(),
+            rate: route.rate_limit_per_sec.map(i64::from),
+            external_id: ext,
+            document: document.body.to_string(),
+            status,
+            journal_kind: journal.kind.as_str(),
+            document_kind: document.kind,
+            erp_account: target.account.clone(),
+            route: cached.0.clone(),
+            config_version: target.config_version.clone(),
+            last_error_class: error.as_ref().map(|_| "mapping"),
+            last_error: error,
+            depends_on: document.depends_on,
+        });
+    }
+    Ok(out)
+}
+
 async fn insert_outbox(
     conn: &mut AnyConnection,
     backend: Backend,
-    plan: &Plan<'_>,
+    postings: &Postings,
 ) -> Result<(), StoreError> {
     let now = now_micros();
-    let mut rows = Vec::new();
-    for (journal, route) in &plan.journals {
-        let Some(route) = route else { continue };
-        if journal.lines.is_empty() {
-            // A zero-amount document: recorded in the subledger, nothing for the ERP.
-            continue;
-        }
-        let payload = payloads::render(journal, route);
-        let credential = serde_json::to_string(&route.credential)
-            .map_err(|e| StoreError::Invariant(format!("credential reference: {e}")))?;
-        rows.push((journal, route, payload.to_string(), credential));
-    }
     insert_rows(
         conn,
         backend,
-        "enqueueing erp deliveries",
+        "enqueueing erp postings",
         &[
             "text", "text", "text", "text", "text", "text", "bigint", "text", "text", "text",
-            "bigint", "bigint", "bigint",
+            "bigint", "bigint", "bigint", "text", "text", "text", "text", "text", "text", "text",
+            "text", "bigint", "text", "bigint",
         ],
         "INSERT INTO erp_outbox (id, tenant_id, journal_id, erp_kind, endpoint, credential,
          rate_limit_per_sec, idempotency_key, payload, status, attempts, next_attempt_at,
-         created_at)",
+         created_at, external_id, journal_kind, document_kind, erp_account, route,
+         config_version, last_error_class, last_error, indefinite, history, updated_at)",
         "",
-        &rows,
-        |v, (j, route, payload, credential)| {
-            v.push(j.id.to_string())
-                .push(j.tenant_id.clone())
-                .push(j.id.to_string())
-                .push(route.kind.as_str().to_owned())
-                .push(route.endpoint.clone())
-                .push(credential.clone())
-                .push(route.rate_limit_per_sec.map(i64::from))
-                .push(idempotency_key(&j.id))
-                .push(payload.clone())
-                .push("pending".to_owned())
+        &postings.rows,
+        |v, r| {
+            v.push(r.id.clone())
+                .push(r.tenant_id.clone())
+                .push(r.id.clone())
+                .push(r.erp_kind.to_owned())
+                .push(r.base_url.clone())
+                .push(r.auth.clone())
+                .push(r.rate)
+                .push(r.external_id.clone())
+                .push(r.document.clone())
+                .push(r.status.as_str().to_owned())
                 .push(0_i64)
                 .push(now)
+                .push(now)
+                .push(r.external_id.clone())
+                .push(r.journal_kind.to_owned())
+                .push(r.document_kind.clone())
+                .push(r.erp_account.clone())
+                .push(r.route.clone())
+                .push(r.config_version.clone())
+                .push(r.last_error_class.map(str::to_owned))
+                .push(r.last_error.clone())
+                .push(0_i64)
+                .push("[]".to_owned())
                 .push(now);
+        },
+    )
+    .await?;
+    let dependencies: Vec<(&str, &str)> = postings
+        .rows
+        .iter()
+        .flat_map(|r| r.depends_on.iter().map(|d| (r.id.as_str(), d.as_str())))
+        .collect();
+    insert_rows(
+        conn,
+        backend,
+        "recording erp posting dependencies",
+        &["text", "text"],
+        "INSERT INTO erp_outbox_dependencies (outbox_id, depends_on)",
+        "ON CONFLICT (outbox_id, depends_on) DO NOTHING",
+        &dependencies,
+        |v, (id, on)| {
+            v.push((*id).to_owned()).push((*on).to_owned());
         },
     )
     .await

@@ -55,9 +55,18 @@ pub const CONSUMER_LAG_SECONDS: &str = "ledgerflow_consumer_lag_seconds";
 pub const DEAD_LETTER_DEPTH: &str = "ledgerflow_dead_letter_depth";
 /// Outbox rows not yet delivered, by consumer and status (`pending`, `failed`). Sampled.
 pub const OUTBOX_BACKLOG: &str = "ledgerflow_outbox_backlog";
-/// ERP postings (outbox rows) by tenant (bounded) and status (`pending`, `acked`, `failed`):
-/// the inputs of the posting success ratio. Sampled.
+/// ERP postings (outbox rows) by tenant (bounded) and state (`pending`, `accepted`,
+/// `confirmed`, `failed`, `resolved`): the inputs of the posting success ratio. Sampled.
 pub const ERP_POSTINGS: &str = "ledgerflow_erp_postings";
+/// Seconds per ERP request (lookups, sends, polls; not token requests), by ERP kind.
+pub const ERP_REQUEST_SECONDS: &str = "ledgerflow_erp_request_seconds";
+/// ERP responses by ERP kind and class (`2xx`, `4xx`, `429`, `5xx`, `timeout`, `connection`).
+pub const ERP_RESPONSES_TOTAL: &str = "ledgerflow_erp_responses_total";
+/// ERP requests in flight, by ERP kind and account (accounts come from the tenants file).
+pub const ERP_IN_FLIGHT: &str = "ledgerflow_erp_in_flight";
+/// Delivery attempts by ERP kind and outcome (`confirmed`, `accepted`, `retry`, `failed`,
+/// `deferred`).
+pub const ERP_OUTCOMES_TOTAL: &str = "ledgerflow_erp_outcomes_total";
 /// Webhook deliveries (notification outbox rows) by tenant (bounded) and status (`pending`,
 /// `delivered`, `failed`): the inputs of the webhook delivery success ratio. Sampled.
 pub const WEBHOOK_DELIVERIES: &str = "ledgerflow_webhook_deliveries";
@@ -190,7 +199,31 @@ pub const CATALOGUE: &[Metric] = &[
         ERP_POSTINGS,
         MetricKind::Gauge,
         &["tenant", "status"],
-        "ERP postings by tenant (bounded, see LEDGERFLOW_METRICS_TENANTS) and status: pending, acked, failed (sampled).",
+        "ERP postings by tenant (bounded, see LEDGERFLOW_METRICS_TENANTS) and state: pending, accepted, confirmed, failed, resolved (sampled).",
+    ),
+    metric(
+        ERP_REQUEST_SECONDS,
+        MetricKind::Histogram,
+        &["erp"],
+        "Seconds per ERP request (lookups, sends, job polls), by ERP kind.",
+    ),
+    metric(
+        ERP_RESPONSES_TOTAL,
+        MetricKind::Counter,
+        &["erp", "class"],
+        "ERP responses by ERP kind and class: 2xx, 4xx, 429, 5xx, timeout, connection.",
+    ),
+    metric(
+        ERP_IN_FLIGHT,
+        MetricKind::Gauge,
+        &["erp", "account"],
+        "ERP requests in flight per ERP account (accounts come from the tenants file).",
+    ),
+    metric(
+        ERP_OUTCOMES_TOTAL,
+        MetricKind::Counter,
+        &["erp", "outcome"],
+        "ERP delivery attempts by outcome: confirmed, accepted, retry, failed, deferred (account paused, no request made).",
     ),
     metric(
         WEBHOOK_DELIVERIES,
@@ -219,7 +252,7 @@ pub const CATALOGUE: &[Metric] = &[
 ];
 
 /// Bucket bounds of the catalogued histograms. Decoding is microseconds, a batch commit
-/// milliseconds to seconds, a batch 1 to 10,000 records.
+/// milliseconds to seconds, a batch 1 to 10,000 records, an ERP request up to a minute.
 fn buckets(name: &str) -> &'static [f64] {
     match name {
         BATCH_RECORDS => &[
@@ -228,6 +261,10 @@ fn buckets(name: &str) -> &'static [f64] {
         DECODE_SECONDS => &[
             0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05, 0.25,
             1.0,
+        ],
+        // ERP calls: tens of milliseconds to the request timeout (tens of seconds).
+        ERP_REQUEST_SECONDS => &[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
         ],
         _ => &[
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

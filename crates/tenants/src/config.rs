@@ -11,37 +11,7 @@ use std::path::PathBuf;
 use ledgerflow_core::{Currency, EventType, TenantId};
 use serde::{Deserialize, Serialize};
 
-/// Which ERP payload shape a tenant's journals are rendered in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErpKind {
-    /// Oracle NetSuite (REST record API: journalEntry, invoice, customerPayment).
-    Netsuite,
-    /// Microsoft Dynamics 365 Finance (OData general journal lines).
-    Dynamics365,
-    /// SAP S/4HANA (journal entry post API).
-    S4hana,
-    /// Oracle Fusion Cloud Financials (journal import / receivables).
-    OracleFusion,
-}
-
-impl ErpKind {
-    /// Stable name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Netsuite => "netsuite",
-            Self::Dynamics365 => "dynamics365",
-            Self::S4hana => "s4hana",
-            Self::OracleFusion => "oracle_fusion",
-        }
-    }
-}
-
-impl fmt::Display for ErpKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::erp::{ErpAccountConfig, ErpTarget};
 
 /// Where a secret lives. The secret itself is never in the tenants file, never logged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,18 +27,6 @@ pub enum SecretRef {
         /// File path; relative paths are relative to the tenants file.
         file: PathBuf,
     },
-}
-
-/// A tenant's ERP endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ErpTarget {
-    /// Payload shape.
-    pub kind: ErpKind,
-    /// Base URL the dispatcher POSTs to.
-    pub endpoint: String,
-    /// Bearer credential reference.
-    pub credential: SecretRef,
 }
 
 /// General-ledger accounts the receivables journals post to.
@@ -353,7 +311,7 @@ pub struct TenantConfig {
     pub legal_entity: String,
     /// Functional (book) currency.
     pub functional_currency: Currency,
-    /// ERP target; none keeps the subledger only.
+    /// ERP route; none keeps the subledger only.
     #[serde(default)]
     pub erp: Option<ErpTarget>,
     /// GL account mapping.
@@ -370,6 +328,10 @@ pub struct TenantConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantsFile {
+    /// Limits per ERP account (kind + account), shared by every tenant posting to it; an
+    /// account without an entry gets its kind's defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub erp_accounts: Vec<ErpAccountConfig>,
     /// Tenants, in any order; ids must be unique.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,

@@ -59,6 +59,26 @@ pub enum TenantsError {
         /// What is wrong, e.g. `must not be empty`.
         reason: String,
     },
+    /// An `[[erp_accounts]]` entry has an invalid value.
+    #[error("erp account {kind}/{account}: {field} {reason}")]
+    InvalidAccount {
+        /// ERP kind.
+        kind: crate::ErpKind,
+        /// Account id.
+        account: String,
+        /// The key, e.g. `concurrency`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two `[[erp_accounts]]` entries name the same account.
+    #[error("duplicate erp account {kind}/{account}")]
+    DuplicateAccount {
+        /// ERP kind.
+        kind: crate::ErpKind,
+        /// Account id.
+        account: String,
+    },
     /// The registry was built without a file, so there is nothing to reload.
     #[error("the tenant registry was not loaded from a file")]
     NoFile,

@@ -2,9 +2,16 @@
 
 use std::path::Path;
 
-/// Four tenants: every ERP kind, both secret sources, webhooks with and without an event
-/// filter, revenue by family, a rate limit, and a tenant without ERP.
+/// Five tenants: every ERP kind and auth method, both secret sources, account limits,
+/// webhooks with and without an event filter, revenue by family, a rate limit, and a tenant
+/// without ERP.
 pub(crate) const FULL: &str = r#"
+[[erp_accounts]]
+kind = "netsuite"
+account = "1234567"
+concurrency = 3
+rate_per_sec = 10
+
 [[tenants]]
 tenant_id = "acme"
 legal_entity = "Acme Corp."
@@ -13,8 +20,11 @@ rate_limit_per_sec = 50
 
 [tenants.erp]
 kind = "netsuite"
-endpoint = "https://1234567.suitetalk.api.netsuite.com/services/rest/record/v1"
-credential = { env = "ACME_NETSUITE_TOKEN" }
+account = "1234567"
+base_url = "https://1234567.suitetalk.api.netsuite.com"
+mode = "subledger"
+auth = { method = "netsuite_m2m", client_id = "acme-client", certificate_id = "cert-1", private_key = { env = "ACME_NETSUITE_KEY" } }
+netsuite = { subsidiary = "1", default_item = "501", items = { "4010" = "502" } }
 
 [tenants.accounts]
 receivable = "1200"
@@ -41,21 +51,21 @@ secret = { env = "ACME_AUDIT_WHSEC" }
 tenant_id = "globex"
 legal_entity = "Globex GmbH"
 functional_currency = "EUR"
-erp = { kind = "dynamics365", endpoint = "https://globex.operations.dynamics.com/data", credential = { file = "/run/secrets/globex-d365" } }
+erp = { kind = "dynamics365", account = "globex-prod", base_url = "https://globex.operations.dynamics.com", auth = { method = "oauth2_client_credentials", token_url = "https://login.microsoftonline.com/globex.example/oauth2/v2.0/token", client_id = "app-1", client_secret = { file = "/run/secrets/globex-d365" }, scope = "https://globex.operations.dynamics.com/.default" }, dynamics365 = { data_area_id = "demf", journal_name = "GenJrn" } }
 accounts = { receivable = "140000", revenue_default = "800000", tax_payable = "176000", cash_clearing = "120000", payment_fees = "675000", unapplied_cash = "141000" }
 
 [[tenants]]
 tenant_id = "initech"
 legal_entity = "Initech K.K."
 functional_currency = "JPY"
-erp = { kind = "s4hana", endpoint = "https://my300000-api.s4hana.cloud.sap/sap/opu/odata", credential = { env = "INITECH_S4_TOKEN" } }
+erp = { kind = "s4hana", account = "S4H", base_url = "https://my300000-api.s4hana.cloud.sap", auth = { method = "basic", user = "COMM_USER", password = { env = "INITECH_S4_PASSWORD" } }, s4hana = { company_code = "1010", document_type = "SA" } }
 accounts = { receivable = "12100000", revenue_default = "41000000", tax_payable = "22000000", cash_clearing = "11000000", payment_fees = "65000000", unapplied_cash = "12900000" }
 
 [[tenants]]
 tenant_id = "umbrella-01"
 legal_entity = "Umbrella Ltd"
 functional_currency = "GBP"
-erp = { kind = "oracle_fusion", endpoint = "https://fa-umbrella.fa.ocs.oraclecloud.com/fscmRestApi", credential = { file = "umbrella.token" } }
+erp = { kind = "oracle_fusion", account = "fa-umbrella", base_url = "https://fa-umbrella.fa.ocs.oraclecloud.com", auth = { method = "basic", user = "integration", password = { file = "umbrella.token" } }, oracle_fusion = { ledger = "UK Primary", business_unit = "UK BU", journal_source = "ledgerflow", journal_category = "Sales" } }
 accounts = { receivable = "1100", revenue_default = "4100", tax_payable = "2100", cash_clearing = "1000", payment_fees = "6100", unapplied_cash = "2110" }
 
 [[tenants]]

@@ -9,6 +9,7 @@
 //! never holds a secret value.
 
 mod config;
+mod erp;
 mod error;
 #[cfg(test)]
 mod fixtures;
@@ -18,8 +19,12 @@ mod validate;
 mod watcher;
 
 pub use config::{
-    AccountMapping, ErpKind, ErpTarget, NotificationKind, NotificationTemplates, SecretRef,
-    TenantConfig, TenantsFile, WebhookEndpoint, template_placeholders,
+    AccountMapping, NotificationKind, NotificationTemplates, SecretRef, TenantConfig, TenantsFile,
+    WebhookEndpoint, template_placeholders,
+};
+pub use erp::{
+    AccountLimits, Dynamics365Mapping, ErpAccountConfig, ErpAuth, ErpKind, ErpMode, ErpTarget,
+    JwtAlgorithm, NetsuiteMapping, OracleFusionMapping, S4hanaMapping,
 };
 pub use error::TenantsError;
 pub use registry::TenantRegistry;

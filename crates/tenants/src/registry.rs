@@ -319,13 +319,13 @@ mod tests {
         assert_eq!(ids, ["acme", "globex", "initech"]);
         let acme = registry.get(&tenant_id("acme")).unwrap();
         let erp = acme.erp.as_ref().unwrap();
-        assert_eq!(
-            erp.credential,
-            SecretRef::Env {
-                env: "LEDGERFLOW_ACME_NETSUITE_TOKEN".into()
-            },
-            "secrets are referenced by name, not read, at load"
+        assert!(
+            matches!(erp.auth.secrets()[0].1, SecretRef::File { file }
+                if file.ends_with("deploy/secrets/acme-netsuite-m2m.pem")),
+            "secrets are referenced, not read, at load (relative to the file): {:?}",
+            erp.auth.secrets()
         );
+        assert_eq!(erp.account_limits().concurrency, 4, "from [[erp_accounts]]");
         assert!(!acme.webhooks.is_empty());
         assert!(!acme.accounts.revenue_by_family.is_empty());
         assert!(acme.rate_limit_per_sec.is_some());

@@ -13,9 +13,12 @@ use std::sync::Arc;
 
 use ledgerflow_core::TenantId;
 
+use sha2::{Digest, Sha256};
+
 use crate::config::{
-    NotificationKind, SecretRef, TenantConfig, TenantsFile, template_placeholders,
+    AccountMapping, NotificationKind, SecretRef, TenantConfig, TenantsFile, template_placeholders,
 };
+use crate::erp::{AccountLimits, ErpAuth, ErpKind, ErpMode, ErpTarget};
 use crate::error::TenantsError;
 
 /// Validated tenants by id.
@@ -61,11 +64,22 @@ pub(crate) fn validate(
     file: TenantsFile,
     base_dir: Option<&Path>,
 ) -> Result<TenantMap, TenantsError> {
+    let limits = account_limits(&file)?;
     let mut tenants = TenantMap::with_capacity(file.tenants.len());
     for mut tenant in file.tenants {
         validate_tenant(&tenant)?;
         if let Some(dir) = base_dir {
             resolve_secret_paths(&mut tenant, dir);
+        }
+        if let Some(erp) = &mut tenant.erp {
+            let key = (erp.kind, erp.account.clone());
+            erp.limits = Some(
+                limits
+                    .get(&key)
+                    .copied()
+                    .unwrap_or_else(|| AccountLimits::default_for(erp.kind)),
+            );
+            erp.config_version = config_version(erp, &tenant.accounts);
         }
         if tenants.contains_key(&tenant.tenant_id) {
             return Err(TenantsError::DuplicateTenant {
@@ -75,6 +89,205 @@ pub(crate) fn validate(
         tenants.insert(tenant.tenant_id.clone(), Arc::new(tenant));
     }
     Ok(tenants)
+}
+
+/// The `[[erp_accounts]]` limits by (kind, account); ids must be plain and unique, limits
+/// positive.
+fn account_limits(
+    file: &TenantsFile,
+) -> Result<HashMap<(ErpKind, String), AccountLimits>, TenantsError> {
+    let mut out = HashMap::with_capacity(file.erp_accounts.len());
+    for entry in &file.erp_accounts {
+        let invalid = |field: &str, reason: &str| TenantsError::InvalidAccount {
+            kind: entry.kind,
+            account: entry.account.clone(),
+            field: field.to_owned(),
+            reason: reason.to_owned(),
+        };
+        check_account_id(&entry.account).map_err(|reason| invalid("account", &reason))?;
+        if entry.concurrency == 0 {
+            return Err(invalid("concurrency", "must be greater than 0"));
+        }
+        if entry.rate_per_sec == Some(0) {
+            return Err(invalid(
+                "rate_per_sec",
+                "must be greater than 0 (leave it out for no limit)",
+            ));
+        }
+        let limits = AccountLimits {
+            concurrency: entry.concurrency,
+            rate_per_sec: entry.rate_per_sec,
+        };
+        if out
+            .insert((entry.kind, entry.account.clone()), limits)
+            .is_some()
+        {
+            return Err(TenantsError::DuplicateAccount {
+                kind: entry.kind,
+                account: entry.account.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A short, stable fingerprint of what a tenant's ERP documents are rendered from: the route
+/// (with the account's limits) and the GL accounts. It changes exactly when one of them does,
+/// whatever else in the file changes, and is the same in every process that loads the file.
+fn config_version(erp: &ErpTarget, accounts: &AccountMapping) -> String {
+    #[derive(serde::Serialize)]
+    struct Rendered<'a> {
+        erp: &'a ErpTarget,
+        limits: Option<AccountLimits>,
+        accounts: &'a AccountMapping,
+    }
+    let text = toml::to_string(&Rendered {
+        erp,
+        limits: erp.limits,
+        accounts,
+    })
+    .unwrap_or_default();
+    let digest = Sha256::digest(text.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("cfg-{hex}")
+}
+
+/// ERP account ids become metric labels, path segments and row keys: keep them plain.
+fn check_account_id(id: &str) -> Result<(), String> {
+    if id.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!(
+            "{id:?} must use only letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_erp(erp: &ErpTarget) -> Result<(), (String, String)> {
+    let fail = |field: &str, reason: String| Err((format!("erp.{field}"), reason));
+    let non_empty = |field: &str, value: &str| {
+        if value.trim().is_empty() {
+            Err((format!("erp.{field}"), "must not be empty".to_owned()))
+        } else {
+            Ok(())
+        }
+    };
+    check_account_id(&erp.account).map_err(|r| ("erp.account".to_owned(), r))?;
+    check_url(&erp.base_url).map_err(|r| ("erp.base_url".to_owned(), r))?;
+
+    let allowed = ErpAuth::methods_for(erp.kind);
+    if !allowed.contains(&erp.auth.method()) {
+        return fail(
+            "auth.method",
+            format!(
+                "{} is not available for {}; use {}",
+                erp.auth.method(),
+                erp.kind,
+                allowed.join(" or ")
+            ),
+        );
+    }
+    match &erp.auth {
+        ErpAuth::Oauth2ClientCredentials {
+            token_url,
+            client_id,
+            scope,
+            ..
+        } => {
+            check_url(token_url).map_err(|r| ("erp.auth.token_url".to_owned(), r))?;
+            non_empty("auth.client_id", client_id)?;
+            if let Some(scope) = scope {
+                non_empty("auth.scope", scope)?;
+            }
+        }
+        ErpAuth::NetsuiteM2m {
+            client_id,
+            certificate_id,
+            token_url,
+            ..
+        } => {
+            non_empty("auth.client_id", client_id)?;
+            non_empty("auth.certificate_id", certificate_id)?;
+            if let Some(url) = token_url {
+                check_url(url).map_err(|r| ("erp.auth.token_url".to_owned(), r))?;
+            }
+        }
+        ErpAuth::NetsuiteTba { .. } => {}
+        ErpAuth::Basic { user, .. } => non_empty("auth.user", user)?,
+    }
+    for (key, secret) in erp.auth.secrets() {
+        check_secret_ref(secret).map_err(|r| (format!("erp.auth.{key}"), r))?;
+    }
+
+    // Exactly the kind's own table of organisational keys.
+    let tables = [
+        (ErpKind::Netsuite, erp.netsuite.is_some()),
+        (ErpKind::Dynamics365, erp.dynamics365.is_some()),
+        (ErpKind::S4hana, erp.s4hana.is_some()),
+        (ErpKind::OracleFusion, erp.oracle_fusion.is_some()),
+    ];
+    for (kind, present) in tables {
+        if kind == erp.kind && !present {
+            return fail(
+                kind.as_str(),
+                format!("is required when erp.kind = \"{kind}\""),
+            );
+        }
+        if kind != erp.kind && present {
+            return fail(
+                kind.as_str(),
+                format!("does not apply to erp.kind = \"{}\"", erp.kind),
+            );
+        }
+    }
+    let subledger = erp.mode == ErpMode::Subledger;
+    if let Some(ns) = &erp.netsuite {
+        non_empty("netsuite.subsidiary", &ns.subsidiary)?;
+        match &ns.default_item {
+            Some(item) => non_empty("netsuite.default_item", item)?,
+            None if subledger => {
+                return fail(
+                    "netsuite.default_item",
+                    "is required with mode = \"subledger\"".to_owned(),
+                );
+            }
+            None => {}
+        }
+        for (account, item) in &ns.items {
+            non_empty("netsuite.items", account)?;
+            non_empty(&format!("netsuite.items.{account}"), item)?;
+        }
+    }
+    if let Some(d) = &erp.dynamics365 {
+        non_empty("dynamics365.data_area_id", &d.data_area_id)?;
+        non_empty("dynamics365.journal_name", &d.journal_name)?;
+        match &d.payment_journal_name {
+            Some(name) => non_empty("dynamics365.payment_journal_name", name)?,
+            None if subledger => {
+                return fail(
+                    "dynamics365.payment_journal_name",
+                    "is required with mode = \"subledger\"".to_owned(),
+                );
+            }
+            None => {}
+        }
+    }
+    if let Some(s4) = &erp.s4hana {
+        non_empty("s4hana.company_code", &s4.company_code)?;
+        non_empty("s4hana.document_type", &s4.document_type)?;
+    }
+    if let Some(f) = &erp.oracle_fusion {
+        non_empty("oracle_fusion.ledger", &f.ledger)?;
+        non_empty("oracle_fusion.business_unit", &f.business_unit)?;
+        non_empty("oracle_fusion.journal_source", &f.journal_source)?;
+        non_empty("oracle_fusion.journal_category", &f.journal_category)?;
+    }
+    Ok(())
 }
 
 fn validate_tenant(tenant: &TenantConfig) -> Result<(), TenantsError> {
@@ -106,8 +319,7 @@ fn validate_tenant(tenant: &TenantConfig) -> Result<(), TenantsError> {
     non_empty("accounts.unapplied_cash", &accounts.unapplied_cash)?;
 
     if let Some(erp) = &tenant.erp {
-        check_url(&erp.endpoint).map_err(|reason| invalid("erp.endpoint", reason))?;
-        check_secret_ref(&erp.credential).map_err(|reason| invalid("erp.credential", reason))?;
+        validate_erp(erp).map_err(|(field, reason)| invalid(&field, reason))?;
     }
 
     let mut webhook_ids = HashSet::with_capacity(tenant.webhooks.len());
@@ -214,7 +426,9 @@ fn resolve_secret_paths(tenant: &mut TenantConfig, dir: &Path) {
         }
     };
     if let Some(erp) = &mut tenant.erp {
-        resolve(&mut erp.credential);
+        for secret in erp.auth.secrets_mut() {
+            resolve(secret);
+        }
     }
     for webhook in &mut tenant.webhooks {
         resolve(&mut webhook.secret);
@@ -239,7 +453,6 @@ mod tests {
     use ledgerflow_core::{Currency, EventType};
 
     use super::*;
-    use crate::config::ErpKind;
     use crate::fixtures::{FULL, minimal};
 
     fn tenant_id(raw: &str) -> TenantId {
@@ -286,11 +499,30 @@ mod tests {
         assert_eq!(acme.rate_limit_per_sec, Some(50));
         let erp = acme.erp.as_ref().unwrap();
         assert_eq!(erp.kind, ErpKind::Netsuite);
+        assert_eq!(erp.account, "1234567");
+        assert_eq!(erp.mode, ErpMode::Subledger);
         assert_eq!(
-            erp.credential,
-            SecretRef::Env {
-                env: "ACME_NETSUITE_TOKEN".into()
-            }
+            erp.auth.secrets(),
+            [(
+                "private_key",
+                &SecretRef::Env {
+                    env: "ACME_NETSUITE_KEY".into()
+                }
+            )]
+        );
+        assert_eq!(erp.netsuite.as_ref().unwrap().items["4010"], "502");
+        assert_eq!(
+            erp.limits,
+            Some(AccountLimits {
+                concurrency: 3,
+                rate_per_sec: Some(10)
+            }),
+            "limits come from [[erp_accounts]]"
+        );
+        assert!(
+            erp.config_version.starts_with("cfg-"),
+            "{}",
+            erp.config_version
         );
         assert_eq!(acme.accounts.revenue_for("usage"), "4010");
         assert_eq!(
@@ -337,6 +569,13 @@ mod tests {
                 ErpKind::OracleFusion
             ]
         );
+        let globex = tenants[&tenant_id("globex")].erp.clone().unwrap();
+        assert_eq!(
+            globex.limits,
+            Some(AccountLimits::default_for(ErpKind::Dynamics365)),
+            "an account without an entry gets its kind's defaults"
+        );
+        assert_eq!(globex.dynamics365.unwrap().data_area_id, "demf");
         let soylent = &tenants[&tenant_id("soylent")];
         assert!(soylent.erp.is_none());
         assert!(soylent.webhooks.is_empty());
@@ -411,7 +650,7 @@ mod tests {
     #[test]
     fn rejects_a_secret_ref_with_both_or_neither_source() {
         for secret in [r#"{ env = "A", file = "b" }"#, r#"{ path = "b" }"#, "{}"] {
-            let text = FULL.replacen(r#"{ env = "ACME_NETSUITE_TOKEN" }"#, secret, 1);
+            let text = FULL.replacen(r#"{ env = "ACME_NETSUITE_KEY" }"#, secret, 1);
             let result = parse(&text);
             assert!(
                 matches!(result, Err(TenantsError::Parse { .. })),
@@ -475,20 +714,23 @@ mod tests {
         assert_eq!(field, "accounts.revenue_by_family");
     }
 
+    /// A minimal tenant with the ERP table `erp` (TOML inline table body).
+    fn with_erp(erp: &str) -> Result<TenantMap, TenantsError> {
+        validate_edited("accounts =", &format!("erp = {{ {erp} }}\naccounts ="))
+    }
+
+    const NETSUITE: &str = "kind = \"netsuite\", account = \"TSTDRV1\", \
+        base_url = \"https://erp.example\", \
+        auth = { method = \"netsuite_tba\", consumer_key = { env = \"CK\" }, \
+        consumer_secret = { env = \"CS\" }, token_id = { env = \"TI\" }, \
+        token_secret = { file = \"ts\" } }, netsuite = { subsidiary = \"1\" }";
+
     #[test]
-    fn accepts_http_and_https_erp_endpoints_only() {
-        let with_endpoint = |endpoint: &str| {
-            validate_edited(
-                "accounts =",
-                &format!(
-                    "erp = {{ kind = \"netsuite\", endpoint = \"{endpoint}\", \
-                     credential = {{ env = \"T\" }} }}\naccounts ="
-                ),
-            )
-        };
-        assert!(with_endpoint("https://erp.example/api").is_ok());
-        assert!(with_endpoint("http://127.0.0.1:9000/netsuite/acme").is_ok());
-        for (endpoint, expected) in [
+    fn accepts_http_and_https_erp_base_urls_only() {
+        let with_url = |url: &str| with_erp(&NETSUITE.replace("https://erp.example", url));
+        assert!(with_url("https://erp.example/api").is_ok());
+        assert!(with_url("http://127.0.0.1:9000/netsuite/acme").is_ok());
+        for (url, expected) in [
             ("ftp://erp.example/api", "must be an http or https url"),
             ("erp.example/api", "is not a valid url"),
             ("", "is not a valid url"),
@@ -497,16 +739,170 @@ mod tests {
                 "must not embed credentials",
             ),
         ] {
-            let (field, reason) = invalid_field(with_endpoint(endpoint));
-            assert_eq!(field, "erp.endpoint");
-            assert!(reason.starts_with(expected), "{endpoint:?}: {reason}");
+            let (field, reason) = invalid_field(with_url(url));
+            assert_eq!(field, "erp.base_url");
+            assert!(reason.starts_with(expected), "{url:?}: {reason}");
         }
-        let (field, _) = invalid_field(validate_edited(
-            "accounts =",
-            "erp = { kind = \"s4hana\", endpoint = \"https://erp.example\", \
-             credential = { env = \"\" } }\naccounts =",
+    }
+
+    #[test]
+    fn erp_routes_are_validated_key_by_key() {
+        assert!(with_erp(NETSUITE).is_ok());
+        let cases = [
+            (
+                ("account = \"TSTDRV1\"", "account = \"a/b\""),
+                "erp.account",
+                "must use only",
+            ),
+            (
+                ("account = \"TSTDRV1\"", "account = \"\""),
+                "erp.account",
+                "must not be empty",
+            ),
+            (
+                ("token_id = { env = \"TI\" }", "token_id = { env = \"\" }"),
+                "erp.auth.token_id",
+                "env must name",
+            ),
+            (
+                (
+                    "netsuite = { subsidiary = \"1\" }",
+                    "netsuite = { subsidiary = \" \" }",
+                ),
+                "erp.netsuite.subsidiary",
+                "must not be empty",
+            ),
+            (
+                (
+                    "netsuite = { subsidiary = \"1\" }",
+                    "mode = \"subledger\", netsuite = { subsidiary = \"1\" }",
+                ),
+                "erp.netsuite.default_item",
+                "is required with mode = \"subledger\"",
+            ),
+            (
+                (
+                    "netsuite = { subsidiary = \"1\" }",
+                    "s4hana = { company_code = \"1\", document_type = \"SA\" }",
+                ),
+                "erp.netsuite",
+                "is required when erp.kind = \"netsuite\"",
+            ),
+            (
+                (
+                    "netsuite = { subsidiary = \"1\" }",
+                    "netsuite = { subsidiary = \"1\" }, dynamics365 = { data_area_id = \"x\", journal_name = \"y\" }",
+                ),
+                "erp.dynamics365",
+                "does not apply to erp.kind = \"netsuite\"",
+            ),
+        ];
+        for ((from, to), field, reason) in cases {
+            assert!(NETSUITE.contains(from), "{from}");
+            let (got_field, got_reason) = invalid_field(with_erp(&NETSUITE.replacen(from, to, 1)));
+            assert_eq!(got_field, field, "{to}");
+            assert!(got_reason.contains(reason), "{to}: {got_reason}");
+        }
+        // An auth method the ERP does not have.
+        let d365 = "kind = \"dynamics365\", account = \"env1\", base_url = \"https://e.example\", \
+            auth = { method = \"basic\", user = \"u\", password = { env = \"P\" } }, \
+            dynamics365 = { data_area_id = \"usmf\", journal_name = \"GenJrn\" }";
+        let (field, reason) = invalid_field(with_erp(d365));
+        assert_eq!(field, "erp.auth.method");
+        assert_eq!(
+            reason,
+            "basic is not available for dynamics365; use oauth2_client_credentials"
+        );
+        let d365 = d365.replace(
+            "method = \"basic\", user = \"u\", password = { env = \"P\" }",
+            "method = \"oauth2_client_credentials\", token_url = \"login\", client_id = \"c\", \
+             client_secret = { env = \"S\" }",
+        );
+        let (field, reason) = invalid_field(with_erp(&d365));
+        assert_eq!(field, "erp.auth.token_url");
+        assert!(reason.starts_with("is not a valid url"), "{reason}");
+        // A secret written into the file instead of a reference is refused by the parser.
+        let inline = NETSUITE.replace(
+            "token_secret = { file = \"ts\" }",
+            "token_secret = \"s3cr3t\"",
+        );
+        assert!(matches!(with_erp(&inline), Err(TenantsError::Parse { .. })));
+        let unknown = NETSUITE.replace(
+            "method = \"netsuite_tba\"",
+            "method = \"netsuite_tba\", password = { env = \"X\" }",
+        );
+        assert!(matches!(
+            with_erp(&unknown),
+            Err(TenantsError::Parse { .. })
         ));
-        assert_eq!(field, "erp.credential");
+    }
+
+    #[test]
+    fn erp_accounts_are_validated_and_shared_by_their_tenants() {
+        let account = |concurrency: &str| {
+            format!(
+                "[[erp_accounts]]\nkind = \"netsuite\"\naccount = \"TSTDRV1\"\nconcurrency = {concurrency}\n"
+            )
+        };
+        let tenant = |id: &str| {
+            minimal(id).replace("accounts =", &format!("erp = {{ {NETSUITE} }}\naccounts ="))
+        };
+        let text = format!("{}{}{}", account("2"), tenant("a"), tenant("b"));
+        let tenants = parse_and_validate(&text).unwrap();
+        for id in ["a", "b"] {
+            let erp = tenants[&tenant_id(id)].erp.clone().unwrap();
+            assert_eq!(erp.account_limits().concurrency, 2, "{id}");
+        }
+        let err = parse_and_validate(&format!("{}{}", account("0"), tenant("a"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "erp account netsuite/TSTDRV1: concurrency must be greater than 0"
+        );
+        let err = parse_and_validate(&format!("{}{}", account("2"), account("3"))).unwrap_err();
+        assert_eq!(err.to_string(), "duplicate erp account netsuite/TSTDRV1");
+        let bad_rate = account("2") + "rate_per_sec = 0\n";
+        let err = parse_and_validate(&bad_rate).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("rate_per_sec must be greater than 0"),
+            "{err}"
+        );
+        let typo = account("2") + "concurency = 1\n";
+        assert!(matches!(
+            parse_and_validate(&typo),
+            Err(TenantsError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn the_config_version_follows_the_route_and_accounts_only() {
+        let version = |text: &str| {
+            parse_and_validate(text).unwrap()[&tenant_id("acme")]
+                .erp
+                .clone()
+                .unwrap()
+                .config_version
+        };
+        let base = FULL.to_owned();
+        let v = version(&base);
+        assert_eq!(v, version(&base), "stable across loads");
+        assert_eq!(v.len(), "cfg-".len() + 16);
+        // Webhooks and other tenants do not change it ...
+        assert_eq!(v, version(&base.replace("id = \"audit\"", "id = \"ops\"")));
+        assert_eq!(v, version(&base.replace("demf", "usmf")));
+        // ... the route, the account limits and the GL accounts do.
+        assert_ne!(
+            v,
+            version(&base.replace("subsidiary = \"1\"", "subsidiary = \"2\""))
+        );
+        assert_ne!(
+            v,
+            version(&base.replace("concurrency = 3", "concurrency = 4"))
+        );
+        assert_ne!(
+            v,
+            version(&base.replacen("receivable = \"1200\"", "receivable = \"1201\"", 1))
+        );
     }
 
     fn with_webhooks(webhooks: &[(&str, &str)]) -> Result<TenantMap, TenantsError> {
@@ -652,17 +1048,20 @@ mod tests {
                 file: "/etc/ledgerflow/secrets/acme-billing.whsec".into()
             }
         );
-        let umbrella = &tenants[&tenant_id("umbrella-01")];
+        let secret_of = |tenants: &TenantMap, id: &str| {
+            tenants[&tenant_id(id)].erp.as_ref().unwrap().auth.secrets()[0]
+                .1
+                .clone()
+        };
         assert_eq!(
-            umbrella.erp.as_ref().unwrap().credential,
+            secret_of(&tenants, "umbrella-01"),
             SecretRef::File {
                 file: "/etc/ledgerflow/umbrella.token".into()
             }
         );
         // Absolute paths and env references are left alone.
-        let globex = &tenants[&tenant_id("globex")];
         assert_eq!(
-            globex.erp.as_ref().unwrap().credential,
+            secret_of(&tenants, "globex"),
             SecretRef::File {
                 file: "/run/secrets/globex-d365".into()
             }
@@ -671,11 +1070,7 @@ mod tests {
         // Without a base directory nothing is rewritten.
         let unresolved = validate(file, None).unwrap();
         assert_eq!(
-            unresolved[&tenant_id("umbrella-01")]
-                .erp
-                .as_ref()
-                .unwrap()
-                .credential,
+            secret_of(&unresolved, "umbrella-01"),
             SecretRef::File {
                 file: "umbrella.token".into()
             }

@@ -11,7 +11,10 @@ use ledgerflow_core::{
 };
 use ledgerflow_erp_receivables::ErpReceivables;
 use ledgerflow_store::{Backend, ConsumerLogic, StoreError};
-use ledgerflow_tenants::{AccountMapping, ErpKind, ErpTarget, SecretRef, TenantConfig};
+use ledgerflow_tenants::{
+    AccountMapping, Dynamics365Mapping, ErpAuth, ErpKind, ErpMode, ErpTarget, NetsuiteMapping,
+    OracleFusionMapping, S4hanaMapping, SecretRef, TenantConfig,
+};
 use ledgerflow_testkit::PgDatabase;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Connection, Row};
@@ -222,11 +225,7 @@ pub fn tenant_in(
         tenant_id: TenantId::parse(id).unwrap(),
         legal_entity: format!("LE-{id}"),
         functional_currency: Currency::parse(currency).unwrap(),
-        erp: erp.map(|(kind, endpoint, credential)| ErpTarget {
-            kind,
-            endpoint,
-            credential,
-        }),
+        erp: erp.map(|(kind, base_url, secret)| target(kind, &base_url, secret)),
         accounts: AccountMapping {
             receivable: "1100".into(),
             revenue_default: "4000".into(),
@@ -238,6 +237,58 @@ pub fn tenant_in(
         },
         webhooks: vec![],
         rate_limit_per_sec: rate,
+    }
+}
+
+/// A journal-mode route of `kind` at `base_url` (account `ACCT-<kind>`) with every key its ERP
+/// needs; `secret` is every secret reference of its auth.
+pub fn target(kind: ErpKind, base_url: &str, secret: SecretRef) -> ErpTarget {
+    let auth = match kind {
+        ErpKind::Netsuite => ErpAuth::NetsuiteTba {
+            consumer_key: secret.clone(),
+            consumer_secret: secret.clone(),
+            token_id: secret.clone(),
+            token_secret: secret,
+        },
+        ErpKind::Dynamics365 => ErpAuth::Oauth2ClientCredentials {
+            token_url: format!("{base_url}/token"),
+            client_id: "app".into(),
+            client_secret: secret,
+            scope: None,
+        },
+        ErpKind::S4hana | ErpKind::OracleFusion => ErpAuth::Basic {
+            user: "u".into(),
+            password: secret,
+        },
+    };
+    ErpTarget {
+        kind,
+        account: format!("ACCT-{kind}"),
+        base_url: base_url.to_owned(),
+        mode: ErpMode::Journal,
+        auth,
+        netsuite: (kind == ErpKind::Netsuite).then(|| NetsuiteMapping {
+            subsidiary: "1".into(),
+            default_item: Some("501".into()),
+            items: BTreeMap::new(),
+        }),
+        dynamics365: (kind == ErpKind::Dynamics365).then(|| Dynamics365Mapping {
+            data_area_id: "usmf".into(),
+            journal_name: "GenJrn".into(),
+            payment_journal_name: Some("CustPay".into()),
+        }),
+        s4hana: (kind == ErpKind::S4hana).then(|| S4hanaMapping {
+            company_code: "1010".into(),
+            document_type: "SA".into(),
+        }),
+        oracle_fusion: (kind == ErpKind::OracleFusion).then(|| OracleFusionMapping {
+            ledger: "Primary".into(),
+            business_unit: "BU".into(),
+            journal_source: "ledgerflow".into(),
+            journal_category: "Sales".into(),
+        }),
+        limits: None,
+        config_version: "cfg-test".into(),
     }
 }
 
