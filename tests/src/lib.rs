@@ -15,6 +15,9 @@
 //! The blocking helpers ([`Ledger`], [`EventProducer`]) drive their own tokio runtime: call
 //! them from plain `#[test]` functions, not from inside a tokio runtime.
 
+pub mod chaos;
+pub mod postgres;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
@@ -46,10 +49,45 @@ pub fn ledgerflow_bin() -> PathBuf {
     target.join("debug/ledgerflow")
 }
 
+/// Where `make setup` put the Kafka jars (`.local/kafka/lib`).
+pub fn kafka_lib_dir() -> PathBuf {
+    std::env::var_os("KAFKA_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/kafka/lib"))
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
+}
+
+/// Starts `ledgerflow registry serve` on `listen` with its SQLite database in `dir`; returns
+/// the process and the URL it announced.
+fn spawn_registry(dir: &Path, listen: &str) -> (Proc, String) {
+    try_spawn_registry(dir, listen).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn try_spawn_registry(dir: &Path, listen: &str) -> Result<(Proc, String), String> {
+    let db = format!("sqlite://{}", dir.join("registry.db").display());
+    let mut registry = Command::new(ledgerflow_bin())
+        .args(["registry", "serve", "--listen", listen, "--database", &db])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", ledgerflow_bin().display()))?;
+    let stdout = registry.stdout.take().ok_or("registry stdout")?;
+    let registry = Proc(registry);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the registry's address: {e}"))?;
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or_else(|| format!("the registry did not start on {listen}: {line:?}"))?
+        .to_owned();
+    Ok((registry, url))
 }
 
 /// A child process killed on drop.
@@ -115,30 +153,7 @@ impl Stack {
 
     fn on(cluster: Cluster) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = format!("sqlite://{}", dir.path().join("registry.db").display());
-        let mut registry = Command::new(ledgerflow_bin())
-            .args([
-                "registry",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--database",
-                &db,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", ledgerflow_bin().display()));
-        let stdout = registry.stdout.take().expect("registry stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("registry announces its address");
-        let registry_url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected registry output {line:?}"))
-            .to_owned();
+        let (registry, registry_url) = spawn_registry(dir.path(), "127.0.0.1:0");
         let brokers = match &cluster {
             Cluster::Shared(c) => c.bootstrap.clone(),
             Cluster::Own(c) => c.bootstrap.clone(),
@@ -148,8 +163,37 @@ impl Stack {
             registry: registry_url,
             group_prefix: format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             dir,
-            _registry: Some(Proc(registry)),
+            _registry: Some(registry),
             cluster,
+        }
+    }
+
+    /// Stops the stack's registry (a registry outage); [`Stack::start_registry`] brings it back
+    /// on the same address with the same schemas.
+    pub fn stop_registry(&mut self) {
+        self._registry = None;
+    }
+
+    /// Starts the registry again on its former address (after [`Stack::stop_registry`]).
+    pub fn start_registry(&mut self) {
+        let listen = self
+            .registry
+            .strip_prefix("http://")
+            .unwrap_or(&self.registry)
+            .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // The port was ours a moment ago; retry while the old socket lingers.
+            match try_spawn_registry(self.dir.path(), &listen) {
+                Ok((proc, _)) => {
+                    self._registry = Some(proc);
+                    return;
+                }
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "restarting the registry: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
         }
     }
 
@@ -200,6 +244,27 @@ impl Stack {
         let log = self.dir.path().join(format!("{name}.log"));
         let child = self
             .command(args)
+            .stdout(File::create(&out).expect("stdout file"))
+            .stderr(File::create(&log).expect("log file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", ledgerflow_bin().display()));
+        Running {
+            child,
+            out,
+            log,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Like [`Stack::spawn`] with extra environment variables (failpoints, pacing).
+    pub fn spawn_with_env(&self, args: &[&str], name: &str, env: &[(&str, &str)]) -> Running {
+        let out = self.dir.path().join(format!("{name}.out"));
+        let log = self.dir.path().join(format!("{name}.log"));
+        let mut cmd = self.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .stdout(File::create(&out).expect("stdout file"))
             .stderr(File::create(&log).expect("log file"))
             .spawn()
@@ -527,7 +592,8 @@ pub struct RawRecord {
 pub struct EventProducer {
     runtime: tokio::runtime::Runtime,
     producer: FutureProducer,
-    encoder: Encoder,
+    /// `None` for a producer of raw records only (no registry needed).
+    encoder: Option<Encoder>,
     topic: String,
 }
 
@@ -553,12 +619,33 @@ impl EventProducer {
         let encoder = runtime
             .block_on(Encoder::register(&client, topic))
             .expect("registering the contracts");
+        Self::with(runtime, stack, topic, Some(encoder))
+    }
+
+    /// A producer of raw records only ([`EventProducer::send_raw`]); it never asks the
+    /// registry (which may be down).
+    pub fn new_without_registry(stack: &Stack, topic: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        Self::with(runtime, stack, topic, None)
+    }
+
+    fn with(
+        runtime: tokio::runtime::Runtime,
+        stack: &Stack,
+        topic: &str,
+        encoder: Option<Encoder>,
+    ) -> Self {
         // murmur2 like `ledgerflow produce`, so a key lands on its tenant's partition.
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &stack.brokers)
             .set("partitioner", "murmur2_random")
             .set("acks", "all")
             .set("linger.ms", "0")
+            .set("message.max.bytes", "2097152")
             .create()
             .expect("producer");
         Self {
@@ -572,6 +659,8 @@ impl EventProducer {
     /// The Confluent-framed value of an event.
     pub fn encode(&self, event: &Event, writer_version: u8) -> Vec<u8> {
         self.encoder
+            .as_ref()
+            .expect("a producer made with EventProducer::new encodes events")
             .encode(event, writer_version)
             .expect("encoding an event")
     }

@@ -8,6 +8,7 @@ mod calendar;
 mod clock;
 mod envelope;
 mod event;
+pub mod failpoint;
 mod failure;
 mod ids;
 mod money;

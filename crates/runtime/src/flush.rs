@@ -316,6 +316,7 @@ pub(crate) async fn flush_partition(
                 );
                 state.next = Some(last + 1);
                 debug!(?outcome, "batch committed");
+                ledgerflow_core::failpoint::hit("runtime.before_offset_commit");
                 mirror_commit(
                     kafka,
                     &[((topic.to_owned(), partition), last + 1)],

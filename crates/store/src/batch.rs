@@ -219,6 +219,7 @@ impl Store {
                 .await
                 .map_err(StoreError::query("rolling back a stale batch"))?;
         } else {
+            ledgerflow_core::failpoint::hit("store.before_commit");
             tx.commit()
                 .await
                 .map_err(StoreError::query("committing the batch"))?;

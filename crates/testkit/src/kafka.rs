@@ -159,15 +159,20 @@ impl KafkaCluster {
     /// partition has a leader. Panics if the topic exists: tests on a shared cluster must use
     /// names of their own.
     pub fn create_topic(&self, name: &str, partitions: u32) {
+        self.create_topic_with(name, partitions, &[]);
+    }
+
+    /// [`KafkaCluster::create_topic`] with topic configs (e.g. `max.message.bytes`).
+    pub fn create_topic_with(&self, name: &str, partitions: u32, configs: &[(&str, &str)]) {
         let replication = i32::from(self.nodes);
         let partitions = i32::try_from(partitions).expect("partition count");
         let admin = self.admin();
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+        for (key, value) in configs {
+            topic = topic.set(key, value);
+        }
         let results = block_on(admin.create_topics(
-            &[NewTopic::new(
-                name,
-                partitions,
-                TopicReplication::Fixed(replication),
-            )],
+            &[topic],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         ))
         .expect("create_topics");
