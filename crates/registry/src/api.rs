@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -20,9 +20,7 @@ use serde_json::json;
 
 use crate::registry::{RegistryState, SchemaRequest, VersionSpec};
 use crate::rejection::Rejection;
-
-/// The media type of every response.
-pub(crate) const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+use crate::reply::{confluent_json, raw_json};
 
 type Reply = Result<Response, Rejection>;
 type Params = Query<HashMap<String, String>>;
@@ -68,29 +66,6 @@ pub(crate) fn router(state: RegistryState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-}
-
-/// A JSON response with the Confluent media type.
-pub(crate) fn confluent_json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => raw_json(status, bytes),
-        Err(err) => {
-            // Only possible for a non-string map key, which no response here has.
-            tracing::error!(error = %err, "cannot encode a schema registry response");
-            raw_json(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                br#"{"error_code":50001,"message":"Error in the backend data store"}"#.to_vec(),
-            )
-        }
-    }
-}
-
-fn raw_json(status: StatusCode, bytes: impl Into<axum::body::Body>) -> Response {
-    let mut response = (status, bytes.into()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    response
 }
 
 fn ok<T: Serialize + ?Sized>(body: &T) -> Reply {

@@ -10,7 +10,8 @@
 //! the id cache and the write lock), `compat` (compatibility levels over apache-avro's resolution
 //! check), `schema` (the whitespace-insensitive identity of a schema), `store` (SQL shared by
 //! both backends). Client mistakes are `rejection::Rejection` replies; failures of the service
-//! itself are [`RegistryError`].
+//! itself are [`RegistryError`]; both routes and rejections answer through `reply` (the Confluent
+//! media type).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), ledgerflow_registry::RegistryError> {
@@ -28,6 +29,7 @@ mod compat;
 mod error;
 mod registry;
 mod rejection;
+mod reply;
 mod schema;
 mod store;
 

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use ledgerflow_core::error_chain;
 
 use crate::RegistryError;
-use crate::api::confluent_json;
+use crate::reply::confluent_json;
 
 /// A Confluent error reply.
 #[derive(Debug)]

@@ -47,10 +47,11 @@
 //! # Modules
 //!
 //! - [`mapping`]: the pure event -> rows mapping and the [`ledgerflow_store::ConsumerLogic`]
-//!   implementation;
+//!   implementation, over the row types of `effect` (which the writer, `write`, shares);
 //! - [`schema`]: idempotent DDL for both backends;
 //! - [`export`]: one table to CSV or Parquet for analysts (`ledgerflow warehouse export`).
 
+mod effect;
 mod error;
 pub mod export;
 pub mod mapping;
@@ -59,14 +60,15 @@ mod table;
 mod value;
 mod write;
 
+pub use effect::{
+    CreditMemoFact, CustomerVersion, Fact, InvoiceFact, InvoiceLineFact, LineKind, PaymentFact,
+    SubscriptionFact, TenantRow, UsageFact, WarehouseEffect,
+};
 pub use error::WarehouseError;
 pub use export::{
     DEFAULT_PAGE_ROWS, ExportFormat, ExportOptions, ExportSummary, count_rows, export_table,
     parquet_schema, read_rows,
 };
-pub use mapping::{
-    CONSUMER_NAME, CreditMemoFact, CustomerVersion, Fact, InvoiceFact, InvoiceLineFact, LineKind,
-    PaymentFact, SubscriptionFact, TenantRow, UsageFact, Warehouse, WarehouseEffect, map_event,
-};
+pub use mapping::{CONSUMER_NAME, Warehouse, map_event};
 pub use table::{Column, ColumnKind, PG_SCHEMA, Table, table_name};
 pub use value::Value;

@@ -26,7 +26,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::Value;
-use crate::mapping::{Fact, TenantRow, WarehouseEffect};
+use crate::effect::{Fact, TenantRow, WarehouseEffect};
 use crate::table::{ColumnKind, Table, table_name};
 
 /// Advisory lock class of the per-tenant customer-timeline lock (`pg_advisory_xact_lock(int,
