@@ -122,6 +122,10 @@ struct Args {
     /// The peer's `batch.size` (and its worker's `consumer.max.poll.records`).
     #[arg(long, env = "BENCH_PEER_BATCH", default_value_t = 2000)]
     peer_batch: u32,
+    /// Also measure the peer at its best: the same events re-encoded by the harness under one
+    /// schema on a topic of their own (the JDBC sink batches only runs of one schema).
+    #[arg(long, env = "BENCH_PEER_ONE_SCHEMA", default_value_t = true, action = clap::ArgAction::Set)]
+    peer_one_schema: bool,
 }
 
 /// Where reports go, and where the default comparison is looked for.
@@ -202,6 +206,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         runs: args.peer_runs.unwrap_or(args.runs),
         tasks: args.peer_tasks,
         batch: args.peer_batch,
+        one_schema: args.peer_one_schema,
     };
     if let Some(p) = &previous {
         say(

@@ -33,7 +33,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use apache_avro::Schema as AvroSchema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value as AvroValue;
+use apache_avro::writer::datum::GenericDatumWriter;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 use sqlx::{Connection, PgConnection};
@@ -86,6 +93,8 @@ pub(crate) struct PeerSettings {
     pub(crate) tasks: u32,
     /// The sink's `batch.size` and the worker's `consumer.max.poll.records`.
     pub(crate) batch: u32,
+    /// Also measure the peer at its best: the same records re-encoded under one schema.
+    pub(crate) one_schema: bool,
 }
 
 /// The jars and the JVMs the peer runs with.
@@ -226,7 +235,7 @@ impl PeerRun {
         format!(
             "{:.0} events/s ({} events in {:.1} s from connector creation, {:.1} s from JVM start); \
              CPU s/1k: connect {:.3}, postgres {:.3}, broker {:.3}, registry {:.3}; {} rows, \
-             {:.2} transactions per event",
+             {:.3} transactions per event",
             self.events_per_sec(),
             self.events,
             self.seconds,
@@ -238,6 +247,41 @@ impl PeerRun {
             self.rows,
             self.transactions_per_event()
         )
+    }
+}
+
+/// The peer at its best: the same W1 events, keys, duplicates and order, re-encoded by the
+/// harness under one schema (the union of the record types, every field optional but
+/// `event_id`), on a topic of its own. The JDBC sink batches only records of one schema, so this
+/// is the most it does per transaction on this machine.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PeerVariant {
+    pub(crate) topic: String,
+    pub(crate) events_per_sec: f64,
+    pub(crate) runs: Vec<f64>,
+    pub(crate) cpu_per_1k: PeerCpu,
+    pub(crate) rows: u64,
+    pub(crate) rows_match: bool,
+    pub(crate) transactions_per_event: f64,
+    pub(crate) b6_erp_over_peer: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) raw: Vec<PeerRun>,
+}
+
+impl PeerVariant {
+    fn from_runs(topic: &str, runs: Vec<PeerRun>, distinct: u64) -> Option<Self> {
+        let median = crate::report::median_by(&runs, PeerRun::events_per_sec)?.clone();
+        Some(Self {
+            topic: topic.to_owned(),
+            events_per_sec: median.events_per_sec(),
+            runs: runs.iter().map(PeerRun::events_per_sec).collect(),
+            cpu_per_1k: median.cpu_per_1k,
+            rows: median.rows,
+            rows_match: runs.iter().all(|r| r.rows == distinct),
+            transactions_per_event: median.transactions_per_event(),
+            b6_erp_over_peer: None,
+            raw: runs,
+        })
     }
 }
 
@@ -270,6 +314,9 @@ pub(crate) struct PeerReport {
     /// ledgerflow B6 erp-receivables (median) over the peer (median).
     pub(crate) b6_erp_over_peer: Option<f64>,
     pub(crate) target_met: Option<bool>,
+    /// The same events under one schema (see [`PeerVariant`]), when measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) one_schema: Option<PeerVariant>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) raw: Vec<PeerRun>,
 }
@@ -299,12 +346,18 @@ impl PeerReport {
             notes,
             b6_erp_over_peer: None,
             target_met: None,
+            one_schema: None,
             raw: Vec::new(),
         }
     }
 
     /// Fills the ratio to ledgerflow's B6 erp-receivables median.
     pub(crate) fn compare_with(&mut self, b6_erp_events_per_sec: Option<f64>) {
+        if let (Some(b6), Some(v)) = (b6_erp_events_per_sec, self.one_schema.as_mut())
+            && v.events_per_sec > 0.0
+        {
+            v.b6_erp_over_peer = Some(b6 / v.events_per_sec);
+        }
         if let (Some(b6), Some(peer)) = (b6_erp_events_per_sec, self.events_per_sec)
             && peer > 0.0
         {
@@ -448,8 +501,8 @@ async fn measure_inner(
     report.topic = topic.clone();
     let excluded: Vec<String> = columns.excluded.clone();
     report.notes.push(format!(
-        "One table for the topic ({TABLE}, {} columns: the union of the {} record types' fields, \
-         created before each run, all nullable but the event_id primary key). Dropped by Connect's \
+        "One table for the topic ({TABLE}, {} columns: the union of the fields of W1's {} writer \
+         schemas, created before each run, all nullable but the event_id primary key). Dropped by Connect's \
          ReplaceField transform because the sink cannot write arrays of records: {}.",
         columns.columns.len(),
         ours.len(),
@@ -473,24 +526,18 @@ async fn measure_inner(
             .to_owned(),
     );
 
-    let mut runs: Vec<PeerRun> = Vec::new();
-    let mut rows_match = true;
-    for i in 0..settings.runs.max(1) {
-        say(&format!(
-            "  peer run {}/{}: Kafka Connect + Debezium JDBC sink, {} task(s)",
-            i + 1,
-            settings.runs.max(1),
-            settings.tasks
-        ));
-        let label = format!("peer-{}", i + 1);
-        let run = run_once(
-            stack, admin, install, &apicurio, settings, &topic, &hwm, &columns, &label, ticks,
-        )
-        .await?;
-        say(&format!("  {}", run.line()));
-        rows_match &= run.rows == w1.distinct;
-        runs.push(run);
-    }
+    let series = Series {
+        stack,
+        admin,
+        install,
+        apicurio: &apicurio,
+        settings,
+        columns: &columns,
+        ticks,
+        say,
+    };
+    let runs = series.run("peer", &topic, &hwm, &columns.excluded).await?;
+    let rows_match = runs.iter().all(|r| r.rows == w1.distinct);
     let median = crate::report::median_by(&runs, PeerRun::events_per_sec)
         .cloned()
         .context("no peer run")?;
@@ -522,7 +569,106 @@ async fn measure_inner(
         ));
     }
     report.raw = runs;
+
+    if settings.one_schema {
+        say("  the peer at its best: the same events re-encoded under one schema");
+        let one = match one_schema_copy(
+            stack,
+            &apicurio,
+            &topic,
+            &hwm,
+            &ours,
+            &columns,
+            w1.partitions,
+        )
+        .await
+        {
+            Ok((one_topic, one_hwm)) => series
+                .run("peer-one-schema", &one_topic, &one_hwm, &[])
+                .await
+                .map(|runs| PeerVariant::from_runs(&one_topic, runs, w1.distinct)),
+            Err(e) => Err(e),
+        };
+        match one {
+            Ok(Some(v)) => {
+                report.notes.push(format!(
+                    "The peer at its best (one_schema): the same events, keys, duplicates and order \
+                     re-encoded by the harness under one schema (the union of the record types, \
+                     every field optional but event_id) on {}: {:.0} events/s, {:.3} \
+                     transactions per event, {} rows.",
+                    v.topic, v.events_per_sec, v.transactions_per_event, v.rows
+                ));
+                report.one_schema = Some(v);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                say(&format!("  the one-schema run failed: {e:#}"));
+                report
+                    .notes
+                    .push(format!("The one-schema run failed: {e:#}"));
+            }
+        }
+    }
     Ok(())
+}
+
+/// What every run of a series shares.
+struct Series<'a> {
+    stack: &'a Stack,
+    admin: &'a str,
+    install: &'a Install,
+    apicurio: &'a Apicurio,
+    settings: &'a PeerSettings,
+    columns: &'a Columns,
+    ticks: f64,
+    say: &'a dyn Fn(&str),
+}
+
+impl std::fmt::Debug for Series<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Series")
+            .field("columns", &self.columns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Series<'_> {
+    /// `settings.runs` runs on `topic`, each with a fresh worker and database.
+    async fn run(
+        &self,
+        prefix: &str,
+        topic: &str,
+        hwm: &BTreeMap<i32, i64>,
+        excluded: &[String],
+    ) -> anyhow::Result<Vec<PeerRun>> {
+        let mut runs = Vec::new();
+        let n = self.settings.runs.max(1);
+        for i in 0..n {
+            (self.say)(&format!(
+                "  {prefix} run {}/{n}: Kafka Connect + Debezium JDBC sink on {topic}, {} task(s)",
+                i + 1,
+                self.settings.tasks
+            ));
+            let label = format!("{prefix}-{}", i + 1);
+            let run = run_once(
+                self.stack,
+                self.admin,
+                self.install,
+                self.apicurio,
+                self.settings,
+                topic,
+                hwm,
+                self.columns,
+                excluded,
+                &label,
+                self.ticks,
+            )
+            .await?;
+            (self.say)(&format!("  {}", run.line()));
+            runs.push(run);
+        }
+        Ok(runs)
+    }
 }
 
 /// One run: a fresh database and table, a fresh worker JVM, the connector created over REST,
@@ -537,12 +683,13 @@ async fn run_once(
     topic: &str,
     hwm: &BTreeMap<i32, i64>,
     columns: &Columns,
+    excluded: &[String],
     label: &str,
     ticks: f64,
 ) -> anyhow::Result<PeerRun> {
     let db = PgDatabase::create(admin, &label.replace('-', "_")).await?;
     let result = run_in(
-        stack, install, apicurio, settings, topic, hwm, columns, label, ticks, &db,
+        stack, install, apicurio, settings, topic, hwm, columns, excluded, label, ticks, &db,
     )
     .await;
     db.drop_now().await;
@@ -558,6 +705,7 @@ async fn run_in(
     topic: &str,
     hwm: &BTreeMap<i32, i64>,
     columns: &Columns,
+    excluded: &[String],
     label: &str,
     ticks: f64,
     db: &PgDatabase,
@@ -630,7 +778,7 @@ async fn run_in(
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     let (jdbc, user, password) = jdbc_url(&db.url)?;
-    let config = connector_config(topic, &jdbc, &user, &password, settings, &columns.excluded);
+    let config = connector_config(topic, &jdbc, &user, &password, settings, excluded);
     let group = format!("connect-{name}");
     let offsets = group_reader(&stack.brokers, &group)?;
 
@@ -921,6 +1069,204 @@ impl Columns {
             .collect();
         format!("CREATE TABLE {table} ({})", cols.join(", "))
     }
+}
+
+impl Columns {
+    /// The one Avro schema of the peer's best case: every column, optional but `event_id`.
+    fn avro_schema(&self) -> serde_json::Value {
+        let fields: Vec<serde_json::Value> = self
+            .columns
+            .iter()
+            .map(|(name, ty)| {
+                let avro = match *ty {
+                    "text" => "string",
+                    "bigint" => "long",
+                    "integer" => "int",
+                    "boolean" => "boolean",
+                    "bytea" => "bytes",
+                    "real" => "float",
+                    _ => "double",
+                };
+                if name == "event_id" {
+                    serde_json::json!({"name": name, "type": avro})
+                } else {
+                    serde_json::json!({"name": name, "type": ["null", avro], "default": null})
+                }
+            })
+            .collect();
+        serde_json::json!({
+            "type": "record",
+            "name": "W1Row",
+            "namespace": "ledgerflow.bench",
+            "doc": "Every W1 record type in one schema (the benchmark peer's best case).",
+            "fields": fields,
+        })
+    }
+
+    /// A decoded W1 record as a value of [`Columns::avro_schema`].
+    fn unify(&self, record: AvroValue) -> anyhow::Result<AvroValue> {
+        let AvroValue::Record(fields) = record else {
+            bail!("not a record: {record:?}");
+        };
+        let mut by_name: std::collections::HashMap<String, AvroValue> =
+            fields.into_iter().collect();
+        let mut out = Vec::with_capacity(self.columns.len());
+        for (name, _) in &self.columns {
+            let value = by_name.remove(name).map_or(AvroValue::Null, plain);
+            let value = if name == "event_id" {
+                value
+            } else if value == AvroValue::Null {
+                AvroValue::Union(0, Box::new(AvroValue::Null))
+            } else {
+                AvroValue::Union(1, Box::new(value))
+            };
+            out.push((name.clone(), value));
+        }
+        Ok(AvroValue::Record(out))
+    }
+}
+
+/// A value without its union branch and logical type (the one-schema copy declares plain
+/// types, as the converter hands them to the sink anyway).
+fn plain(value: AvroValue) -> AvroValue {
+    match value {
+        AvroValue::Union(_, inner) => plain(*inner),
+        AvroValue::Uuid(u) => AvroValue::String(u.to_string()),
+        AvroValue::Enum(_, symbol) => AvroValue::String(symbol),
+        AvroValue::TimestampMicros(x)
+        | AvroValue::TimestampMillis(x)
+        | AvroValue::TimestampNanos(x)
+        | AvroValue::LocalTimestampMicros(x)
+        | AvroValue::LocalTimestampMillis(x)
+        | AvroValue::LocalTimestampNanos(x)
+        | AvroValue::TimeMicros(x) => AvroValue::Long(x),
+        AvroValue::TimeMillis(x) | AvroValue::Date(x) => AvroValue::Int(x),
+        other => other,
+    }
+}
+
+/// Writes the peer's best case: every record of `topic` (Confluent-framed, ids of `writers`),
+/// decoded and re-encoded under [`Columns::avro_schema`] (registered in Apicurio), to
+/// `<topic>.one-schema` with the same key and partition, in the same order.
+async fn one_schema_copy(
+    stack: &Stack,
+    apicurio: &Apicurio,
+    topic: &str,
+    hwm: &BTreeMap<i32, i64>,
+    writers: &BTreeMap<i64, serde_json::Value>,
+    columns: &Columns,
+    partitions: u32,
+) -> anyhow::Result<(String, BTreeMap<i32, i64>)> {
+    let target = format!("{topic}.one-schema");
+    stack.create_topic(&target, partitions).await?;
+    let unified = columns.avro_schema();
+    let (code, body) = http(
+        "POST",
+        &format!("{}/subjects/{target}-value/versions", apicurio.ccompat()),
+        Some(&serde_json::json!({"schema": unified.to_string()}).to_string()),
+    )?;
+    anyhow::ensure!(
+        code == 200,
+        "registering the one-schema record: HTTP {code}: {body}"
+    );
+    let id = serde_json::from_str::<serde_json::Value>(&body)?["id"]
+        .as_u64()
+        .and_then(|id| u32::try_from(id).ok())
+        .with_context(|| format!("no id in {body}"))?;
+    let unified = AvroSchema::parse(&unified)?;
+    let writer = GenericDatumWriter::builder(&unified).build()?;
+    let schemas: BTreeMap<i64, AvroSchema> = writers
+        .iter()
+        .map(|(id, s)| Ok((*id, AvroSchema::parse(s)?)))
+        .collect::<anyhow::Result<_>>()?;
+    let mut readers = BTreeMap::new();
+    for (id, schema) in &schemas {
+        readers.insert(*id, GenericDatumReader::builder(schema).build()?);
+    }
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &stack.brokers)
+        .set(
+            "group.id",
+            format!("bench-copy-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating the copy's reader")?;
+    let mut tpl = TopicPartitionList::new();
+    for p in hwm.keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &stack.brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .context("creating the copy's producer")?;
+    let total: i64 = hwm.values().sum();
+    let mut next: BTreeMap<i32, i64> = hwm.keys().map(|p| (*p, 0)).collect();
+    let mut copied = 0i64;
+    let deadline = Instant::now() + Duration::from_secs(600 + total as u64 / 1000);
+    while copied < total {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the one-schema copy took too long"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.context("reading W1 for the copy")?;
+        let (partition, offset) = (message.partition(), message.offset());
+        if next.get(&partition).is_some_and(|n| offset < *n) {
+            continue;
+        }
+        next.insert(partition, offset + 1);
+        let payload = message.payload().unwrap_or_default();
+        anyhow::ensure!(
+            payload.len() > 5 && payload[0] == 0,
+            "{topic}/{partition}@{offset} is not Confluent-framed"
+        );
+        let schema_id = i64::from(u32::from_be_bytes([
+            payload[1], payload[2], payload[3], payload[4],
+        ]));
+        let reader = readers.get(&schema_id).with_context(|| {
+            format!("{topic}/{partition}@{offset}: unknown schema id {schema_id}")
+        })?;
+        let value = reader.read_value(&mut &payload[5..])?;
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&id.to_be_bytes());
+        framed.extend(writer.write_value_to_vec(columns.unify(value)?)?);
+        let key = message.key().map(<[u8]>::to_vec);
+        let mut record = BaseRecord::to(&target)
+            .partition(partition)
+            .payload(&framed);
+        if let Some(key) = &key {
+            record = record.key(key);
+        }
+        let mut pending = record;
+        loop {
+            match producer.send(pending) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    producer.poll(Duration::from_millis(20));
+                    pending = back;
+                }
+                Err((e, _)) => return Err(e).context("producing the one-schema copy"),
+            }
+        }
+        copied += 1;
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .context("flushing the one-schema copy")?;
+    let copy_hwm = crate::baselines::high_watermarks(&stack.brokers, &target)?;
+    anyhow::ensure!(
+        copy_hwm == *hwm,
+        "the one-schema copy's partitions hold {copy_hwm:?}, W1's {hwm:?}"
+    );
+    Ok((target, copy_hwm))
 }
 
 /// The Postgres column the Debezium JDBC sink writes for an Avro field type read by the
@@ -1325,6 +1671,117 @@ mod tests {
     }
 
     #[test]
+    fn a_w1_record_reencodes_under_the_one_schema() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/v1/payment_captured.avsc");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let schema = AvroSchema::parse(&json).unwrap();
+        let columns = table_columns([&json]).unwrap();
+        // A record of the writer schema with every field set from its type.
+        let AvroSchema::Record(record) = &schema else {
+            panic!("not a record")
+        };
+        let fields: Vec<(String, AvroValue)> = record
+            .fields
+            .iter()
+            .map(|f| {
+                let v = match &f.schema {
+                    AvroSchema::Uuid(_) => AvroValue::Uuid(uuid::Uuid::nil()),
+                    AvroSchema::TimestampMicros => AvroValue::TimestampMicros(7),
+                    AvroSchema::Long => AvroValue::Long(42),
+                    AvroSchema::Int => AvroValue::Int(3),
+                    AvroSchema::Union(_) => AvroValue::Union(0, Box::new(AvroValue::Null)),
+                    _ => AvroValue::String("x".to_owned()),
+                };
+                (f.name.clone(), v)
+            })
+            .collect();
+        let body = GenericDatumWriter::builder(&schema)
+            .build()
+            .unwrap()
+            .write_value_to_vec(AvroValue::Record(fields))
+            .unwrap();
+        let decoded = GenericDatumReader::builder(&schema)
+            .build()
+            .unwrap()
+            .read_value(&mut &body[..])
+            .unwrap();
+        let unified_json = columns.avro_schema();
+        let unified = AvroSchema::parse(&unified_json).unwrap();
+        let again = GenericDatumWriter::builder(&unified)
+            .build()
+            .unwrap()
+            .write_value_to_vec(columns.unify(decoded).unwrap())
+            .unwrap();
+        let back = GenericDatumReader::builder(&unified)
+            .build()
+            .unwrap()
+            .read_value(&mut &again[..])
+            .unwrap();
+        let AvroValue::Record(back) = back else {
+            panic!("not a record")
+        };
+        let get = |n: &str| back.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(
+            get("event_id"),
+            Some(AvroValue::String(uuid::Uuid::nil().to_string()))
+        );
+        assert_eq!(
+            get("occurred_at"),
+            Some(AvroValue::Union(1, Box::new(AvroValue::Long(7))))
+        );
+        assert_eq!(
+            get("causation_id"),
+            Some(AvroValue::Union(0, Box::new(AvroValue::Null)))
+        );
+        assert_eq!(back.len(), columns.columns.len());
+    }
+
+    #[test]
+    fn the_ratio_to_b6_and_the_target() {
+        let mut report = PeerReport::empty("measured", 100, Vec::new());
+        report.events_per_sec = Some(1000.0);
+        report.one_schema = Some(PeerVariant {
+            topic: "t.one-schema".to_owned(),
+            events_per_sec: 4000.0,
+            runs: vec![4000.0],
+            cpu_per_1k: PeerCpu::default(),
+            rows: 100,
+            rows_match: true,
+            transactions_per_event: 0.001,
+            b6_erp_over_peer: None,
+            raw: Vec::new(),
+        });
+        report.compare_with(Some(3500.0));
+        assert_eq!(report.b6_erp_over_peer, Some(3.5));
+        assert_eq!(report.target_met, Some(true));
+        assert_eq!(
+            report.one_schema.as_ref().unwrap().b6_erp_over_peer,
+            Some(0.875)
+        );
+        let mut slow = PeerReport::empty("measured", 100, Vec::new());
+        slow.events_per_sec = Some(2000.0);
+        slow.compare_with(Some(3500.0));
+        assert_eq!(slow.target_met, Some(false));
+        let mut skipped = PeerReport::skipped("no jars", 100);
+        skipped.compare_with(Some(3500.0));
+        assert_eq!((skipped.b6_erp_over_peer, skipped.target_met), (None, None));
+        let json = serde_json::to_value(&report).unwrap();
+        for key in [
+            "name",
+            "events_per_sec",
+            "cpu_per_1k",
+            "rows",
+            "notes",
+            "one_schema",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing from {json}");
+        }
+        assert!(json["cpu_per_1k"].is_null());
+    }
+
+    #[test]
     fn ids_must_name_the_same_schemas() {
         let s = |name: &str| serde_json::json!({"type": "record", "name": name, "fields": []});
         let ours = BTreeMap::from([(1, s("A")), (2, s("B"))]);
@@ -1341,6 +1798,7 @@ mod tests {
             runs: 1,
             tasks: 2,
             batch: 2000,
+            one_schema: true,
         };
         let config = connector_config(
             "bench.w1",
