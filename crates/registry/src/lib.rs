@@ -24,6 +24,8 @@
 //! # }
 //! ```
 
+#![warn(clippy::let_underscore_must_use)]
+
 mod api;
 mod compat;
 mod error;

@@ -72,8 +72,8 @@ impl Values {
         T: 'static + Send + Encode<'static, Any> + Type<Any>,
     {
         // Encoding into AnyArguments only fails for unsupported types, which is a compile-time
-        // choice of ours; it is surfaced when the statement runs.
-        let _ = self.args.add(value);
+        // choice of ours; a value left out is surfaced when the statement runs (too few binds).
+        self.args.add(value).ok();
         self.count += 1;
         if self.count.is_multiple_of(self.cols) {
             self.rows += 1;
@@ -158,7 +158,8 @@ impl Cell for i64 {
         self
     }
     fn write_element(&self, out: &mut String) {
-        let _ = write!(out, "{self}");
+        // Writing to a String cannot fail.
+        write!(out, "{self}").ok();
     }
 }
 
@@ -168,7 +169,8 @@ impl Cell for i32 {
         self
     }
     fn write_element(&self, out: &mut String) {
-        let _ = write!(out, "{self}");
+        // Writing to a String cannot fail.
+        write!(out, "{self}").ok();
     }
 }
 
@@ -348,11 +350,13 @@ impl Rows {
                 let mut unnest = String::from("SELECT * FROM UNNEST(");
                 for (i, (mut array, ty)) in self.arrays.into_iter().zip(&self.types).enumerate() {
                     array.push('}');
-                    let _ = args.add(array);
+                    // A String always encodes.
+                    args.add(array).ok();
                     if i > 0 {
                         unnest.push_str(", ");
                     }
-                    let _ = write!(unnest, "${}::{ty}[]", i + 1);
+                    // Writing to a String cannot fail.
+                    write!(unnest, "${}::{ty}[]", i + 1).ok();
                 }
                 unnest.push(')');
                 vec![(format!("{prefix} {unnest} {suffix}"), args)]

@@ -2,7 +2,6 @@
 //! node_exporter textfile collector: written to `PATH.tmp`, then renamed, so a scrape never sees
 //! half a file.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 /// `ledgerflow reconcile`: differences found in the last run, by kind.
@@ -33,8 +32,10 @@ pub fn render(samples: &[Sample]) -> String {
     let mut last: Option<&str> = None;
     for s in samples {
         if last != Some(s.name) {
-            let _ = writeln!(out, "# HELP {} {}", s.name, s.help);
-            let _ = writeln!(out, "# TYPE {} gauge", s.name);
+            out.push_str(&format!(
+                "# HELP {} {}\n# TYPE {} gauge\n",
+                s.name, s.help, s.name
+            ));
             last = Some(s.name);
         }
         let labels: Vec<String> = s
@@ -49,9 +50,9 @@ pub fn render(samples: &[Sample]) -> String {
             })
             .collect();
         if labels.is_empty() {
-            let _ = writeln!(out, "{} {}", s.name, s.value);
+            out.push_str(&format!("{} {}\n", s.name, s.value));
         } else {
-            let _ = writeln!(out, "{}{{{}}} {}", s.name, labels.join(","), s.value);
+            out.push_str(&format!("{}{{{}}} {}\n", s.name, labels.join(","), s.value));
         }
     }
     out

@@ -227,7 +227,11 @@ pub async fn export_table(
             })
         }
         Err(e) => {
-            let _ = std::fs::remove_file(&partial);
+            // The export's own error is the one to report; a partial file that cannot be removed
+            // is only left behind.
+            if let Err(rm) = std::fs::remove_file(&partial) {
+                tracing::debug!(path = %partial.display(), error = %rm, "partial export left behind");
+            }
             Err(e)
         }
     }
