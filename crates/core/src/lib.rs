@@ -25,5 +25,5 @@ pub use event::{
 };
 pub use failure::{Failure, ReasonCode};
 pub use ids::{EventId, SchemaId, TenantId};
-pub use money::{Currency, Money, format_minor};
+pub use money::{Currency, Money, format_minor, parse_minor};
 pub use retry::{Attempts, Backoff, RetryAfter, jitter};

@@ -149,10 +149,49 @@ pub fn format_minor(minor: i128, exponent: u8) -> String {
     )
 }
 
+/// Parses an exact decimal string into integer minor units with `exponent` fractional digits
+/// (at most that many; fewer are padded): the inverse of [`format_minor`].
+pub fn parse_minor(text: &str, exponent: u8) -> Result<i128, String> {
+    let bad = || format!("{text:?} is not a decimal with at most {exponent} fraction digits");
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty()
+        || !digits(whole)
+        || !digits(fraction)
+        || fraction.len() > usize::from(exponent)
+    {
+        return Err(bad());
+    }
+    let padded = format!("{whole}{fraction:0<width$}", width = usize::from(exponent));
+    let magnitude: i128 = padded.parse().map_err(|_| bad())?;
+    Ok(if negative { -magnitude } else { magnitude })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn decimals_parse_exactly_with_the_currency_exponent() {
+        assert_eq!(parse_minor("1234.56", 2).unwrap(), 123_456);
+        assert_eq!(parse_minor("1500", 0).unwrap(), 1500);
+        assert_eq!(parse_minor("1.25", 3).unwrap(), 1250);
+        assert_eq!(parse_minor("-0.05", 2).unwrap(), -5);
+        for bad in ["", "1.234", "1e5", "12a", ".5", "1,00"] {
+            assert!(parse_minor(bad, 2).is_err(), "{bad}");
+        }
+        for (minor, exponent) in [(123_456, 2), (-5, 2), (1500, 0), (7, 3)] {
+            assert_eq!(
+                parse_minor(&format_minor(minor, exponent), exponent),
+                Ok(minor)
+            );
+        }
+    }
 
     #[test]
     fn exponents_follow_iso_4217() {

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use ledgerflow_core::Currency;
+use ledgerflow_core::{Currency, parse_minor};
 
 use crate::ErpError;
 
@@ -137,10 +137,10 @@ impl BillingExport {
             let exponent = Currency::parse(code)
                 .map_err(|e| source_error(line, &e))?
                 .exponent();
-            let amount_minor = crate::reconcile::parse_decimal(field(amount, "amount")?, exponent)
+            let amount_minor = parse_minor(field(amount, "amount")?, exponent)
                 .map_err(|e| source_error(line, &e.to_string()))?;
             let fee_minor = match fee.map(get).filter(|v| !v.is_empty()) {
-                Some(v) => crate::reconcile::parse_decimal(v, exponent)
+                Some(v) => parse_minor(v, exponent)
                     .map_err(|e| source_error(line, &format!("fee: {e}")))?,
                 None => 0,
             };
