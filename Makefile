@@ -6,7 +6,8 @@ CARGO ?= cargo
 PYTHON ?= python3
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup setup-system setup-tools setup-kafka setup-apicurio setup-python setup-postgres build test test-rust fuzz-smoke lint demo bench clean
+# `make chaos` is not part of `make test` (its short profile is: tests/tests/chaos_short.rs).
+.PHONY: chaos setup setup-system setup-tools setup-kafka setup-apicurio setup-python setup-postgres build test test-rust fuzz-smoke lint demo bench clean
 
 setup: setup-system setup-tools setup-kafka setup-apicurio setup-python setup-postgres build
 
@@ -77,6 +78,17 @@ bench: setup-system setup-tools setup-kafka setup-postgres
 	$(CARGO) build --release -p ledgerflow-cli -p ledgerflow-bench
 	target/release/ledgerflow-bench
 	$(CARGO) bench -p ledgerflow-bench
+
+# The chaos suite, full profile, on the release binary: seeded fault scenarios on a 3-broker
+# cluster; writes chaos/results/<date>.md. CHAOS_SEED=N replays a run's schedule,
+# CHAOS_SCENARIO=name runs one scenario (malformed, registry, kills, rebalance-classic,
+# rebalance-kip848, brokers, postgres, combined). It restarts and pauses the local Postgres.
+CHAOS_SEED ?=
+CHAOS_SCENARIO ?=
+chaos: setup-system setup-tools setup-kafka setup-postgres
+	$(CARGO) build --release -p ledgerflow-cli -p ledgerflow-e2e --bins
+	LEDGERFLOW_BIN=$(CURDIR)/target/release/ledgerflow target/release/ledgerflow-chaos --profile full \
+		$(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) $(if $(CHAOS_SCENARIO),--scenario $(CHAOS_SCENARIO))
 
 clean:
 	$(CARGO) clean

@@ -460,6 +460,8 @@ impl<'a> Scenario<'a> {
         let events = self.events;
         // The producer's pace spreads the workload over the scenario's faults.
         let seconds = match (self.profile, self.kind) {
+            // Each kill costs a session timeout (8 s) before the next member takes over.
+            (Profile::Short, Kind::Kills) => 100,
             (Profile::Short, _) => 40,
             (Profile::Full, Kind::Kills | Kind::Combined) => 400,
             (Profile::Full, _) => 120,
