@@ -1,24 +1,30 @@
 //! The built-in ERP adapters, one module per ERP (see [`crate::adapter`] for the contract and
 //! for how to add one).
 //!
-//! | kind | module | status |
-//! | --- | --- | --- |
-//! | `netsuite` | `netsuite` | not yet |
-//! | `dynamics365` | `d365` | not yet |
-//! | `s4hana` | `s4hana` | not yet |
-//! | `oracle_fusion` | `fusion` | not yet |
+//! | kind | module | idempotency | lookup by external id |
+//! | --- | --- | --- | --- |
+//! | `netsuite` | [`netsuite`] | upsert `PUT .../{type}/eid:{externalId}` | `GET .../{type}/eid:{externalId}` (after an indefinite outcome) |
+//! | `dynamics365` | not yet | | |
+//! | `s4hana` | not yet | | |
+//! | `oracle_fusion` | not yet | | |
 //!
-//! A kind without an adapter keeps its postings `pending`: they are written (with the legacy
-//! journal shape of [`crate::payloads`]) but never claimed, and go out once an adapter is
-//! registered here.
+//! A kind without an adapter keeps its postings `pending`: they are written (with the journal
+//! shape of [`crate::payloads`], `document_kind` `legacy`) but never claimed, and go out once
+//! an adapter is registered here; an adapter should refuse (`FailClass::Mapping`) a `legacy`
+//! document it cannot send.
+
+pub mod netsuite;
 
 use ledgerflow_tenants::ErpKind;
 
 use crate::adapter::ErpAdapter;
 
+static NETSUITE: netsuite::NetSuite = netsuite::NetSuite;
+
 /// The adapter of a kind, if one is built.
 pub fn builtin(kind: ErpKind) -> Option<&'static dyn ErpAdapter> {
     match kind {
-        ErpKind::Netsuite | ErpKind::Dynamics365 | ErpKind::S4hana | ErpKind::OracleFusion => None,
+        ErpKind::Netsuite => Some(&NETSUITE),
+        ErpKind::Dynamics365 | ErpKind::S4hana | ErpKind::OracleFusion => None,
     }
 }

@@ -27,8 +27,10 @@
 //!    adapter asks before every send), the adapter's `find` looks the document up by its
 //!    external id and the posting is confirmed if it is there; else `send`.
 //! 4. Record: `confirmed` (ERP document id), `accepted` (job reference; polled every
-//!    `job_poll_interval`), a retry (backoff with jitter, at least `Retry-After`; the
-//!    `indefinite` flag as the outcome says; `failed` after `max_attempts`), or `failed` with
+//!    `job_poll_interval`), a retry (backoff with jitter, at least `Retry-After`, and at least
+//!    `request_timeout` after an indefinite outcome, so a request the ERP is still processing
+//!    has finished before the next attempt looks for its document; the `indefinite` flag as the
+//!    outcome says; `failed` after `max_attempts`), or `failed` with
 //!    its class. Throttled attempts pause the account and do not count against
 //!    `max_attempts`. The row keeps the last error class, redacted excerpts of the last request
 //!    and response, and a history of its last 20 attempts.
@@ -818,7 +820,7 @@ impl Dispatcher {
                     update.status = PostingState::Failed;
                     Recorded::Failed
                 } else {
-                    let delay = match retry.class {
+                    let mut delay = match retry.class {
                         // The account is paused; the row comes back when the pause ends.
                         RetryClass::Throttled => retry.retry_after.unwrap_or(Duration::ZERO),
                         _ => inner.cfg.backoff().delay_after(
@@ -826,6 +828,11 @@ impl Dispatcher {
                             retry.retry_after,
                         ),
                     };
+                    if retry.indefinite {
+                        // The request may still be running in the ERP: give it the time a
+                        // request is allowed before the next attempt looks the document up.
+                        delay = delay.max(inner.cfg.request_timeout);
+                    }
                     tracing::warn!(
                         outbox_id = %posting.id, tenant = %posting.tenant_id, erp, attempts,
                         class = retry.class.as_str(), indefinite = retry.indefinite,

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod sim;
+
 use std::collections::BTreeMap;
 
 use ledgerflow_core::{
