@@ -113,9 +113,10 @@ struct Args {
     /// a note. `--quick peer` runs only the peer.
     #[arg(long, env = "BENCH_PEER")]
     peer: Option<String>,
-    /// Runs of the peer (default: `--runs`).
-    #[arg(long, env = "BENCH_PEER_RUNS")]
-    peer_runs: Option<usize>,
+    /// Runs of the peer (median reported). One by default: on W1 the sink commits about one
+    /// transaction per event, so a run of the full W1 takes tens of minutes on two cores.
+    #[arg(long, env = "BENCH_PEER_RUNS", default_value_t = 1)]
+    peer_runs: usize,
     /// `tasks.max` of the peer's connector.
     #[arg(long, env = "BENCH_PEER_TASKS", default_value_t = 2)]
     peer_tasks: u32,
@@ -203,7 +204,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 .map_err(|why| anyhow::anyhow!("--peer connect: {why}"))?)),
         };
     let peer_settings = peer::PeerSettings {
-        runs: args.peer_runs.unwrap_or(args.runs),
+        runs: args.peer_runs,
         tasks: args.peer_tasks,
         batch: args.peer_batch,
         one_schema: args.peer_one_schema,
