@@ -25,6 +25,39 @@ pub(crate) fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Res
     Ok(())
 }
 
+/// A progress bar on stderr, drawn only on a terminal: scripts see the summary alone.
+pub(crate) struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    /// A bar with an indicatif `template` and a message.
+    pub(crate) fn new(template: &str, message: impl Into<String>) -> Self {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(message.into());
+        Self(bar)
+    }
+
+    /// Clears the bar.
+    pub(crate) fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl ledgerflow_service::ops::Progress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn at(&self, done: u64) {
+        self.0.set_position(done);
+    }
+}
+
 /// `--database` for commands that only read or fix the store.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct DatabaseArgs {

@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use ledgerflow_service::ops::exports;
 
 use ledgerflow_service::Environment;
 
-use crate::args::{DatabaseArgs, Format};
+use crate::args::{Bar, DatabaseArgs, Format};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
@@ -43,36 +43,12 @@ pub(crate) async fn run(cmd: AuditCommand, env: &Environment) -> anyhow::Result<
 
 async fn verify(args: AuditArgs, env: &Environment) -> anyhow::Result<ExitCode> {
     let store = args.db.open(env).await?;
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} audit verify: {pos} rows [{elapsed}]")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    let report = store
-        .verify_audit(args.consumer.as_deref(), |rows| bar.set_position(rows))
-        .await
-        .context("verifying the audit log")?;
-    bar.finish_and_clear();
+    let bar = Bar::new("{spinner} audit verify: {pos} rows [{elapsed}]", "");
+    let report = exports::verify_audit(&store, args.consumer.as_deref(), &bar).await;
+    bar.finish();
+    let report = report?;
     if let Some(path) = &args.metrics_textfile {
-        use ledgerflow_telemetry::textfile::{self, Sample};
-        textfile::write(
-            path,
-            &[
-                Sample {
-                    name: textfile::AUDIT_VERIFY_BROKEN_CHAINS,
-                    help: "Audit chains with a broken link in the last audit verify.",
-                    labels: vec![],
-                    value: report.breaks.len() as f64,
-                },
-                Sample {
-                    name: textfile::AUDIT_VERIFY_LAST_RUN,
-                    help: "Unix time of the last completed audit verify.",
-                    labels: vec![],
-                    value: textfile::now_seconds(),
-                },
-            ],
-        )
-        .with_context(|| format!("writing {}", path.display()))?;
+        exports::write_audit_metrics(path, &report)?;
     }
     match args.format {
         Format::Json => println!(

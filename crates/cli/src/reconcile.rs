@@ -4,13 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
-use ledgerflow_erp_receivables::{
-    BillingExport, CONSUMER_NAME, Manifest, ReconcileOptions, ReconcileSource,
-    reconcile as run_reconcile,
-};
-use ledgerflow_service::{ConsumerKind, Environment};
+use ledgerflow_erp_receivables::{CONSUMER_NAME, ReconcileOptions};
+use ledgerflow_service::Environment;
+use ledgerflow_service::ops::reconcile;
 
 use crate::args::{DatabaseArgs, Format, parse_time, print_json};
 
@@ -49,41 +46,13 @@ pub(crate) async fn run(args: ReconcileArgs, env: &Environment) -> anyhow::Resul
         anyhow::bail!("reconcile supports --consumer {CONSUMER_NAME} only");
     }
     let store = args.db.open(env).await?;
-    store
-        .apply_schema(&ConsumerKind::ErpReceivables.schema(store.backend()))
-        .await?;
-    let source = match &args.source {
-        Some(path)
-            if path
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("csv")) =>
-        {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            ReconcileSource::Billing(
-                BillingExport::from_csv(&text)
-                    .with_context(|| format!("reading the billing export {}", path.display()))?,
-            )
-        }
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let json: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not JSON", path.display()))?;
-            ReconcileSource::Manifest(Manifest::from_json(json).context("reading the manifest")?)
-        }
-        None => ReconcileSource::AuditLog,
-    };
-    let mut opts = ReconcileOptions::new(source);
-    opts.tenant = args.tenant.clone();
-    opts.from = args.from;
-    opts.to = args.to;
-    let report = run_reconcile(store.pool(), store.backend(), &opts)
-        .await
-        .context("reconciling")?;
+    let mut options = ReconcileOptions::new(reconcile::source(args.source.as_deref())?);
+    options.tenant = args.tenant.clone();
+    options.from = args.from;
+    options.to = args.to;
+    let report = reconcile::reconcile(&store, &options).await?;
     if let Some(path) = &args.metrics_textfile {
-        write_reconcile_metrics(path, &report)
-            .with_context(|| format!("writing {}", path.display()))?;
+        reconcile::write_metrics(path, &report)?;
     }
     match args.format {
         Format::Json => print_json(&report)?,
@@ -94,55 +63,6 @@ pub(crate) async fn run(args: ReconcileArgs, env: &Environment) -> anyhow::Resul
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// Differences by kind, for alerting (`ledgerflow_reconcile_differences`).
-fn write_reconcile_metrics(
-    path: &std::path::Path,
-    report: &ledgerflow_erp_receivables::ReconcileReport,
-) -> std::io::Result<()> {
-    use ledgerflow_telemetry::textfile::{self, Sample};
-    let mut kinds: [(&'static str, u64); 7] = [
-        ("missing", 0),
-        ("extra", 0),
-        ("mismatched", 0),
-        ("count_or_total", 0),
-        ("double_posted", 0),
-        ("unbalanced", 0),
-        ("delivery_failed", 0),
-    ];
-    for t in report.tenants.values() {
-        for d in [&t.invoices, &t.payments, &t.credit_memos] {
-            kinds[0].1 += d.missing_count;
-            kinds[1].1 += d.extra_count;
-            kinds[2].1 += d.mismatched_count;
-            kinds[3].1 +=
-                u64::from(d.count_matches == Some(false) || d.total_matches == Some(false));
-        }
-        kinds[4].1 += t.double_postings.len() as u64;
-        kinds[5].1 += t.unbalanced_journals.len() as u64;
-        kinds[6].1 += t.erp.failed;
-    }
-    let help = "Differences found by the last reconcile, by kind.";
-    let mut samples: Vec<Sample> = kinds
-        .iter()
-        .map(|(kind, n)| Sample {
-            name: textfile::RECONCILE_DIFFERENCES,
-            help,
-            labels: vec![
-                ("kind", (*kind).to_owned()),
-                ("source", report.source.to_owned()),
-            ],
-            value: *n as f64,
-        })
-        .collect();
-    samples.push(Sample {
-        name: textfile::RECONCILE_LAST_RUN,
-        help: "Unix time of the last completed reconcile.",
-        labels: vec![("source", report.source.to_owned())],
-        value: textfile::now_seconds(),
-    });
-    textfile::write(path, &samples)
 }
 
 fn print_report(report: &ledgerflow_erp_receivables::ReconcileReport) {

@@ -4,12 +4,12 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
-use ledgerflow_service::ops::Progress;
 use ledgerflow_service::ops::replay::{ReplayReport, ReplayRequest, ReplayRun};
 use ledgerflow_service::{ConsumerKind, Environment};
 
-use crate::args::{Format, OperatorArgs, PipelineArgs, parse_consumer, parse_time, print_json};
+use crate::args::{
+    Bar, Format, OperatorArgs, PipelineArgs, parse_consumer, parse_time, print_json,
+};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ReplayCommand {
@@ -82,18 +82,6 @@ pub(crate) struct RunArgs {
     operator: OperatorArgs,
 }
 
-/// A progress bar on stderr (drawn only on a terminal).
-struct Bar(ProgressBar);
-
-impl Progress for Bar {
-    fn start(&self, total: u64) {
-        self.0.set_length(total);
-    }
-    fn advance(&self, n: u64) {
-        self.0.inc(n);
-    }
-}
-
 pub(crate) async fn run(cmd: ReplayCommand, env: &Environment) -> anyhow::Result<ExitCode> {
     let (range, run) = match cmd {
         ReplayCommand::Plan(args) => (args.range, None),
@@ -119,17 +107,12 @@ pub(crate) async fn run(cmd: ReplayCommand, env: &Environment) -> anyhow::Result
         from_audit: range.from_audit,
         run,
     };
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} replay {msg} [{bar:30}] {pos}/{len} records [{elapsed}, eta {eta}]",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = Bar::new(
+        "{spinner} replay {msg} [{bar:30}] {pos}/{len} records [{elapsed}, eta {eta}]",
+        if request.run.is_some() { "run" } else { "plan" },
     );
-    bar.set_message(if request.run.is_some() { "run" } else { "plan" });
-    let bar = Bar(bar);
     let report = ledgerflow_service::ops::replay::replay(&pipeline, &request, &bar).await;
-    bar.0.finish_and_clear();
+    bar.finish();
     let report = report?;
     match range.format {
         Format::Json => print_json(&report)?,

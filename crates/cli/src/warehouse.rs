@@ -5,17 +5,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
-use ledgerflow_store::ConsumerLogic;
-use ledgerflow_warehouse_sink::{
-    ExportFormat, ExportOptions, Table, Warehouse, count_rows, export_table,
-};
+use ledgerflow_service::ops::exports;
+use ledgerflow_warehouse_sink::{ExportFormat, ExportOptions, Table};
 
 use ledgerflow_service::Environment;
 
-use crate::args::{DatabaseArgs, parse_time};
+use crate::args::{Bar, DatabaseArgs, parse_time};
 
 /// `ledgerflow warehouse ...`
 #[derive(Debug, Subcommand)]
@@ -68,11 +64,6 @@ pub(crate) async fn run(cmd: WarehouseCommand, env: &Environment) -> anyhow::Res
 
 async fn export(args: ExportArgs, env: &Environment) -> anyhow::Result<ExitCode> {
     let store = args.db.open(env).await?;
-    // Idempotent: an export before the consumer ever ran gives an empty file, not an error.
-    store
-        .apply_schema(&ConsumerLogic::schema(&Warehouse, store.backend()))
-        .await
-        .context("applying the warehouse schema")?;
     let format = match args.format {
         FileFormat::Parquet => ExportFormat::Parquet,
         FileFormat::Csv => ExportFormat::Csv,
@@ -80,27 +71,12 @@ async fn export(args: ExportArgs, env: &Environment) -> anyhow::Result<ExitCode>
     let mut options = ExportOptions::new(args.table, format);
     options.from = args.from;
     options.to = args.to;
-    let total = count_rows(store.pool(), store.backend(), &options)
-        .await
-        .with_context(|| format!("counting {}", args.table))?;
-    // Drawn on stderr only when it is a terminal; scripts see the summary line alone.
-    let bar = ProgressBar::new(total);
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} rows ({eta})")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message(format!("exporting {}", args.table));
-    let summary = export_table(
-        store.pool(),
-        store.backend(),
-        &options,
-        &args.out,
-        &mut |rows| bar.set_position(rows),
-    )
-    .await
-    .with_context(|| format!("exporting {} to {}", args.table, args.out.display()));
-    bar.finish_and_clear();
+    let bar = Bar::new(
+        "{spinner} {msg} [{bar:40}] {pos}/{len} rows ({eta})",
+        format!("exporting {}", args.table),
+    );
+    let summary = exports::export_warehouse(&store, &options, &args.out, &bar).await;
+    bar.finish();
     let summary = summary?;
     println!(
         "exported {} rows of {} to {} ({})",

@@ -3,10 +3,13 @@
 //! entry each one leaves in the consumer's operations chain of the audit log.
 
 pub mod dlq;
+pub mod exports;
 pub mod offsets;
 mod range;
+pub mod reconcile;
 pub mod replay;
 pub mod stats;
+pub mod tail;
 
 use ledgerflow_store::{OperationInput, Store};
 
@@ -15,11 +18,13 @@ pub use range::{CHUNK, Span};
 use crate::ServiceError;
 
 /// Progress of a long operation, for a progress bar.
-pub trait Progress {
+pub trait Progress: Sync {
     /// The work is `total` units.
     fn start(&self, _total: u64) {}
     /// `n` more units done.
     fn advance(&self, _n: u64) {}
+    /// `done` units done in all.
+    fn at(&self, _done: u64) {}
 }
 
 /// No progress reporting.
