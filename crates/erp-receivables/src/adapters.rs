@@ -4,7 +4,7 @@
 //! | kind | module | idempotency | lookup by external id |
 //! | --- | --- | --- | --- |
 //! | `netsuite` | [`netsuite`] | upsert `PUT .../{type}/eid:{externalId}` | `GET .../{type}/eid:{externalId}` (after an indefinite outcome) |
-//! | `dynamics365` | not yet | | |
+//! | `dynamics365` | [`d365`] | none in D365: look up before every create | `GET /data/{Headers}?$filter=Description eq '{externalId}'&cross-company=true` |
 //! | `s4hana` | not yet | | |
 //! | `oracle_fusion` | not yet | | |
 //!
@@ -13,6 +13,7 @@
 //! an adapter is registered here; an adapter should refuse (`FailClass::Mapping`) a `legacy`
 //! document it cannot send.
 
+pub mod d365;
 pub mod netsuite;
 
 use ledgerflow_tenants::ErpKind;
@@ -20,11 +21,13 @@ use ledgerflow_tenants::ErpKind;
 use crate::adapter::ErpAdapter;
 
 static NETSUITE: netsuite::NetSuite = netsuite::NetSuite;
+static DYNAMICS365: d365::Dynamics365 = d365::Dynamics365;
 
 /// The adapter of a kind, if one is built.
 pub fn builtin(kind: ErpKind) -> Option<&'static dyn ErpAdapter> {
     match kind {
         ErpKind::Netsuite => Some(&NETSUITE),
-        ErpKind::Dynamics365 | ErpKind::S4hana | ErpKind::OracleFusion => None,
+        ErpKind::Dynamics365 => Some(&DYNAMICS365),
+        ErpKind::S4hana | ErpKind::OracleFusion => None,
     }
 }

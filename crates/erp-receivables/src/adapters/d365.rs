@@ -1,0 +1,469 @@
+//! Dynamics 365 Finance & Operations (OData v4 under `/data/`, Microsoft Entra ID client
+//! credentials).
+//!
+//! **D365 has no idempotency key and stores whatever is posted twice**, so the adapter looks a
+//! document up by ledgerflow's external reference before every create
+//! ([`LookupPolicy::Always`]): `GET /data/{Headers}?$filter=Description eq '<external id>'&
+//! cross-company=true` (the header `Description` holds the external id; `cross-company=true`
+//! because the tenant's company need not be the integration user's default one).
+//!
+//! A journal is created as header and lines in **one `$batch` change set**, which D365 applies
+//! atomically: either the journal with all its lines exists or nothing does, so the lookup's
+//! answer is complete. One journal per change set (and per request), so a rejected journal
+//! never takes another tenant's journal with it. The lines refer to the header by a
+//! `JournalBatchNumber` the adapter supplies (`LF` + 8 random characters, new per attempt: if
+//! it collides with an existing journal, D365 refuses the change set and the next attempt uses
+//! another).
+//!
+//! | journal | mode `journal` | mode `subledger` |
+//! | --- | --- | --- |
+//! | invoice, credit memo | general journal (`LedgerJournalHeaders` + `LedgerJournalLines`), every line `Ledger` | the same, the receivable line on the customer account (`AccountType` `Cust`) |
+//! | receipt | general journal | customer payment journal (`CustomerPaymentJournalHeaders` + `...Lines`), the unapplied cash line on the customer account |
+//! | application | general journal | nothing: D365 settles a payment against the invoice on the customer account itself |
+//!
+//! Free-text invoices are not posted: the simulator has no free-text invoice entity, so AR
+//! invoices reach the customer account through a general journal line of account type `Cust`.
+//!
+//! Amounts are sent as decimal strings with `IEEE754Compatible=true`, the OData way to carry
+//! exact decimals. 429 carries `Retry-After`, which pauses the environment's account.
+
+use ledgerflow_core::format_minor;
+use ledgerflow_tenants::{Dynamics365Mapping, ErpKind, ErpMode};
+use serde_json::{Value, json};
+
+use crate::ErpError;
+use crate::adapter::{
+    BoxFuture, Document, ErpAdapter, Exchange, FailClass, Failed, HttpRequest, HttpResponse,
+    Lookup, LookupPolicy, Outcome, Problem, RenderInput, Rendered, Retry, RetryClass,
+};
+use crate::journal::{JournalEntry, JournalKind};
+use crate::payloads::date_of;
+use crate::posting::ErpPosting;
+
+/// Document kinds and their entity sets.
+const LEDGER: (&str, &str, &str) = (
+    "LedgerJournal",
+    "LedgerJournalHeaders",
+    "LedgerJournalLines",
+);
+const PAYMENT: (&str, &str, &str) = (
+    "CustomerPaymentJournal",
+    "CustomerPaymentJournalHeaders",
+    "CustomerPaymentJournalLines",
+);
+
+/// JSON with exact decimals as strings.
+const JSON: &str = "application/json;IEEE754Compatible=true";
+
+/// The Dynamics 365 adapter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Dynamics365;
+
+fn sets(document_kind: &str) -> Option<(&'static str, &'static str)> {
+    [LEDGER, PAYMENT]
+        .into_iter()
+        .find(|(kind, _, _)| *kind == document_kind)
+        .map(|(_, headers, lines)| (headers, lines))
+}
+
+fn amount(journal: &JournalEntry, minor: i64) -> String {
+    format_minor(i128::from(minor), journal.currency.exponent())
+}
+
+fn mapping<'a>(input: &'a RenderInput<'_>) -> Result<&'a Dynamics365Mapping, ErpError> {
+    input
+        .route
+        .target
+        .dynamics365
+        .as_ref()
+        .ok_or_else(|| ErpError::Mapping("the route has no dynamics365 keys".into()))
+}
+
+/// The journal as `{header, lines}`; `customer_account` is the GL account whose line goes to
+/// the customer instead (subledger mode).
+fn journal(
+    input: &RenderInput<'_>,
+    journal_name: &str,
+    data_area: &str,
+    customer_account: Option<&str>,
+) -> Value {
+    let j = input.journal;
+    let date = date_of(j.posted_at);
+    let lines: Vec<Value> = j
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let (account_type, account) = match customer_account {
+                Some(a) if a == l.account => ("Cust", input.customer_id),
+                _ => ("Ledger", l.account.as_str()),
+            };
+            json!({
+                "dataAreaId": data_area,
+                "LineNumber": i + 1,
+                "TransDate": date,
+                "AccountType": account_type,
+                "AccountDisplayValue": account,
+                "DebitAmount": amount(j, l.debit_minor),
+                "CreditAmount": amount(j, l.credit_minor),
+                "CurrencyCode": j.currency.code(),
+                "Text": j.memo,
+            })
+        })
+        .collect();
+    json!({
+        "header": {
+            "dataAreaId": data_area,
+            "JournalName": journal_name,
+            "Description": input.external_id,
+        },
+        "lines": lines,
+    })
+}
+
+/// A fresh `JournalBatchNumber`: `LF` + 8 characters of base 36.
+fn batch_number() -> String {
+    const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut n = uuid::Uuid::new_v4().as_u128();
+    let mut out = String::from("LF");
+    for _ in 0..8 {
+        out.push(char::from(DIGITS[(n % 36) as usize]));
+        n /= 36;
+    }
+    out
+}
+
+/// The `$batch` body: one change set, the header then every line, all with `batch`.
+fn batch_body(
+    cx: &Exchange,
+    posting: &ErpPosting,
+    boundary: &str,
+    batch: &str,
+) -> Result<String, Failed> {
+    let (headers_set, lines_set) = sets(&posting.document_kind).ok_or_else(|| {
+        Failed::new(
+            FailClass::Mapping,
+            format!("unknown d365 document kind {:?}", posting.document_kind),
+        )
+    })?;
+    let mut header = posting.document["header"].clone();
+    header["JournalBatchNumber"] = json!(batch);
+    let lines = posting.document["lines"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let changeset = format!("changeset_{boundary}");
+    let mut parts = vec![(headers_set, header)];
+    for mut line in lines {
+        line["JournalBatchNumber"] = json!(batch);
+        parts.push((lines_set, line));
+    }
+    let mut out = format!(
+        "--batch_{boundary}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"
+    );
+    for (i, (set, body)) in parts.iter().enumerate() {
+        out.push_str(&format!(
+            "--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\
+             Content-ID: {}\r\n\r\nPOST {} HTTP/1.1\r\nContent-Type: {JSON}\r\n\
+             Prefer: return=minimal\r\n\r\n{body}\r\n",
+            i + 1,
+            cx.url(&format!("/data/{set}")),
+        ));
+    }
+    out.push_str(&format!("--{changeset}--\r\n--batch_{boundary}--\r\n"));
+    Ok(out)
+}
+
+/// The HTTP status lines and the first JSON body of a `$batch` response.
+fn batch_parts(body: &str) -> (Vec<u16>, Option<Value>) {
+    let mut statuses = Vec::new();
+    let mut error = None;
+    for line in body.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("HTTP/1.1 ") {
+            if let Some(code) = rest.split_whitespace().next().and_then(|c| c.parse().ok()) {
+                statuses.push(code);
+            }
+        } else if error.is_none() && line.starts_with('{') {
+            error = serde_json::from_str(line).ok();
+        }
+    }
+    (statuses, error)
+}
+
+fn odata_message(v: &Value) -> String {
+    v["error"]["message"]
+        .as_str()
+        .or_else(|| v["error"]["innererror"]["message"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn classify(cx: &Exchange, resp: &HttpResponse) -> Problem {
+    if let Some(p) = cx.problem_for(resp) {
+        return p;
+    }
+    let message = resp
+        .json()
+        .map(|v| odata_message(&v))
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| ledgerflow_outbox::excerpt(&resp.body));
+    let text = cx.redact(&format!("http {}: {message}", resp.status));
+    let class = match resp.status {
+        401 | 403 => FailClass::Auth,
+        _ => FailClass::Client,
+    };
+    Problem::Failed(Failed::new(class, text))
+}
+
+impl ErpAdapter for Dynamics365 {
+    fn kind(&self) -> ErpKind {
+        ErpKind::Dynamics365
+    }
+
+    fn lookup_policy(&self) -> LookupPolicy {
+        LookupPolicy::Always
+    }
+
+    fn render(&self, input: &RenderInput<'_>) -> Result<Rendered, ErpError> {
+        let m = mapping(input)?;
+        let area = m.data_area_id.as_str();
+        let accounts = &input.route.accounts;
+        let (kind, body) = match (input.route.target.mode, input.journal.kind) {
+            (ErpMode::Journal, _) => (LEDGER.0, journal(input, &m.journal_name, area, None)),
+            (ErpMode::Subledger, JournalKind::Invoice | JournalKind::CreditMemo) => (
+                LEDGER.0,
+                journal(input, &m.journal_name, area, Some(&accounts.receivable)),
+            ),
+            (ErpMode::Subledger, JournalKind::Receipt) => {
+                let name = m.payment_journal_name.as_deref().ok_or_else(|| {
+                    ErpError::Mapping(
+                        "subledger mode needs dynamics365.payment_journal_name".into(),
+                    )
+                })?;
+                (
+                    PAYMENT.0,
+                    journal(input, name, area, Some(&accounts.unapplied_cash)),
+                )
+            }
+            (ErpMode::Subledger, JournalKind::Application) => {
+                return Ok(Rendered::NotPosted {
+                    reason: "d365 settles a payment against its invoice on the customer account",
+                });
+            }
+        };
+        Ok(Rendered::Document(Document {
+            kind: kind.into(),
+            body,
+            depends_on: Vec::new(),
+        }))
+    }
+
+    fn find<'a>(&'a self, cx: &'a Exchange, posting: &'a ErpPosting) -> BoxFuture<'a, Lookup> {
+        Box::pin(async move {
+            let Some((headers, _)) = sets(&posting.document_kind) else {
+                return Lookup::Failed(Failed::new(
+                    FailClass::Mapping,
+                    format!("unknown d365 document kind {:?}", posting.document_kind),
+                ));
+            };
+            // External ids are [A-Za-z0-9_-]: nothing to escape inside the OData literal.
+            let url = cx.url(&format!(
+                "/data/{headers}?$filter=Description%20eq%20'{}'&cross-company=true",
+                posting.external_id
+            ));
+            let resp = match cx
+                .call(HttpRequest::get(url).with_header("accept", "application/json"))
+                .await
+            {
+                Ok(r) => r,
+                Err(p) => return p.into(),
+            };
+            if !resp.is_success() {
+                return classify(cx, &resp).into();
+            }
+            let found = resp.json().and_then(|v| {
+                v["value"].as_array().and_then(|rows| {
+                    if rows.len() > 1 {
+                        tracing::error!(
+                            external_id = %posting.external_id, copies = rows.len(),
+                            "d365 holds this journal more than once"
+                        );
+                    }
+                    rows.first().cloned()
+                })
+            });
+            match found {
+                Some(row) => Lookup::Found {
+                    document_id: format!(
+                        "{}/{}",
+                        row["dataAreaId"].as_str().unwrap_or_default(),
+                        row["JournalBatchNumber"].as_str().unwrap_or_default()
+                    ),
+                },
+                None => Lookup::NotFound,
+            }
+        })
+    }
+
+    fn send<'a>(&'a self, cx: &'a Exchange, posting: &'a ErpPosting) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let boundary = uuid::Uuid::new_v4().simple().to_string();
+            let batch = batch_number();
+            let body = match batch_body(cx, posting, &boundary, &batch) {
+                Ok(b) => b,
+                Err(f) => return Outcome::Failed(f),
+            };
+            let req = HttpRequest::post(cx.url("/data/$batch"))
+                .with_header("accept", "multipart/mixed")
+                .with_header("odata-version", "4.0")
+                .body(&format!("multipart/mixed; boundary=batch_{boundary}"), body);
+            let resp = match cx.call(req).await {
+                Ok(r) => r,
+                Err(p) => return p.into(),
+            };
+            if !resp.is_success() {
+                return classify(cx, &resp).into();
+            }
+            let (statuses, error) = batch_parts(&resp.body);
+            let area = posting.document["header"]["dataAreaId"]
+                .as_str()
+                .unwrap_or_default();
+            if !statuses.is_empty() && statuses.iter().all(|s| (200..300).contains(s)) {
+                return Outcome::Confirmed {
+                    document_id: format!("{area}/{batch}"),
+                };
+            }
+            let failed = statuses.iter().copied().find(|s| *s >= 300).unwrap_or(0);
+            let message = error.as_ref().map(odata_message).unwrap_or_default();
+            let text = cx.redact(&format!("change set refused: http {failed}: {message}"));
+            match failed {
+                429 => Outcome::Retry(
+                    Retry::new(RetryClass::Throttled, text).after(resp.retry_after()),
+                ),
+                500..=599 => Outcome::Retry(Retry::new(RetryClass::Server, text)),
+                // Our own batch number taken by another journal: try again with another.
+                _ if message.contains("already exists") && message.contains(&batch) => {
+                    Outcome::Retry(Retry::new(RetryClass::Server, text))
+                }
+                0 => Outcome::Retry(Retry::new(
+                    RetryClass::Server,
+                    cx.redact(&format!(
+                        "unreadable $batch answer: {}",
+                        ledgerflow_outbox::excerpt(&resp.body)
+                    )),
+                )),
+                _ => Outcome::Failed(Failed::new(FailClass::Rejected, text)),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::tests::{envelope, invoice, line, payment, tenant};
+    use crate::mapping::{ErpRoute, map_event};
+
+    fn render(event: ledgerflow_core::Event, mode: ErpMode, kind: Option<JournalKind>) -> Rendered {
+        let mut t = tenant("acme", Some(ErpKind::Dynamics365));
+        if let Some(erp) = &mut t.erp {
+            erp.mode = mode;
+        }
+        let effect = map_event(&envelope(event), &t).unwrap();
+        let route: ErpRoute = effect.route.unwrap();
+        let mut journal = effect.posting.journal().unwrap().clone();
+        if let Some(kind) = kind {
+            journal.kind = kind;
+        }
+        let input = RenderInput {
+            journal: &journal,
+            route: &route,
+            external_id: "lf-acme-x-inv",
+            customer_id: "cus-1",
+            invoice: None,
+        };
+        Dynamics365.render(&input).unwrap()
+    }
+
+    fn inv() -> ledgerflow_core::Event {
+        invoice(
+            "00000000-0000-4000-8000-000000000001",
+            "inv-1",
+            vec![
+                line("l1", "platform", 2, 1000),
+                line("l2", "support", 1, 550),
+            ],
+            266,
+        )
+    }
+
+    fn doc(r: Rendered) -> Document {
+        match r {
+            Rendered::Document(d) => d,
+            Rendered::NotPosted { reason } => panic!("{reason}"),
+        }
+    }
+
+    #[test]
+    fn a_general_journal_with_the_external_id_as_description() {
+        let d = doc(render(inv(), ErpMode::Journal, None));
+        assert_eq!(d.kind, "LedgerJournal");
+        assert_eq!(d.body["header"]["Description"], "lf-acme-x-inv");
+        assert_eq!(d.body["header"]["dataAreaId"], "usmf");
+        assert_eq!(d.body["header"]["JournalName"], "GenJrn");
+        let lines = d.body["lines"].as_array().unwrap();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0]["AccountType"], "Ledger");
+        assert_eq!(lines[0]["DebitAmount"], "28.16");
+        assert_eq!(lines[0]["CreditAmount"], "0.00");
+        assert_eq!(lines[3]["LineNumber"], 4);
+    }
+
+    #[test]
+    fn subledger_mode_posts_to_the_customer_account() {
+        let d = doc(render(inv(), ErpMode::Subledger, None));
+        let lines = d.body["lines"].as_array().unwrap();
+        assert_eq!(lines[0]["AccountType"], "Cust");
+        assert_eq!(lines[0]["AccountDisplayValue"], "cus-1");
+        assert_eq!(lines[1]["AccountType"], "Ledger");
+        let pay = payment(
+            "00000000-0000-4000-8000-000000000002",
+            "pay-1",
+            "inv-1",
+            10_000,
+            320,
+        );
+        let d = doc(render(pay.clone(), ErpMode::Subledger, None));
+        assert_eq!(d.kind, "CustomerPaymentJournal");
+        assert_eq!(d.body["header"]["JournalName"], "CustPay");
+        let cust: Vec<&Value> = d.body["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["AccountType"] == "Cust")
+            .collect();
+        assert_eq!(cust.len(), 1);
+        assert_eq!(cust[0]["CreditAmount"], "100.00");
+        assert!(matches!(
+            render(pay, ErpMode::Subledger, Some(JournalKind::Application)),
+            Rendered::NotPosted { .. }
+        ));
+    }
+
+    #[test]
+    fn batch_numbers_fit_d365_and_responses_parse() {
+        let b = batch_number();
+        assert_eq!(b.len(), 10);
+        assert!(b.starts_with("LF") && b.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(b, batch_number());
+        let ok = "--batchresponse_1\r\nContent-Type: multipart/mixed; boundary=cs\r\n\r\n--cs\r\n\
+                  Content-Type: application/http\r\n\r\nHTTP/1.1 201 Created\r\n\r\n--cs--\r\n";
+        assert_eq!(batch_parts(ok).0, [201]);
+        let bad = "--batchresponse_1\r\nContent-Type: application/http\r\n\r\nHTTP/1.1 400 Bad Request\r\n\
+                   Content-Type: application/json\r\n\r\n{\"error\":{\"code\":\"\",\"message\":\"Write failed\"}}\r\n";
+        let (statuses, error) = batch_parts(bad);
+        assert_eq!(statuses, [400]);
+        assert_eq!(odata_message(&error.unwrap()), "Write failed");
+    }
+}
