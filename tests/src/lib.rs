@@ -62,6 +62,12 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// A `ledgerflow registry serve` of its own (SQLite in `dir`, an ephemeral port): the process
+/// (stopped on drop) and its URL.
+pub fn start_registry(dir: &Path) -> (Proc, String) {
+    spawn_registry(dir, "127.0.0.1:0")
+}
+
 /// Starts `ledgerflow registry serve` on `listen` with its SQLite database in `dir`; returns
 /// the process and the URL it announced.
 fn spawn_registry(dir: &Path, listen: &str) -> (Proc, String) {
