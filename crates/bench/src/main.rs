@@ -86,7 +86,8 @@ struct Args {
     out: PathBuf,
     /// Development loop: preload, then only B6 runs of these consumers (comma-separated,
     /// e.g. `erp-receivables` or `erp-receivables,warehouse,notifications`), `--runs` times;
-    /// prints each run's rate and writes no report.
+    /// prints each run's rate and writes no report. `latency`: only the latency runs; `peer`:
+    /// only the peer (`--peer-runs` times).
     #[arg(long, env = "BENCH_QUICK")]
     quick: Option<String>,
     /// Administrative Postgres URL; fresh databases are created and dropped on this server.
