@@ -76,12 +76,13 @@ impl Setup {
         let out = self.stack.ledgerflow_ok(&args);
         let log = String::from_utf8_lossy(&out.stderr);
         assert!(
-            log.contains("idle, exiting"),
-            "the run ended without going idle:\n{log}"
+            log.contains("drained: every subscribed partition"),
+            "the run ended without draining:\n{log}"
         );
         let summaries: serde_json::Value =
             serde_json::from_slice(&out.stdout).expect("run summary JSON");
         assert_eq!(summaries[0]["consumer"], CONSUMER, "{summaries}");
+        assert_eq!(summaries[0]["exit"], "drained", "{summaries}");
         summaries[0].clone()
     }
 

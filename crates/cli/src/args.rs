@@ -134,7 +134,9 @@ pub(crate) struct PipelineArgs {
     /// partitions for longer than this (default `60s`) [env: LEDGERFLOW_NOT_READY_AFTER].
     #[arg(long, value_parser = parse_duration)]
     not_ready_after: Option<Duration>,
-    /// Extra librdkafka property, repeatable: `--kafka-property security.protocol=SSL`.
+    /// Extra librdkafka property, repeatable: `--kafka-property security.protocol=SSL`; a
+    /// value `${env:NAME}` or `${file:PATH}` is a secret reference, resolved when the client
+    /// is built (`sasl.password=${file:/run/secrets/kafka}`).
     #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
     kafka_properties: Vec<(String, String)>,
     /// Serve /metrics, /healthz and /readyz on this address, e.g. `127.0.0.1:9464`

@@ -25,7 +25,9 @@ pub(crate) struct KafkaArgs {
     /// [default: 127.0.0.1:9092].
     #[arg(long)]
     brokers: Option<String>,
-    /// Extra librdkafka property, repeatable: `--kafka-property security.protocol=SASL_SSL`.
+    /// Extra librdkafka property, repeatable: `--kafka-property security.protocol=SASL_SSL`; a
+    /// value `${env:NAME}` or `${file:PATH}` is a secret reference, resolved when the client
+    /// is built.
     #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
     pub(crate) properties: Vec<(String, String)>,
 }

@@ -130,8 +130,12 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let client =
-        RegistryClient::new(&args.registry, Duration::from_secs(10)).map_err(anyhow::Error::msg)?;
+    let client = RegistryClient::new(&args.registry, Duration::from_secs(10))
+        .map_err(anyhow::Error::msg)?
+        .with_auth(
+            ledgerflow_codec::RegistryAuth::from_env(|n| std::env::var(n).ok())
+                .map_err(anyhow::Error::msg)?,
+        );
     let encoder = Encoder::register(&client, &args.topic)
         .await
         .map_err(|e| anyhow::anyhow!("registering schemas: {}", describe(&e)))?;
@@ -145,8 +149,12 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     if !args.no_idempotence {
         cfg.set("enable.idempotence", "true");
     }
+    // The operator's properties win over the producer's own (secret references resolved).
     for (k, v) in &args.kafka.properties {
-        cfg.set(k, v);
+        cfg.set(
+            k,
+            ledgerflow_core::secret::resolve(v).unwrap_or_else(|_| v.clone()),
+        );
     }
     let producer: FutureProducer = cfg.create().context("creating the Kafka producer")?;
 

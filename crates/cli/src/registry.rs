@@ -23,6 +23,15 @@ pub(crate) struct ServeArgs {
     /// [env: LEDGERFLOW_REGISTRY_DATABASE_URL] [default: sqlite://registry.db].
     #[arg(long)]
     database: Option<String>,
+    /// Require HTTP basic authentication: a file of `user:password` lines
+    /// [env: LEDGERFLOW_REGISTRY_BASIC_AUTH_FILE].
+    #[arg(long)]
+    basic_auth_file: Option<std::path::PathBuf>,
+    /// Accept bearer tokens: a file with one token per line
+    /// [env: LEDGERFLOW_REGISTRY_BEARER_TOKENS_FILE]. With either file, every request must
+    /// authenticate (401, error code 40101, otherwise).
+    #[arg(long)]
+    bearer_tokens_file: Option<std::path::PathBuf>,
 }
 
 pub(crate) async fn run(cmd: RegistryCommand, env: &Environment) -> anyhow::Result<ExitCode> {
@@ -37,6 +46,18 @@ pub(crate) async fn run(cmd: RegistryCommand, env: &Environment) -> anyhow::Resu
         vars::REGISTRY_DATABASE_URL,
         "sqlite://registry.db",
     );
+    let file = |flag: Option<std::path::PathBuf>, name: &str| {
+        flag.or_else(|| env.get(name).map(std::path::PathBuf::from))
+    };
+    let credentials = ledgerflow_registry::Credentials::from_files(
+        file(args.basic_auth_file, "LEDGERFLOW_REGISTRY_BASIC_AUTH_FILE").as_deref(),
+        file(
+            args.bearer_tokens_file,
+            "LEDGERFLOW_REGISTRY_BEARER_TOKENS_FILE",
+        )
+        .as_deref(),
+    )
+    .context("reading the registry credentials")?;
     let state = ledgerflow_registry::connect(&RegistryConfig { database_url })
         .await
         .context("opening the registry store")?;
@@ -46,9 +67,10 @@ pub(crate) async fn run(cmd: RegistryCommand, env: &Environment) -> anyhow::Resu
     let addr = listener.local_addr().context("reading the bound address")?;
     // Scripts and tests wait for this line to learn the port when they pass port 0.
     println!("listening on http://{addr}");
-    ledgerflow_registry::serve(
+    ledgerflow_registry::serve_with(
         listener,
         state,
+        credentials,
         ledgerflow_service::signal::stop_requested(),
     )
     .await

@@ -47,6 +47,8 @@ pub(crate) async fn run(args: TailArgs, env: &Environment) -> anyhow::Result<Exi
             .clone()
             .or_else(|| env.get(vars::SCHEMA_REGISTRY_URL).map(str::to_owned))
             .unwrap_or_else(|| "http://127.0.0.1:8081".to_owned()),
+        registry_auth: ledgerflow_codec::RegistryAuth::from_env(|n| env.get(n).map(str::to_owned))
+            .map_err(anyhow::Error::msg)?,
         topic: args.topic.clone(),
         partitions: args.partition.clone(),
         from_beginning: args.from_beginning,

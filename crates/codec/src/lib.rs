@@ -19,4 +19,4 @@ pub use error::CodecError;
 pub use frame::{Frame, HEADER_LEN, MAGIC_BYTE, encode_frame};
 /// Re-exported so the decoder's callers render its errors with the same helper.
 pub use ledgerflow_core::error_chain;
-pub use registry_client::{RegisteredSchema, RegistryClient};
+pub use registry_client::{RegisteredSchema, RegistryAuth, RegistryClient, auth_vars};

@@ -33,11 +33,104 @@ struct ErrorBody {
     error_code: i64,
 }
 
+/// How the client authenticates to the registry (Confluent's `basic.auth.user.info` and
+/// `bearer.auth.token`). The secret never appears in `Debug` output or errors.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RegistryAuth {
+    /// HTTP basic authentication.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// A bearer token (OAuth access token or API key).
+    Bearer {
+        /// The token.
+        token: String,
+    },
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Basic { username, .. } => f
+                .debug_struct("Basic")
+                .field("username", username)
+                .field("password", &"<redacted>")
+                .finish(),
+            Self::Bearer { .. } => f
+                .debug_struct("Bearer")
+                .field("token", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
+/// Environment variables that carry registry credentials, by value or by file.
+pub mod auth_vars {
+    /// `user:password` for basic authentication.
+    pub const USER_INFO: &str = "LEDGERFLOW_SCHEMA_REGISTRY_USER_INFO";
+    /// A file holding `user:password`.
+    pub const USER_INFO_FILE: &str = "LEDGERFLOW_SCHEMA_REGISTRY_USER_INFO_FILE";
+    /// A bearer token.
+    pub const BEARER_TOKEN: &str = "LEDGERFLOW_SCHEMA_REGISTRY_BEARER_TOKEN";
+    /// A file holding a bearer token.
+    pub const BEARER_TOKEN_FILE: &str = "LEDGERFLOW_SCHEMA_REGISTRY_BEARER_TOKEN_FILE";
+}
+
+impl RegistryAuth {
+    /// The credentials named by the environment (looked up through `get`, so callers pass the
+    /// process environment or an explicit map): basic from `..._USER_INFO` or
+    /// `..._USER_INFO_FILE`, bearer from `..._BEARER_TOKEN` or `..._BEARER_TOKEN_FILE`; files
+    /// are read now, trailing newline trimmed. `None` when none is set; an error when both
+    /// kinds are, or a value is malformed (the message never contains the secret).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+        let read = |value: &str, file: &str| -> Result<Option<String>, String> {
+            match (get(value), get(file)) {
+                (Some(_), Some(_)) => Err(format!("set {value} or {file}, not both")),
+                (Some(v), None) => Ok(Some(v)),
+                (None, Some(path)) => std::fs::read_to_string(&path)
+                    .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_owned()))
+                    .map_err(|e| format!("{file}: reading {path}: {e}")),
+                (None, None) => Ok(None),
+            }
+        };
+        let basic = read(auth_vars::USER_INFO, auth_vars::USER_INFO_FILE)?;
+        let bearer = read(auth_vars::BEARER_TOKEN, auth_vars::BEARER_TOKEN_FILE)?;
+        match (basic, bearer) {
+            (Some(_), Some(_)) => Err("registry credentials: basic and bearer are both set".into()),
+            (Some(info), None) => {
+                let (username, password) = info
+                    .split_once(':')
+                    .ok_or_else(|| format!("{} must be user:password", auth_vars::USER_INFO))?;
+                Ok(Some(Self::Basic {
+                    username: username.to_owned(),
+                    password: password.to_owned(),
+                }))
+            }
+            (None, Some(token)) if token.trim().is_empty() => {
+                Err("registry bearer token is empty".into())
+            }
+            (None, Some(token)) => Ok(Some(Self::Bearer { token })),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Self::Basic { username, password } => request.basic_auth(username, Some(password)),
+            Self::Bearer { token } => request.bearer_auth(token),
+        }
+    }
+}
+
 /// Registry client. Cheap to clone (the HTTP pool is shared).
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
     base: Url,
     http: reqwest::Client,
+    auth: Option<RegistryAuth>,
 }
 
 impl RegistryClient {
@@ -56,7 +149,25 @@ impl RegistryClient {
             .connect_timeout(timeout)
             .build()
             .map_err(|e| format!("http client: {e}"))?;
-        Ok(Self { base, http })
+        Ok(Self {
+            base,
+            http,
+            auth: None,
+        })
+    }
+
+    /// The same client, authenticating every request with `auth` (`None`: anonymous).
+    pub fn with_auth(mut self, auth: Option<RegistryAuth>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    fn request(&self, method: reqwest::Method, url: &Url) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, url.clone());
+        match &self.auth {
+            Some(auth) => auth.apply(request),
+            None => request,
+        }
     }
 
     /// The base URL.
@@ -77,7 +188,7 @@ impl RegistryClient {
     /// failures and 5xx are retryable errors.
     pub async fn schema_by_id(&self, id: SchemaId) -> Result<RegisteredSchema, CodecError> {
         let url = self.url(&["schemas", "ids", &id.0.to_string()]);
-        let (status, body) = send(self.http.get(url.clone()), &url).await?;
+        let (status, body) = send(self.request(reqwest::Method::GET, &url), &url).await?;
         if status == StatusCode::NOT_FOUND {
             let code = serde_json::from_str::<ErrorBody>(&body)
                 .map(|b| b.error_code)
@@ -106,8 +217,7 @@ impl RegistryClient {
     pub async fn register(&self, subject: &str, schema: &str) -> Result<SchemaId, CodecError> {
         let url = self.url(&["subjects", subject, "versions"]);
         let request = self
-            .http
-            .post(url.clone())
+            .request(reqwest::Method::POST, &url)
             .header(reqwest::header::CONTENT_TYPE, REGISTRY_CONTENT_TYPE)
             .body(serde_json::json!({ "schema": schema }).to_string());
         let (status, body) = send(request, &url).await?;

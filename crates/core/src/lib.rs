@@ -15,6 +15,7 @@ mod failure;
 mod ids;
 mod money;
 mod retry;
+pub mod secret;
 
 pub use calendar::{date_of_micros, rfc3339_micros};
 pub use clock::{error_chain, now_micros};

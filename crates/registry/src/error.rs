@@ -6,6 +6,14 @@
 /// reaches a handler becomes the Confluent store error (HTTP 500, error code 50001).
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// A credentials file could not be read or parsed (the message never holds a secret).
+    #[error("registry credentials file {path}: {reason}")]
+    Credentials {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// The database URL names a scheme other than `sqlite:` or `postgres:`.
     #[error("unsupported database url scheme in {url:?} (expected sqlite: or postgres:)")]
     UnsupportedDatabaseUrl {

@@ -27,6 +27,7 @@
 #![warn(clippy::let_underscore_must_use)]
 
 mod api;
+mod auth;
 mod compat;
 mod error;
 mod registry;
@@ -35,6 +36,7 @@ mod reply;
 mod schema;
 mod store;
 
+pub use auth::Credentials;
 pub use error::RegistryError;
 pub use registry::RegistryState;
 
@@ -56,6 +58,18 @@ pub fn router(state: RegistryState) -> axum::Router {
     api::router(state)
 }
 
+/// The routes behind authentication when `credentials` requires any.
+pub fn router_with(state: RegistryState, credentials: Credentials) -> axum::Router {
+    let routes = api::router(state);
+    if !credentials.is_enabled() {
+        return routes;
+    }
+    routes.layer(axum::middleware::from_fn_with_state(
+        std::sync::Arc::new(credentials),
+        auth::require,
+    ))
+}
+
 /// Serves the registry on `listener` until `shutdown` completes, then finishes in-flight
 /// requests and returns.
 pub async fn serve(
@@ -63,10 +77,20 @@ pub async fn serve(
     state: RegistryState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RegistryError> {
+    serve_with(listener, state, Credentials::none(), shutdown).await
+}
+
+/// [`serve`] with authentication.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: RegistryState,
+    credentials: Credentials,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RegistryError> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "schema registry listening");
+        tracing::info!(%addr, authentication = credentials.is_enabled(), "schema registry listening");
     }
-    axum::serve(listener, router(state))
+    axum::serve(listener, router_with(state, credentials))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| RegistryError::Serve { source })

@@ -99,7 +99,10 @@ pub(crate) fn consumer_client_config(config: &RuntimeConfig, name: &str) -> Clie
         cfg.set("group.instance.id", instance);
     }
     for (k, v) in &config.kafka_properties {
-        cfg.set(k, v);
+        // A secret reference (`${env:..}`, `${file:..}`) resolves here, at use, so the secret
+        // lives only in librdkafka's configuration; the service validated it at startup.
+        let value = ledgerflow_core::secret::resolve(v).unwrap_or_else(|_| v.clone());
+        cfg.set(k, value);
     }
     cfg
 }

@@ -419,6 +419,9 @@ pub struct Settings {
     pub instance_id: Option<String>,
     /// Classic protocol session timeout.
     pub session_timeout: Duration,
+    /// Registry credentials (`LEDGERFLOW_SCHEMA_REGISTRY_USER_INFO[_FILE]` or
+    /// `..._BEARER_TOKEN[_FILE]`); `Debug` shows no secret.
+    pub registry_auth: Option<ledgerflow_codec::RegistryAuth>,
 }
 
 fn default_brokers() -> String {
@@ -508,6 +511,17 @@ impl Settings {
         } else {
             raw.topics
         };
+        // Secrets by reference (`${env:NAME}`, `${file:PATH}`) must resolve now, so a typo is a
+        // startup error; they are resolved again where clients are built and never stored.
+        for (key, value) in &raw.kafka_properties {
+            if ledgerflow_core::secret::is_reference(value) {
+                ledgerflow_core::secret::resolve_with(value, |n| env.get(n).map(str::to_owned))
+                    .map_err(|e| ServiceError::Config(format!("kafka property {key}: {e}")))?;
+            }
+        }
+        let registry_auth =
+            ledgerflow_codec::RegistryAuth::from_env(|n| env.get(n).map(str::to_owned))
+                .map_err(ServiceError::Config)?;
         let consumers = if raw.consumers.is_empty() {
             ConsumerKind::ALL.to_vec()
         } else {
@@ -534,6 +548,7 @@ impl Settings {
             group_protocol,
             instance_id: raw.instance_id,
             session_timeout: raw.session_timeout.unwrap_or_else(default_session_timeout),
+            registry_auth,
         })
     }
 

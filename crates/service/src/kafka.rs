@@ -34,7 +34,9 @@ impl KafkaClient {
             cfg.set(*k, *v);
         }
         for (k, v) in &self.properties {
-            cfg.set(k, v);
+            // A secret reference resolves here, at use; settings validated it at startup.
+            let value = ledgerflow_core::secret::resolve(v).unwrap_or_else(|_| v.clone());
+            cfg.set(k, value);
         }
         cfg
     }

@@ -43,7 +43,8 @@ impl Pipeline {
     pub async fn open(settings: Settings) -> Result<Self, ServiceError> {
         let store = open_store(&settings.database).await?;
         let client = RegistryClient::new(&settings.registry, Duration::from_secs(10))
-            .map_err(ServiceError::Config)?;
+            .map_err(ServiceError::Config)?
+            .with_auth(settings.registry_auth.clone());
         let decoder = Arc::new(Decoder::new(client, DecoderConfig::default()));
         let tenants = match &settings.tenants {
             Some(path) => TenantRegistry::load(path).map_err(|source| ServiceError::Tenants {

@@ -36,6 +36,25 @@ pub struct KafkaCluster {
     pub nodes: u8,
     dir: PathBuf,
     owned: bool,
+    /// With `start_tls`: the SSL (mTLS) and SASL_SSL listeners and their client material.
+    pub tls: Option<TlsListeners>,
+}
+
+/// The secured listeners of a `--tls` cluster (see `scripts/kafka`).
+#[derive(Debug, Clone)]
+pub struct TlsListeners {
+    /// `host:port` of the SSL listener; client certificates required.
+    pub ssl: String,
+    /// `host:port` of the SASL_SSL listener (SCRAM-SHA-512).
+    pub sasl_ssl: String,
+    /// The CA that signed the broker's and the client's certificates (PEM).
+    pub ca: PathBuf,
+    /// The client certificate (PEM).
+    pub client_cert: PathBuf,
+    /// The client key (PEM).
+    pub client_key: PathBuf,
+    /// A file holding the SCRAM password of user `ledgerflow`.
+    pub scram_password_file: PathBuf,
 }
 
 /// Where a partition lives.
@@ -62,10 +81,20 @@ impl KafkaCluster {
 
     /// A cluster of `nodes` (1 or 3) for one test, stopped on drop.
     pub fn start(nodes: u8) -> Self {
-        Self::launch(nodes, false)
+        Self::launch_with(nodes, false, false)
+    }
+
+    /// A single node with SSL (mTLS) and SASL_SSL/SCRAM listeners besides PLAINTEXT, for one
+    /// test, stopped on drop.
+    pub fn start_tls() -> Self {
+        Self::launch_with(1, false, true)
     }
 
     fn launch(nodes: u8, remove_on_exit: bool) -> Self {
+        Self::launch_with(nodes, remove_on_exit, false)
+    }
+
+    fn launch_with(nodes: u8, remove_on_exit: bool, tls: bool) -> Self {
         let root = std::env::temp_dir().join("ledgerflow-test-kafka");
         std::fs::create_dir_all(&root).expect("kafka test root");
         let dir = root.join(format!(
@@ -73,7 +102,7 @@ impl KafkaCluster {
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         ));
-        let base = free_port_block(u16::from(nodes) * 2);
+        let base = free_port_block(u16::from(nodes) * 2 + if tls { 2 } else { 0 });
         let mut cmd = Command::new(kafka_script());
         cmd.arg("start")
             .arg("--dir")
@@ -84,6 +113,9 @@ impl KafkaCluster {
             .args(["--owner-pid", &std::process::id().to_string()]);
         if remove_on_exit {
             cmd.arg("--remove-on-exit");
+        }
+        if tls {
+            cmd.arg("--tls");
         }
         let out = cmd
             .output()
@@ -102,11 +134,29 @@ impl KafkaCluster {
             .find_map(|l| l.strip_prefix("BOOTSTRAP="))
             .unwrap_or_else(|| panic!("scripts/kafka printed no BOOTSTRAP line:\n{stdout}"))
             .to_owned();
+        let line = |prefix: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .map(str::to_owned)
+        };
+        let tls = tls.then(|| {
+            let material = dir.join("tls");
+            TlsListeners {
+                ssl: line("BOOTSTRAP_SSL=").expect("BOOTSTRAP_SSL line"),
+                sasl_ssl: line("BOOTSTRAP_SASL_SSL=").expect("BOOTSTRAP_SASL_SSL line"),
+                ca: material.join("ca.pem"),
+                client_cert: material.join("client.pem"),
+                client_key: material.join("client.key"),
+                scram_password_file: material.join("scram-password"),
+            }
+        });
         Self {
             bootstrap,
             nodes,
             dir,
             owned: true,
+            tls,
         }
     }
 

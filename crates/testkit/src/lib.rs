@@ -10,7 +10,7 @@
 
 pub mod kafka;
 
-pub use kafka::{KafkaCluster, PartitionInfo};
+pub use kafka::{KafkaCluster, PartitionInfo, TlsListeners};
 
 use std::future::Future;
 use std::time::Duration;

@@ -18,6 +18,8 @@ use crate::{KafkaClient, METADATA_TIMEOUT, ServiceError, partitions};
 pub struct TailRequest {
     /// Schema registry URL.
     pub registry: String,
+    /// Registry credentials.
+    pub registry_auth: Option<ledgerflow_codec::RegistryAuth>,
     /// Topic.
     pub topic: String,
     /// Only these partitions (none: all).
@@ -70,7 +72,8 @@ impl Tail {
     /// Assigns the partitions at their start or end.
     pub fn open(kafka: &KafkaClient, request: TailRequest) -> Result<Self, ServiceError> {
         let client = RegistryClient::new(&request.registry, Duration::from_secs(10))
-            .map_err(ServiceError::Config)?;
+            .map_err(ServiceError::Config)?
+            .with_auth(request.registry_auth.clone());
         let decoder = Decoder::new(client, DecoderConfig::default());
         let reset = if request.from_beginning {
             "earliest"
