@@ -5,7 +5,7 @@
 //! | --- | --- | --- | --- |
 //! | `netsuite` | [`netsuite`] | upsert `PUT .../{type}/eid:{externalId}` | `GET .../{type}/eid:{externalId}` (after an indefinite outcome) |
 //! | `dynamics365` | [`d365`] | none in D365: look up before every create | `GET /data/{Headers}?$filter=Description eq '{externalId}'&cross-company=true` |
-//! | `s4hana` | not yet | | |
+//! | `s4hana` | [`s4hana`] | none in S/4HANA: look up before every create; asynchronous messages carry a message id derived from the external id, and one SAP already holds is adopted, not re-sent | `GET .../API_JOURNALENTRYITEMBASIC_SRV/A_JournalEntryItemBasic?$filter=OriginalReferenceDocument eq '{externalId}'` |
 //! | `oracle_fusion` | not yet | | |
 //!
 //! A kind without an adapter keeps its postings `pending`: they are written (with the journal
@@ -15,6 +15,7 @@
 
 pub mod d365;
 pub mod netsuite;
+pub mod s4hana;
 
 use ledgerflow_tenants::ErpKind;
 
@@ -22,12 +23,14 @@ use crate::adapter::ErpAdapter;
 
 static NETSUITE: netsuite::NetSuite = netsuite::NetSuite;
 static DYNAMICS365: d365::Dynamics365 = d365::Dynamics365;
+static S4HANA: s4hana::S4Hana = s4hana::S4Hana::new();
 
 /// The adapter of a kind, if one is built.
 pub fn builtin(kind: ErpKind) -> Option<&'static dyn ErpAdapter> {
     match kind {
         ErpKind::Netsuite => Some(&NETSUITE),
         ErpKind::Dynamics365 => Some(&DYNAMICS365),
-        ErpKind::S4hana | ErpKind::OracleFusion => None,
+        ErpKind::S4hana => Some(&S4HANA),
+        ErpKind::OracleFusion => None,
     }
 }

@@ -55,6 +55,24 @@ const EXAMPLES: &[(&str, ErpKind, ErpMode, JournalKind)] = &[
         ErpMode::Subledger,
         JournalKind::Receipt,
     ),
+    (
+        "s4hana journal: invoice",
+        ErpKind::S4hana,
+        ErpMode::Journal,
+        JournalKind::Invoice,
+    ),
+    (
+        "s4hana subledger: receipt",
+        ErpKind::S4hana,
+        ErpMode::Subledger,
+        JournalKind::Receipt,
+    ),
+    (
+        "s4hana subledger: application",
+        ErpKind::S4hana,
+        ErpMode::Subledger,
+        JournalKind::Application,
+    ),
 ];
 
 fn render(kind: ErpKind, mode: ErpMode, journal_kind: JournalKind) -> String {

@@ -9,7 +9,7 @@ use ledgerflow_erp_sim::{RunningSim, SimConfig};
 use ledgerflow_store::Backend;
 use ledgerflow_tenants::{
     AccountLimits, Dynamics365Mapping, ErpAuth, ErpKind, ErpMode, ErpTarget, JwtAlgorithm,
-    NetsuiteMapping, SecretRef, TenantConfig,
+    NetsuiteMapping, OracleFusionMapping, S4hanaMapping, SecretRef, TenantConfig,
 };
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -26,11 +26,17 @@ pub struct Sim {
 
 impl Sim {
     pub async fn start() -> Sim {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A simulator whose configuration `configure` adjusts first (job delay, limits).
+    pub async fn start_with(configure: impl FnOnce(&mut SimConfig)) -> Sim {
         let dir = tempfile::tempdir().expect("sim state dir");
-        let config = SimConfig::new(
+        let mut config = SimConfig::new(
             std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             dir.path().to_path_buf(),
         );
+        configure(&mut config);
         let running = ledgerflow_erp_sim::start(config).await.expect("simulator");
         Sim {
             url: running.url(),
@@ -321,4 +327,231 @@ pub fn invoices_and_payments(tenant: &str, first: u64, pairs: u64) -> Vec<ledger
         ));
     }
     events
+}
+
+impl Sim {
+    /// S/4 bulk messages, Fusion ESS jobs and NetSuite async jobs of one ERP (and account).
+    pub async fn jobs(&self, erp: &str, account: Option<&str>) -> Vec<Value> {
+        let account = account.map(|a| format!("&account={a}")).unwrap_or_default();
+        self.get(&format!("/_sim/jobs?erp={erp}{account}")).await["jobs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A communication user for tenant `id`: (simulator credential, tenant auth).
+pub fn s4_user(secrets: &mut Secrets, id: &str) -> (Value, ErpAuth) {
+    let user = format!("COMM_{}", id.to_uppercase());
+    let password = format!("pw-{id}-{}", uuid::Uuid::new_v4().simple());
+    (
+        json!({ "user": user, "password": password }),
+        ErpAuth::Basic {
+            user,
+            password: secrets.put(&format!("S4_{id}"), &password),
+        },
+    )
+}
+
+/// Provisions S/4HANA system `system` with these communication users (replacing its users).
+pub async fn provision_s4(sim: &Sim, system: &str, users: &[Value]) {
+    sim.provision(json!({ "erp": "s4hana", "account": system,
+        "credentials": { "users": users } }))
+        .await;
+}
+
+/// A tenant posting to S/4HANA system `system`.
+pub fn s4_tenant(sim: &Sim, id: &str, system: &str, auth: ErpAuth, mode: ErpMode) -> TenantConfig {
+    let mut t = tenant(id, None, None);
+    t.erp = Some(ErpTarget {
+        kind: ErpKind::S4hana,
+        account: system.to_owned(),
+        base_url: format!("{}/s4hana/{system}", sim.url),
+        mode,
+        auth,
+        netsuite: None,
+        dynamics365: None,
+        s4hana: Some(S4hanaMapping {
+            company_code: "1010".into(),
+            document_type: "SA".into(),
+        }),
+        oracle_fusion: None,
+        limits: None,
+        config_version: "cfg-sim".into(),
+    });
+    t
+}
+
+/// How a Fusion tenant signs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FusionAuth {
+    /// The integration user (basic).
+    Basic,
+    /// OAuth 2.0 client credentials at the pod's token endpoint.
+    Oauth,
+}
+
+/// A Fusion integration user or OAuth client for tenant `id` on pod `pod`: (simulator
+/// credentials, tenant auth).
+pub fn fusion_login(
+    sim: &Sim,
+    secrets: &mut Secrets,
+    id: &str,
+    pod: &str,
+    auth: FusionAuth,
+) -> (Value, ErpAuth) {
+    let secret = format!("pw-{id}-{}", uuid::Uuid::new_v4().simple());
+    let reference = secrets.put(&format!("FUSION_{id}"), &secret);
+    match auth {
+        FusionAuth::Basic => (
+            json!({ "users": [{ "user": format!("int-{id}"), "password": secret }] }),
+            ErpAuth::Basic {
+                user: format!("int-{id}"),
+                password: reference,
+            },
+        ),
+        FusionAuth::Oauth => (
+            json!({ "clients": [{ "client_id": format!("client-{id}"), "client_secret": secret }] }),
+            ErpAuth::Oauth2ClientCredentials {
+                token_url: format!("{}/fusion/{pod}/oauth2/v1/token", sim.url),
+                client_id: format!("client-{id}"),
+                client_secret: reference,
+                scope: None,
+            },
+        ),
+    }
+}
+
+/// Provisions Fusion pod `pod` with every user and client of `logins` (replacing its
+/// credentials).
+pub async fn provision_fusion(sim: &Sim, pod: &str, logins: &[&Value]) {
+    let mut users = Vec::new();
+    let mut clients = Vec::new();
+    for login in logins {
+        users.extend(login["users"].as_array().cloned().unwrap_or_default());
+        clients.extend(login["clients"].as_array().cloned().unwrap_or_default());
+    }
+    sim.provision(json!({ "erp": "fusion", "account": pod,
+        "credentials": { "users": users, "clients": clients } }))
+        .await;
+}
+
+/// A tenant posting to Fusion pod `pod`; `concurrency` is the pod's `[[erp_accounts]]` limit
+/// (the most postings one zip can gather).
+pub fn fusion_tenant(
+    sim: &Sim,
+    id: &str,
+    pod: &str,
+    auth: ErpAuth,
+    mode: ErpMode,
+    concurrency: u32,
+) -> TenantConfig {
+    let mut t = tenant(id, None, None);
+    t.erp = Some(ErpTarget {
+        kind: ErpKind::OracleFusion,
+        account: pod.to_owned(),
+        base_url: format!("{}/fusion/{pod}", sim.url),
+        mode,
+        auth,
+        netsuite: None,
+        dynamics365: None,
+        s4hana: None,
+        oracle_fusion: Some(OracleFusionMapping {
+            ledger: "300000046975971".into(),
+            business_unit: "US1 Business Unit".into(),
+            journal_source: "ledgerflow".into(),
+            journal_category: "Sales".into(),
+        }),
+        limits: Some(AccountLimits {
+            concurrency,
+            rate_per_sec: None,
+        }),
+        config_version: "cfg-sim".into(),
+    });
+    t
+}
+
+/// [`config`] with asynchronous jobs polled every 200 ms.
+pub fn async_config(secrets: &Secrets) -> DispatcherConfig {
+    DispatcherConfig {
+        job_poll_interval: Duration::from_millis(200),
+        ..config(secrets)
+    }
+}
+
+/// [`drain`] with exactly these adapters instead of the built-in ones.
+pub async fn drain_with(
+    db: &TestDb,
+    backend: Backend,
+    cfg: DispatcherConfig,
+    adapters: Vec<std::sync::Arc<dyn ledgerflow_erp_receivables::ErpAdapter>>,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    let dispatcher =
+        Dispatcher::with_adapters(db.pool.clone(), backend, cfg, adapters).expect("dispatcher");
+    tokio::time::timeout(limit, dispatcher.run(std::future::pending()))
+        .await
+        .expect("the outbox drains in time")
+        .expect("dispatcher");
+    started.elapsed()
+}
+
+/// Postings of a tenant by external id: (status, class, last error, job reference).
+pub async fn postings_by_ref(
+    db: &TestDb,
+    tenant: &str,
+) -> BTreeMap<String, (String, Option<String>, Option<String>, Option<String>)> {
+    let rows = sqlx::query(
+        "SELECT external_id, status, last_error_class, last_error, job_ref FROM erp_outbox
+         WHERE tenant_id = $1",
+    )
+    .bind(tenant.to_owned())
+    .fetch_all(&db.pool)
+    .await
+    .expect("postings");
+    rows.iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4))))
+        .collect()
+}
+
+/// Replaces the stored document of the posting `external_id` (a test's way to make the ERP
+/// refuse one document).
+pub async fn tamper(db: &TestDb, external_id: &str, edit: impl FnOnce(&mut Value)) {
+    let row = sqlx::query("SELECT payload FROM erp_outbox WHERE external_id = $1")
+        .bind(external_id.to_owned())
+        .fetch_one(&db.pool)
+        .await
+        .expect("posting");
+    let mut document: Value = serde_json::from_str(&row.get::<String, _>(0)).expect("json");
+    edit(&mut document);
+    sqlx::query("UPDATE erp_outbox SET payload = $1 WHERE external_id = $2")
+        .bind(document.to_string())
+        .bind(external_id.to_owned())
+        .execute(&db.pool)
+        .await
+        .expect("tamper");
+}
+
+/// Every stored secret value absent from every text column of the outbox.
+pub async fn assert_no_secret_stored(db: &TestDb, secrets: &Secrets) {
+    let rows = sqlx::query(
+        "SELECT last_error, last_request, last_response, route, credential, history
+         FROM erp_outbox",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("outbox");
+    for row in rows {
+        for i in 0..6 {
+            let text: Option<String> = row.get(i);
+            let text = text.unwrap_or_default();
+            for secret in secrets.0.values() {
+                assert!(
+                    !text.contains(secret.trim()),
+                    "secret stored in column {i}: {text}"
+                );
+            }
+        }
+    }
 }
