@@ -28,9 +28,9 @@
 //!    external id and the posting is confirmed if it is there; else `send`.
 //! 4. Record: `confirmed` (ERP document id), `accepted` (job reference; polled every
 //!    `job_poll_interval`), a retry (backoff with jitter, at least `Retry-After`, and at least
-//!    `request_timeout` after an indefinite outcome, so a request the ERP is still processing
-//!    has finished before the next attempt looks for its document; the `indefinite` flag as the
-//!    outcome says; `failed` after `max_attempts`), or `failed` with
+//!    `request_timeout` after a timeout that may have reached the ERP, so a request the ERP is
+//!    still processing has finished before the next attempt looks for its document; the
+//!    `indefinite` flag as the outcome says; `failed` after `max_attempts`), or `failed` with
 //!    its class. Throttled attempts pause the account and do not count against
 //!    `max_attempts`. The row keeps the last error class, redacted excerpts of the last request
 //!    and response, and a history of its last 20 attempts.
@@ -233,6 +233,13 @@ struct Inner {
     secrets: SecretSource,
 }
 
+/// Row -> claim token of every attempt a loop started and has not recorded.
+type Claims = Arc<std::sync::Mutex<HashMap<String, String>>>;
+
+fn lock(claims: &Claims) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    claims.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A dispatcher: the HTTP client, the token cache, the account limiters and the pool. Cheap to
 /// clone; clones share all of it.
 #[derive(Debug, Clone)]
@@ -296,9 +303,10 @@ impl Dispatcher {
         self.prepare().await?;
         let mut stats = DispatchStats::default();
         let mut tasks = Tasks::new();
+        let claims = Claims::default();
         let mut first_error = None;
         loop {
-            let claimed = self.fill(&mut tasks).await?;
+            let claimed = self.fill(&mut tasks, &claims).await?;
             stats.claimed += claimed;
             if claimed > 0 {
                 continue;
@@ -337,13 +345,14 @@ impl Dispatcher {
 
     /// Delivers until `shutdown` resolves (or, with `exit_when_idle`, until nothing
     /// deliverable is pending). On shutdown, attempts in flight get [`SHUTDOWN_GRACE`] to
-    /// finish; the others are abandoned in doubt and retried after their lease, lookup first.
+    /// finish; the others are abandoned in doubt, handed back and retried, lookup first.
     /// Database errors are logged and retried after `poll_interval`.
     pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ErpError> {
         tokio::pin!(shutdown);
         let cfg = &self.inner.cfg;
         let mut stats = DispatchStats::default();
         let mut tasks = Tasks::new();
+        let claims = Claims::default();
         let mut first_error = None;
         let mut prepared = false;
         loop {
@@ -360,7 +369,7 @@ impl Dispatcher {
                 }
             }
             let claimed = if prepared {
-                match self.fill(&mut tasks).await {
+                match self.fill(&mut tasks, &claims).await {
                     Ok(n) => n,
                     Err(e) => {
                         tracing::warn!(error = %e, "claiming erp postings failed; retrying");
@@ -420,9 +429,38 @@ impl Dispatcher {
             tracing::warn!(
                 grace = ?SHUTDOWN_GRACE,
                 in_flight = tasks.len(),
-                "erp attempts still in flight at shutdown are abandoned; they are retried after their lease, lookup first"
+                "erp attempts still in flight at shutdown are abandoned; they are retried, lookup first"
             );
             tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            // Hand the abandoned rows back now rather than after their lease: an attempt that
+            // had started marked its row in doubt, so the next one looks the document up
+            // first, and waits a request's time in case the ERP is still processing it.
+            let abandoned: Vec<(String, String)> = lock(&claims)
+                .iter()
+                .map(|(id, token)| (id.clone(), token.clone()))
+                .collect();
+            if let Err(e) = self.release(&abandoned).await {
+                tracing::warn!(error = %e, "abandoned erp postings stay claimed until their lease ends");
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases claims this dispatcher holds, due after a request's time.
+    async fn release(&self, claims: &[(String, String)]) -> Result<(), ErpError> {
+        let due = now_micros() + micros(self.inner.cfg.request_timeout);
+        for (id, token) in claims {
+            sqlx::query(
+                "UPDATE erp_outbox SET claim_token = NULL, next_attempt_at = $1
+                 WHERE id = $2 AND claim_token = $3",
+            )
+            .bind(due)
+            .bind(id.clone())
+            .bind(token.clone())
+            .execute(&self.inner.pool)
+            .await
+            .map_err(ErpError::db("releasing abandoned erp postings"))?;
         }
         Ok(())
     }
@@ -499,7 +537,7 @@ impl Dispatcher {
     }
 
     /// Claims what the accounts have room for and starts an attempt for each; returns how many.
-    async fn fill(&self, tasks: &mut Tasks) -> Result<u64, ErpError> {
+    async fn fill(&self, tasks: &mut Tasks, claims: &Claims) -> Result<u64, ErpError> {
         let room = self.inner.cfg.concurrency.saturating_sub(tasks.len());
         if room == 0 {
             return Ok(0);
@@ -517,7 +555,14 @@ impl Dispatcher {
             let reservation = limiter.reserve();
             let this = self.clone();
             let token = token.clone();
-            tasks.spawn(async move { this.deliver(row, token, limiter, reservation).await });
+            let id = row.posting.id.clone();
+            lock(claims).insert(id.clone(), token.clone());
+            let claims = Arc::clone(claims);
+            tasks.spawn(async move {
+                let recorded = this.deliver(row, token, limiter, reservation).await;
+                lock(&claims).remove(&id);
+                recorded
+            });
         }
         Ok(n)
     }
@@ -828,9 +873,10 @@ impl Dispatcher {
                             retry.retry_after,
                         ),
                     };
-                    if retry.indefinite {
+                    if retry.indefinite && retry.class == RetryClass::Timeout {
                         // The request may still be running in the ERP: give it the time a
-                        // request is allowed before the next attempt looks the document up.
+                        // request is allowed before the next attempt looks the document up. (A
+                        // connection the ERP closed means it is done with the request.)
                         delay = delay.max(inner.cfg.request_timeout);
                     }
                     tracing::warn!(

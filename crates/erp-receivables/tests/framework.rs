@@ -20,7 +20,10 @@ use ledgerflow_tenants::{ErpKind, SecretRef, TenantConfig};
 use serde_json::{Value, json};
 use sqlx::Row;
 
-per_backend!(the_dispatcher_drives_every_outcome_to_its_state);
+per_backend!(
+    the_dispatcher_drives_every_outcome_to_its_state,
+    an_attempt_abandoned_at_shutdown_is_handed_back_in_doubt,
+);
 
 /// What the fake ERP holds and saw.
 #[derive(Debug, Default)]
@@ -35,6 +38,8 @@ struct FakeErp {
     polls: Mutex<HashMap<String, u32>>,
     /// (tenant, when) of every send.
     log: Mutex<Vec<(String, Instant)>>,
+    /// While set, a send by tenant "hang" stores its document and never answers.
+    hang: std::sync::atomic::AtomicBool,
 }
 
 impl FakeErp {
@@ -121,6 +126,11 @@ impl ErpAdapter for Fake {
                         .after(Some(Duration::from_millis(1500))),
                 ),
                 "down" => Outcome::Retry(Retry::new(RetryClass::Server, "http 503")),
+                "hang" if erp.hang.load(std::sync::atomic::Ordering::SeqCst) => {
+                    erp.store(ext);
+                    std::future::pending::<()>().await;
+                    unreachable!("never answers")
+                }
                 _ => Outcome::Confirmed {
                     document_id: erp.store(ext),
                 },
@@ -351,5 +361,81 @@ async fn the_dispatcher_drives_every_outcome_to_its_state(backend: Backend) {
     );
     assert!(stores.values().all(|n| *n == 1), "{stores:?}");
     assert!(started.elapsed() < Duration::from_secs(20));
+    db.drop_db().await;
+}
+
+/// The process stops while the ERP holds a request it has committed: the row is handed back at
+/// once (not after its lease), marked in doubt, and the next attempt finds the document
+/// instead of sending it again.
+async fn an_attempt_abandoned_at_shutdown_is_handed_back_in_doubt(backend: Backend) {
+    let secret = SecretRef::Env { env: "S".into() };
+    let mut t = tenant(
+        "hang",
+        Some((ErpKind::OracleFusion, "http://127.0.0.1:9".into(), secret)),
+        None,
+    );
+    if let Some(erp) = &mut t.erp {
+        erp.account = "acct-hang".into();
+    }
+    let db = TestDb::create(backend).await;
+    db.write(&[invoice("hang", 1, "inv-1", 1_000, 70)], &[t])
+        .await
+        .unwrap();
+    let erp = Arc::new(FakeErp::default());
+    erp.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    let cfg = DispatcherConfig {
+        exit_when_idle: false,
+        lease: Duration::from_secs(600),
+        ..config()
+    };
+    let dispatcher = Dispatcher::with_adapters(
+        db.pool.clone(),
+        backend,
+        cfg.clone(),
+        vec![Arc::new(Fake(Arc::clone(&erp)))],
+    )
+    .unwrap();
+    let stop = tokio::time::sleep(Duration::from_millis(300));
+    dispatcher.run(stop).await.unwrap();
+    let row =
+        sqlx::query("SELECT status, claim_token, indefinite, next_attempt_at FROM erp_outbox")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let (status, token, indefinite, due): (String, Option<String>, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!((status.as_str(), token, indefinite), ("pending", None, 1));
+    let wait = due - ledgerflow_outbox::now_micros();
+    assert!(
+        wait <= 500_000,
+        "due after a request's time, not the 600 s lease: {wait} us"
+    );
+
+    erp.hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    let dispatcher = Dispatcher::with_adapters(
+        db.pool.clone(),
+        backend,
+        DispatcherConfig {
+            exit_when_idle: true,
+            ..cfg
+        },
+        vec![Arc::new(Fake(Arc::clone(&erp)))],
+    )
+    .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        dispatcher.run(std::future::pending()),
+    )
+    .await
+    .expect("idle")
+    .unwrap();
+    let row = sqlx::query("SELECT status, history FROM erp_outbox")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>(0), "confirmed");
+    let history: Vec<Value> = serde_json::from_str(&row.get::<String, _>(1)).unwrap();
+    assert_eq!(history.last().unwrap()["action"], "found");
+    assert!(erp.stores.lock().unwrap().values().all(|n| *n == 1));
     db.drop_db().await;
 }
