@@ -73,6 +73,24 @@ const EXAMPLES: &[(&str, ErpKind, ErpMode, JournalKind)] = &[
         ErpMode::Subledger,
         JournalKind::Application,
     ),
+    (
+        "oracle_fusion journal: receipt",
+        ErpKind::OracleFusion,
+        ErpMode::Journal,
+        JournalKind::Receipt,
+    ),
+    (
+        "oracle_fusion subledger: invoice",
+        ErpKind::OracleFusion,
+        ErpMode::Subledger,
+        JournalKind::Invoice,
+    ),
+    (
+        "oracle_fusion subledger: credit memo",
+        ErpKind::OracleFusion,
+        ErpMode::Subledger,
+        JournalKind::CreditMemo,
+    ),
 ];
 
 fn render(kind: ErpKind, mode: ErpMode, journal_kind: JournalKind) -> String {
