@@ -330,7 +330,11 @@ impl Dispatcher {
         if let Admission::Wait(wait) = inner.breaker.admit(&key, Instant::now()) {
             return self.defer(&row, token, wait).await;
         }
-        inner.limiter.acquire(&row.tenant_id, row.rate_limit).await;
+        // Over its rate the row goes back to the outbox until a slot is free: nothing sleeps
+        // while holding a claim, so other tenants' rows keep flowing and no lease runs out.
+        if let Err(wait) = inner.limiter.try_acquire(&row.tenant_id, row.rate_limit) {
+            return self.defer(&row, token, wait).await;
+        }
         let started = Instant::now();
         let delivery = self.deliver(&row).await;
         let latency = started.elapsed();
@@ -570,7 +574,7 @@ impl Dispatcher {
         .map_err(NotificationError::db("deferring a notification"))?;
         tracing::debug!(
             webhook_id = %row.webhook_id, tenant = %row.tenant_id, endpoint = %row.endpoint_id,
-            wait_ms = wait.as_millis() as u64, "endpoint breaker open; delivery deferred"
+            wait_ms = wait.as_millis() as u64, "delivery deferred (endpoint breaker open or tenant rate limit)"
         );
         Ok(if result.rows_affected() == 0 {
             Recorded::LeaseLost

@@ -65,6 +65,7 @@ macro_rules! per_backend {
 }
 
 per_backend!(
+    a_throttled_tenant_waits_outside_the_lease_and_holds_back_no_one,
     every_notification_arrives_and_a_retry_keeps_its_id_and_body,
     a_replayed_batch_adds_no_outbox_row,
     a_4xx_parks_at_once_and_retry_requeues_failed_rows_only,
@@ -799,6 +800,72 @@ async fn the_tenant_rate_limit_spaces_requests(backend: Backend) {
     // Burst of 4, then one every 250 ms: the 10th at >= 1.5 s after the first.
     let span = at[9].duration_since(at[0]);
     assert!(span >= Duration::from_millis(1400), "{span:?}");
+}
+
+/// The same event for another tenant.
+fn for_tenant(mut event: Event, tenant: &str) -> Event {
+    if let Event::InvoiceFinalized(e) = &mut event {
+        e.tenant_id = tenant.to_owned();
+    }
+    event
+}
+
+async fn a_throttled_tenant_waits_outside_the_lease_and_holds_back_no_one(backend: Backend) {
+    let scratch = open(backend).await;
+    let store = &scratch.store;
+    let (base, server) = serve().await;
+    // acme: 2 webhooks a second; globex: no limit. Ten invoices each in one outbox.
+    let acme = tenant(vec![endpoint(&base, "acme", &[])], Some(2));
+    let mut globex = tenant(vec![endpoint(&base, "globex", &[])], None);
+    globex.tenant_id = TenantId::parse("globex").unwrap();
+    let acme_events: Vec<Event> = (0..10).map(|i| event(i * 5)).collect();
+    let globex_events: Vec<Event> = (0..10)
+        .map(|i| for_tenant(event(i * 5), "globex"))
+        .collect();
+    commit(store, batch(&acme_events, &acme, 0)).await;
+    commit(store, batch(&globex_events, &globex, 10)).await;
+    // Two replicas with a lease far shorter than acme's five seconds of spacing: a sleep
+    // inside the lease would let the other replica claim and re-send acme's rows.
+    let cfg = DispatcherConfig {
+        lease: Duration::from_millis(2500),
+        request_timeout: Duration::from_secs(2),
+        ..config()
+    };
+    let (one, two) = (dispatcher(store, cfg.clone()), dispatcher(store, cfg));
+    let started = Instant::now();
+    let (a, b) = tokio::join!(
+        one.drain(Duration::from_secs(30)),
+        two.drain(Duration::from_secs(30)),
+    );
+    assert!(a && b, "both replicas drained");
+    let seen = server.seen();
+    let mut per_id: BTreeMap<String, usize> = BTreeMap::new();
+    for s in &seen {
+        *per_id.entry(s.id.clone()).or_default() += 1;
+    }
+    assert_eq!(per_id.len(), 20, "every notification arrived");
+    assert!(
+        per_id.values().all(|n| *n == 1),
+        "no webhook was sent twice: {per_id:?}"
+    );
+    let last = |endpoint: &str| {
+        server
+            .to(endpoint)
+            .iter()
+            .map(|s| s.at.duration_since(started))
+            .max()
+            .unwrap_or_default()
+    };
+    let (globex_done, acme_done) = (last("globex"), last("acme"));
+    assert!(
+        globex_done < Duration::from_millis(1500),
+        "globex is not held back by acme's limit: its last webhook after {globex_done:?}"
+    );
+    // The limit is per process: two replicas give acme up to 4 a second (burst 2 each).
+    assert!(
+        acme_done >= Duration::from_millis(1400),
+        "acme keeps its 2 per second per replica: its last webhook after {acme_done:?}"
+    );
 }
 
 async fn an_unrenderable_template_dead_letters_the_event(backend: Backend) {

@@ -56,6 +56,29 @@ impl RateLimiter {
         (tat - now).saturating_sub(burst)
     }
 
+    /// Takes a slot for `tenant` only if one is free now; otherwise leaves the bucket as it is
+    /// and returns how long until one is. A dispatcher defers a row on `Err` instead of
+    /// sleeping while it holds the row's claim (a sleep inside the lease stalls the round for
+    /// every other tenant and lets another replica claim and re-send the row).
+    pub fn try_acquire(&self, tenant: &str, rate: Option<u32>) -> Result<(), Duration> {
+        let Some(rate) = rate else {
+            return Ok(());
+        };
+        let rate = rate.max(1);
+        let interval = Duration::from_secs(1) / rate;
+        let burst = interval * (rate - 1);
+        let now = Instant::now();
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let tat = next.get(tenant).copied().unwrap_or(now).max(now);
+        let wait = (tat - now).saturating_sub(burst);
+        if wait.is_zero() {
+            next.insert(tenant.to_owned(), tat + interval);
+            Ok(())
+        } else {
+            Err(wait)
+        }
+    }
+
     /// Reserves a slot for `tenant` and sleeps until it is due; no limit when `rate` is `None`.
     pub async fn acquire(&self, tenant: &str, rate: Option<u32>) {
         if let Some(rate) = rate {
@@ -238,6 +261,32 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
+
+    #[test]
+    fn try_acquire_takes_a_slot_only_when_one_is_free() {
+        let limiter = RateLimiter::default();
+        assert!(limiter.try_acquire("t", None).is_ok(), "no limit");
+        assert!(limiter.try_acquire("t", Some(2)).is_ok());
+        assert!(limiter.try_acquire("t", Some(2)).is_ok(), "burst of 2");
+        let wait = limiter
+            .try_acquire("t", Some(2))
+            .expect_err("the third must wait");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        let again = limiter
+            .try_acquire("t", Some(2))
+            .expect_err("still waiting");
+        assert!(
+            again <= wait,
+            "a refused try takes no slot: {again:?} vs {wait:?}"
+        );
+        assert!(
+            limiter.try_acquire("u", Some(2)).is_ok(),
+            "tenants are independent"
+        );
+    }
 
     #[test]
     fn rate_limiter_allows_a_burst_then_spaces_requests() {
