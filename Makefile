@@ -7,7 +7,7 @@ PYTHON ?= python3
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 # `make chaos` is not part of `make test` (its short profile is: tests/tests/chaos_short.rs).
-.PHONY: chaos setup setup-system setup-tools setup-kafka setup-apicurio setup-python setup-postgres build test test-rust fuzz-smoke lint demo bench clean
+.PHONY: chaos setup-connect setup setup-system setup-tools setup-kafka setup-apicurio setup-python setup-postgres build test test-rust fuzz-smoke lint demo bench clean
 
 setup: setup-system setup-tools setup-kafka setup-apicurio setup-python setup-postgres build
 
@@ -28,6 +28,11 @@ setup-kafka:
 # interoperability test with a registry this project did not write. Skipped when present.
 setup-apicurio:
 	@scripts/setup-apicurio.sh
+
+# Kafka Connect 4.4.0, the Debezium JDBC sink and Apicurio's converter (the benchmark's peer)
+# from Maven Central into .local/connect/ (skipped when present; not part of `make setup`).
+setup-connect:
+	@scripts/setup-connect.sh
 
 setup-python:
 	@if $(PYTHON) -c "import confluent_kafka.schema_registry.avro" 2>/dev/null; then \
@@ -73,7 +78,7 @@ demo: setup
 
 # W1 on this machine: broker, Postgres and ledgerflow together; writes bench/results/<date>.md
 # and .json (BENCH_EVENTS=200000 make bench for a shorter run), then the criterion benches.
-bench: setup-system setup-tools setup-kafka setup-postgres
+bench: setup-system setup-tools setup-kafka setup-connect setup-apicurio setup-postgres
 	@command -v perf >/dev/null || echo "perf not found: the report will have no profile (apt-get install linux-perf)"
 	$(CARGO) build --release -p ledgerflow-cli -p ledgerflow-bench
 	target/release/ledgerflow-bench
