@@ -330,13 +330,16 @@ async fn a_partly_rejected_import_fails_only_the_rejected_postings() {
     .await;
     tamper(&db, &ar_bad, |d| d["rows"][1]["AMOUNT"] = json!("n/a")).await;
 
-    // Room for every posting at once: each tenant's journals, and its transactions, share
-    // one zip.
+    // Room for every posting at once, and a window long enough for all of them to be claimed
+    // (on SQLite the claims share one connection with the attempts): each tenant's journals,
+    // and its transactions, share one zip.
     let cfg = DispatcherConfig {
         concurrency: 64,
         ..async_config(&secrets)
     };
-    drain_with(&db, backend, cfg, adapter(), Duration::from_secs(120)).await;
+    let fusion: Arc<dyn ErpAdapter> =
+        Arc::new(Fusion::new().with_batching(Duration::from_secs(2), 100));
+    drain_with(&db, backend, cfg, vec![fusion], Duration::from_secs(120)).await;
 
     let jobs = sim.jobs("fusion", Some("fa-partial")).await;
     let docs = sim.documents("fusion", Some("fa-partial")).await;
