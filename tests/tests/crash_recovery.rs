@@ -84,7 +84,7 @@ fn poison_kinds(producer: &EventProducer, rng: &mut ChaCha8Rng, seed: u64) -> Ve
             value: Some(vec![0, 0, 1]),
         },
         Poison {
-            reason: "truncated_header",
+            reason: "tombstone",
             value: None,
         },
         Poison {

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 pub enum ReasonCode {
     /// The value is shorter than the 5-byte Confluent header (magic byte + schema id).
     TruncatedHeader,
+    /// The record has no value at all (a tombstone): there is no event in it.
+    Tombstone,
     /// The first byte is not the Confluent magic byte 0.
     UnsupportedMagic,
     /// The registry does not know the schema id in the header.
@@ -38,8 +40,9 @@ pub enum ReasonCode {
 
 impl ReasonCode {
     /// Every reason code, for catalogues and exhaustive tests.
-    pub const ALL: [ReasonCode; 13] = [
+    pub const ALL: [ReasonCode; 14] = [
         Self::TruncatedHeader,
+        Self::Tombstone,
         Self::UnsupportedMagic,
         Self::UnknownSchemaId,
         Self::InvalidSchema,
@@ -58,6 +61,7 @@ impl ReasonCode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TruncatedHeader => "truncated_header",
+            Self::Tombstone => "tombstone",
             Self::UnsupportedMagic => "unsupported_magic",
             Self::UnknownSchemaId => "unknown_schema_id",
             Self::InvalidSchema => "invalid_schema",

@@ -122,7 +122,7 @@ pub async fn prepare_record(
         // A tombstone has no event in it; nothing upstream should send one to a billing topic.
         let error = "record has no value (tombstone)".to_owned();
         return Ok(RecordOutcome::DeadLetter(
-            raw.into_dead_letter(ReasonCode::TruncatedHeader, error),
+            raw.into_dead_letter(ReasonCode::Tombstone, error),
         ));
     };
     let started = std::time::Instant::now();
