@@ -193,7 +193,7 @@ enum Recorded {
 }
 
 /// What an attempt did, for the history.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
     Send,
     Find,
@@ -803,7 +803,12 @@ impl Dispatcher {
         let now = now_micros();
         let trail: Trail = exchange.trail();
         let erp = posting.route.kind().as_str();
-        let counted = !matches!(&outcome, Outcome::Retry(r) if r.class == RetryClass::Throttled);
+        // Attempts measure failures to get an answer: a throttled request was not tried, and a
+        // poll that finds the ERP's job still running is progress, not a failed attempt (a slow
+        // import polled for minutes must not exhaust `max_attempts` before one real error).
+        let still_running = action == Action::Poll && matches!(&outcome, Outcome::Accepted { .. });
+        let counted = !still_running
+            && !matches!(&outcome, Outcome::Retry(r) if r.class == RetryClass::Throttled);
         let attempts = i64::from(posting.attempts) + i64::from(counted);
         let mut entry = json!({
             "at": now,
@@ -837,10 +842,17 @@ impl Dispatcher {
                 Recorded::Confirmed
             }
             Outcome::Accepted { job_ref } => {
-                tracing::info!(
-                    outbox_id = %posting.id, tenant = %posting.tenant_id, erp, job_ref = %job_ref,
-                    "erp posting accepted; its job is polled"
-                );
+                if still_running {
+                    tracing::debug!(
+                        outbox_id = %posting.id, tenant = %posting.tenant_id, erp, job_ref = %job_ref,
+                        "erp job still running"
+                    );
+                } else {
+                    tracing::info!(
+                        outbox_id = %posting.id, tenant = %posting.tenant_id, erp, job_ref = %job_ref,
+                        "erp posting accepted; its job is polled"
+                    );
+                }
                 entry["outcome"] = json!("accepted");
                 update.status = PostingState::Accepted;
                 update.next_attempt_at = now + micros(inner.cfg.job_poll_interval);

@@ -151,10 +151,15 @@ impl ErpAdapter for Fake {
                 *n += 1;
                 *n
             };
-            if n < 2 {
+            // A slow job: still running for more polls than `max_attempts`, then one server
+            // error, then done. Polls of a running job are progress, not attempts.
+            if n < 6 {
                 return Outcome::Accepted {
                     job_ref: job_ref.to_owned(),
                 };
+            }
+            if n == 6 {
+                return Outcome::Retry(Retry::new(RetryClass::Server, "http 503"));
             }
             Outcome::Confirmed {
                 document_id: format!("doc-{}", p.external_id),
@@ -298,12 +303,22 @@ async fn the_dispatcher_drives_every_outcome_to_its_state(backend: Backend) {
     assert_eq!(history[0]["class"], "connection");
     assert_eq!(history[0]["indefinite"], true);
 
-    // Accepted, polled twice, confirmed only when the job said so.
+    // Accepted, polled while the job runs (longer than max_attempts), through one server
+    // error, confirmed only when the job said so: the running polls counted no attempt.
     let (status, attempts, _, _, _, history) = one("async");
     assert_eq!((status.as_str(), attempts), ("confirmed", 3));
     assert_eq!(
         actions(&history),
-        ["send:accepted", "poll:accepted", "poll:confirmed"]
+        [
+            "send:accepted",
+            "poll:accepted",
+            "poll:accepted",
+            "poll:accepted",
+            "poll:accepted",
+            "poll:accepted",
+            "poll:retry",
+            "poll:confirmed"
+        ]
     );
 
     let (status, attempts, class, doc, _, _) = one("reject");
