@@ -19,7 +19,7 @@ pub mod secret;
 
 pub use calendar::{date_of_micros, rfc3339_micros};
 pub use clock::{error_chain, now_micros};
-pub use envelope::{Coordinates, Envelope, payload_hash};
+pub use envelope::{Coordinates, Envelope, payload_hash, trace_id_of};
 pub use event::{
     CreditMemoIssued, CustomerUpserted, Event, EventMeta, EventType, InvoiceFinalized, InvoiceLine,
     PaymentCaptured, SubscriptionActivated, SubscriptionCanceled, TaxLine, UsageAggregated,

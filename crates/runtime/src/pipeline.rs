@@ -167,7 +167,10 @@ pub async fn prepare_record(
         partition: raw.partition,
         offset: raw.offset,
     };
-    let envelope = Envelope::new(meta.clone(), decoded.event, schema_id, coordinates);
+    let mut envelope = Envelope::new(meta.clone(), decoded.event, schema_id, coordinates);
+    envelope.trace_id = raw
+        .header("traceparent")
+        .and_then(ledgerflow_core::trace_id_of);
     if !consumer.handles(meta.event_type) {
         return Ok(RecordOutcome::Skipped(SkippedInput { envelope }));
     }

@@ -95,6 +95,10 @@ pub struct AuditRow {
     pub schema_id: Option<i64>,
     /// Free text (operation details for operator entries).
     pub detail: Option<String>,
+    /// The event's correlation id (from its envelope), when known.
+    pub correlation_id: Option<String>,
+    /// The W3C trace id of the record's `traceparent` header, when it had one.
+    pub trace_id: Option<String>,
     /// Microseconds since the epoch.
     pub recorded_at: i64,
     /// Hash of the previous row in the chain.
@@ -104,11 +108,13 @@ pub struct AuditRow {
 }
 
 impl AuditRow {
-    /// The hash of this row's content chained to `prev_hash`.
+    /// The hash of this row's content chained to `prev_hash`. The correlation and trace ids
+    /// (added later) are hashed only when the row has one, so rows written before them keep
+    /// their hash.
     pub fn compute_hash(&self) -> String {
         let mut h = Sha256::new();
         let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-        let fields = [
+        let mut fields = vec![
             self.prev_hash.clone(),
             self.consumer.clone(),
             self.topic.clone(),
@@ -125,6 +131,10 @@ impl AuditRow {
             opt(&self.detail),
             self.recorded_at.to_string(),
         ];
+        if self.correlation_id.is_some() || self.trace_id.is_some() {
+            fields.push(opt(&self.correlation_id));
+            fields.push(opt(&self.trace_id));
+        }
         for f in &fields {
             // Length-prefixed so no two different field lists hash the same bytes.
             h.update((f.len() as u64).to_be_bytes());
@@ -183,8 +193,8 @@ impl ChainReport {
 }
 
 pub(crate) const SELECT_ROWS: &str = "SELECT consumer, topic, partition, seq, \"offset\", event_id, tenant_id, \
-    event_type, decision, reason, payload_hash, schema_id, detail, recorded_at, prev_hash, hash \
-    FROM audit_log";
+    event_type, decision, reason, payload_hash, schema_id, detail, correlation_id, trace_id, \
+    recorded_at, prev_hash, hash FROM audit_log";
 
 pub(crate) fn row_from(r: &sqlx::any::AnyRow) -> Result<AuditRow, StoreError> {
     let get = |e: sqlx::Error| StoreError::Corrupt(format!("audit row: {e}"));
@@ -204,6 +214,8 @@ pub(crate) fn row_from(r: &sqlx::any::AnyRow) -> Result<AuditRow, StoreError> {
         payload_hash: r.try_get("payload_hash").map_err(get)?,
         schema_id: r.try_get("schema_id").map_err(get)?,
         detail: r.try_get("detail").map_err(get)?,
+        correlation_id: r.try_get("correlation_id").map_err(get)?,
+        trace_id: r.try_get("trace_id").map_err(get)?,
         recorded_at: r.try_get("recorded_at").map_err(get)?,
         prev_hash: r.try_get("prev_hash").map_err(get)?,
         hash: r.try_get("hash").map_err(get)?,

@@ -633,6 +633,7 @@ async fn write_records(
                 d.schema_id.map(i64::from),
             ),
         };
+        let (correlation_id, trace_id) = context_of(record);
         let error = if decision == Decision::DeadLettered {
             dead_iter
                 .next()
@@ -659,6 +660,8 @@ async fn write_records(
             payload_hash,
             schema_id,
             detail,
+            correlation_id,
+            trace_id,
             recorded_at: now,
             prev_hash: prev.clone(),
             hash: String::new(),
@@ -726,6 +729,30 @@ async fn write_records(
     Ok(outcome)
 }
 
+/// The correlation id and W3C trace id of a record: from the event when it decoded, else from
+/// the record's `correlation_id` and `traceparent` headers.
+fn context_of(record: &RecordOutcome) -> (Option<String>, Option<String>) {
+    match record {
+        RecordOutcome::Mapped { envelope: e, .. }
+        | RecordOutcome::Skipped(SkippedInput { envelope: e }) => (
+            Some(e.meta.correlation_id.clone()).filter(|c| !c.is_empty()),
+            e.trace_id.clone(),
+        ),
+        RecordOutcome::DeadLetter(d) => {
+            let header = |name: &str| {
+                d.headers
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .and_then(|(_, v)| v.as_deref())
+            };
+            (
+                header("correlation_id").map(str::to_owned),
+                header("traceparent").and_then(ledgerflow_core::trace_id_of),
+            )
+        }
+    }
+}
+
 pub(crate) async fn insert_audit_rows(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -735,7 +762,7 @@ pub(crate) async fn insert_audit_rows(
         backend,
         &[
             "text", "text", "integer", "bigint", "bigint", "text", "text", "text", "text", "text",
-            "text", "bigint", "text", "bigint", "text", "text",
+            "text", "bigint", "text", "bigint", "text", "text", "text", "text",
         ],
     );
     for r in rows {
@@ -755,14 +782,17 @@ pub(crate) async fn insert_audit_rows(
             .push(r.detail.as_deref())
             .push(r.recorded_at)
             .push(r.prev_hash.as_str())
-            .push(r.hash.as_str());
+            .push(r.hash.as_str())
+            .push(r.correlation_id.as_deref())
+            .push(r.trace_id.as_deref());
     }
     values
         .execute(
             conn,
             "appending to the audit log",
             "INSERT INTO audit_log (consumer, topic, partition, seq, \"offset\", event_id, tenant_id, \
-             event_type, decision, reason, payload_hash, schema_id, detail, recorded_at, prev_hash, hash)",
+             event_type, decision, reason, payload_hash, schema_id, detail, recorded_at, prev_hash, hash, \
+             correlation_id, trace_id)",
             "",
         )
         .await?;

@@ -109,6 +109,7 @@ impl Store {
             }
         }
         schema::apply(&store, &schema::core_statements(backend)).await?;
+        schema::upgrade_sqlite(&store).await?;
         Ok(store)
     }
 

@@ -77,6 +77,8 @@ impl Store {
             payload_hash: None,
             schema_id: None,
             detail: Some(detail.to_string()),
+            correlation_id: None,
+            trace_id: None,
             recorded_at: now_micros(),
             prev_hash: prev,
             hash: String::new(),

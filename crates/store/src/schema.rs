@@ -79,6 +79,8 @@ fn tables(blob: &str) -> Vec<String> {
             recorded_at BIGINT NOT NULL,
             prev_hash TEXT NOT NULL,
             hash TEXT NOT NULL,
+            correlation_id TEXT,
+            trace_id TEXT,
             PRIMARY KEY (consumer, topic, partition, seq)
         )"
         .to_owned(),
@@ -113,11 +115,22 @@ fn tables(blob: &str) -> Vec<String> {
     ]
 }
 
+/// Columns added to `audit_log` after its first release (nullable, so old rows stay as they
+/// were and keep their hashes): the event's correlation id and the record's W3C trace id.
+const AUDIT_ADDED_COLUMNS: &[&str] = &["correlation_id", "trace_id"];
+
 pub(crate) fn core_statements(backend: Backend) -> Vec<String> {
     let mut statements = tables(match backend {
         Backend::Postgres => "BYTEA",
         Backend::Sqlite => "BLOB",
     });
+    if backend == Backend::Postgres {
+        for column in AUDIT_ADDED_COLUMNS {
+            statements.push(format!(
+                "ALTER TABLE audit_log ADD COLUMN IF NOT EXISTS {column} TEXT"
+            ));
+        }
+    }
     let triggers: &[&str] = match backend {
         Backend::Postgres => &[
             "CREATE OR REPLACE FUNCTION ledgerflow_audit_append_only() RETURNS trigger AS $body$
@@ -139,4 +152,26 @@ pub(crate) fn core_statements(backend: Backend) -> Vec<String> {
     };
     statements.extend(triggers.iter().map(|s| (*s).to_owned()));
     statements
+}
+
+/// Adds the columns an `audit_log` of a SQLite file created before them lacks (SQLite has no
+/// `ADD COLUMN IF NOT EXISTS`; Postgres gets them from [`core_statements`]).
+pub(crate) async fn upgrade_sqlite(store: &Store) -> Result<(), StoreError> {
+    if store.backend() != Backend::Sqlite {
+        return Ok(());
+    }
+    let present: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info('audit_log')")
+            .fetch_all(store.pool())
+            .await
+            .map_err(StoreError::query("reading the audit_log columns"))?;
+    for column in AUDIT_ADDED_COLUMNS {
+        if !present.iter().any(|p| p == column) {
+            sqlx::query(&format!("ALTER TABLE audit_log ADD COLUMN {column} TEXT"))
+                .execute(store.pool())
+                .await
+                .map_err(StoreError::query("adding an audit_log column"))?;
+        }
+    }
+    Ok(())
 }

@@ -27,18 +27,21 @@ fn tls_role_and_database() -> (PgDatabase, String) {
     let password = uuid::Uuid::new_v4().simple().to_string();
     let admin = postgres_admin_url();
     block_on(async {
-        let mut conn = PgConnection::connect(&admin).await.expect("admin connection");
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .expect("admin connection");
         // The role is cluster-wide; tests that run at once agree on it, not on its password,
         // so only the last password set is known: serialise through an advisory lock.
         sqlx::query("SELECT pg_advisory_lock(727271)")
             .execute(&mut conn)
             .await
             .expect("lock");
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ledgerflow_tls')")
-                .fetch_one(&mut conn)
-                .await
-                .expect("role lookup");
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ledgerflow_tls')",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("role lookup");
         let verb = if exists { "ALTER" } else { "CREATE" };
         sqlx::query(&format!(
             "{verb} ROLE ledgerflow_tls LOGIN PASSWORD '{password}'"
@@ -46,10 +49,13 @@ fn tls_role_and_database() -> (PgDatabase, String) {
         .execute(&mut conn)
         .await
         .expect("role");
-        sqlx::query(&format!("ALTER DATABASE {} OWNER TO ledgerflow_tls", db.name))
-            .execute(&mut conn)
-            .await
-            .expect("owner");
+        sqlx::query(&format!(
+            "ALTER DATABASE {} OWNER TO ledgerflow_tls",
+            db.name
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("owner");
         sqlx::query("SELECT pg_advisory_unlock(727271)")
             .execute(&mut conn)
             .await
@@ -107,13 +113,18 @@ async fn verify_full_connects_and_plain_or_foreign_ca_is_refused() {
         text.contains("no encryption") || text.contains("pg_hba.conf"),
         "refused by pg_hba: {text}"
     );
-    assert!(!text.contains(&password), "the password is not in the error: {text}");
+    assert!(
+        !text.contains(&password),
+        "the password is not in the error: {text}"
+    );
 
     // A CA that did not sign the server's certificate.
     let dir = tempfile::tempdir().expect("temp dir");
     let foreign = dir.path().join("foreign-ca.pem");
     let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
         .arg("-keyout")
         .arg(dir.path().join("foreign-ca.key"))
         .arg("-out")
