@@ -133,6 +133,14 @@ fn erp_config(env: &Environment) -> ledgerflow_erp_receivables::DispatcherConfig
     if let Some(n) = env.number(vars::ERP_MAX_ATTEMPTS) {
         cfg.max_attempts = u32::try_from(n).unwrap_or(u32::MAX);
     }
+    if let Some(ms) = env.number(vars::ERP_REQUEST_TIMEOUT_MS) {
+        cfg.request_timeout = Duration::from_millis(ms);
+    }
+    // A row claimed by a process that was killed waits out its lease before another claims
+    // it; crash tests shorten it (with the request timeout, which it must exceed).
+    if let Some(ms) = env.number(vars::ERP_LEASE_MS) {
+        cfg.lease = Duration::from_millis(ms);
+    }
     cfg
 }
 

@@ -68,6 +68,11 @@ pub mod vars {
     pub const ERP_POLL_MS: &str = "LEDGERFLOW_ERP_POLL_MS";
     /// ERP dispatcher attempts before a posting fails.
     pub const ERP_MAX_ATTEMPTS: &str = "LEDGERFLOW_ERP_MAX_ATTEMPTS";
+    /// ERP dispatcher per-request timeout.
+    pub const ERP_REQUEST_TIMEOUT_MS: &str = "LEDGERFLOW_ERP_REQUEST_TIMEOUT_MS";
+    /// ERP dispatcher claim lease: how long a row claimed by a process that died stays
+    /// untouched (must exceed the request timeout).
+    pub const ERP_LEASE_MS: &str = "LEDGERFLOW_ERP_LEASE_MS";
     /// Metrics sampler period.
     pub const LAG_INTERVAL_MS: &str = "LEDGERFLOW_LAG_INTERVAL_MS";
     /// Tenants with their own metric label.
