@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
 # The whole local path with nothing installed by hand: a single-node Apache Kafka 4.4 (KRaft,
-# scripts/kafka), the built-in schema registry, a local ERP receiver and webhook receiver, a few
-# tenants' worth of produced events, every consumer (erp-receivables, warehouse, notifications)
-# run until drained, then stats, reconcile (manifest and billing export), audit verify, a
-# warehouse export, the notification deliveries and a replay plan.
+# scripts/kafka), the built-in schema registry, the ERP simulator (ledgerflow-erp-sim: NetSuite,
+# Dynamics 365, S/4HANA and Oracle Fusion as their vendors document them, with 5% injected faults
+# including commit-then-drop) and a webhook receiver, a few tenants' worth of produced events,
+# every consumer (erp-receivables, warehouse, notifications) run until drained, then stats,
+# reconcile (manifest and billing export), audit verify, a warehouse export, the notification
+# deliveries, a replay plan, and the simulator's own count of the documents it stored.
 #
 # One progress line per phase on the terminal; every process logs to a file under
 # DEMO_DIR/logs (default target/demo/logs), and the warnings the demo provokes on purpose
-# (injected webhook failures) are counted in the closing summary instead of printed.
+# (injected webhook and ERP failures) are counted in the closing summary instead of printed.
+#
+# Binaries: LEDGERFLOW (default target/debug/ledgerflow) and LEDGERFLOW_ERP_SIM (default
+# target/debug/ledgerflow-erp-sim), both built by `make setup` (`make demo` runs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 LEDGERFLOW=${LEDGERFLOW:-target/debug/ledgerflow}
+ERP_SIM=${LEDGERFLOW_ERP_SIM:-target/debug/ledgerflow-erp-sim}
+for bin in "$LEDGERFLOW" "$ERP_SIM"; do
+  if [ ! -x "$bin" ]; then
+    echo "$bin not found: run make demo (or cargo build -p ledgerflow-cli -p ledgerflow-erp-sim)" >&2
+    exit 1
+  fi
+done
 WORK=${DEMO_DIR:-$PWD/target/demo}
 LOGS=$WORK/logs
 rm -rf "$WORK"
@@ -62,16 +74,19 @@ BOOTSTRAP=$(scripts/kafka start --dir "$WORK/kafka" --port "$(free_block)" --own
   2>>"$LOGS/kafka.log" | sed -n 's/^BOOTSTRAP=//p')
 echo "        broker on $BOOTSTRAP"
 
-step "starting the schema registry on 127.0.0.1:$REGISTRY_PORT (SQLite) and the receivers"
+step "starting the schema registry on 127.0.0.1:$REGISTRY_PORT (SQLite) and the ERP simulator"
 "$LEDGERFLOW" registry serve --listen "127.0.0.1:$REGISTRY_PORT" \
   --database "sqlite://$WORK/registry.db" >"$LOGS/registry.log" 2>&1 &
 pids+=($!)
-python3 scripts/erp_receiver.py "$ERP_PORT" "$WORK/erp-summary.json" >"$LOGS/erp-receiver.log" 2>&1 &
-erp_pid=$!
-pids+=($erp_pid)
+# 5% of ERP requests fail on purpose: 5xx, 429, or the document is stored and the connection then
+# dropped without an answer (ledgerflow must look it up, not post it twice).
+"$ERP_SIM" --listen "127.0.0.1:$ERP_PORT" --state "$WORK/erp-sim" --faults 0.05 \
+  --fault-kinds 5xx,429,drop --seed 42 >"$LOGS/erp-sim.log" 2>&1 &
+pids+=($!)
 wait_port "$REGISTRY_PORT"
 wait_port "$ERP_PORT"
-echo "        ERP receiver on 127.0.0.1:$ERP_PORT (stands in for the tenants' ERPs)"
+echo "        ERP simulator on http://127.0.0.1:$ERP_PORT (/netsuite /d365 /s4hana /fusion; 5% faults"
+echo "        incl. commit-then-drop; report at /_sim/report)"
 
 export LEDGERFLOW_DATABASE_URL="sqlite://$WORK/ledgerflow.db"
 export LEDGERFLOW_BROKERS="$BOOTSTRAP"
@@ -80,12 +95,21 @@ export LEDGERFLOW_SCHEMA_REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT"
 step "creating topic $TOPIC with 6 partitions"
 scripts/kafka topic --dir "$WORK/kafka" --create "$TOPIC" --partitions 6 2>>"$LOGS/kafka.log"
 
-step "producing 2,000 events for 8 tenants, 5% exact duplicates"
+step "producing 2,000 events for 8 tenants, 5% exact duplicates; tenants spread over the four ERPs"
 "$LEDGERFLOW" produce --topic "$TOPIC" --tenants 8 --events 2000 --duplicates 0.05 --seed 42 \
   --manifest "$WORK/manifest.json" --billing-csv "$WORK/billing.csv" \
   --tenants-file "$WORK/tenants.toml" \
   --erp-url "http://127.0.0.1:$ERP_PORT" --webhook-url "http://127.0.0.1:$WEBHOOK_PORT" \
   2>"$LOGS/produce.log"
+sed -n 's/^provisioned/        provisioned/p' "$LOGS/produce.log"
+python3 - "$WORK/tenants.toml" <<'PY'
+import sys, tomllib
+f = tomllib.load(open(sys.argv[1], "rb"))
+routes = [f"{t['tenant_id']}={t['erp']['kind']}/{t['erp']['account']}" for t in f["tenants"]]
+print("        ERP routes:", " ".join(routes))
+for a in f.get("erp_accounts", []):
+    print(f"        shared account {a['kind']}/{a['account']}: at most {a['concurrency']} requests in flight")
+PY
 python3 scripts/webhook_receiver.py "$WEBHOOK_PORT" "$WORK/tenants.toml" "$WORK/webhooks.json" 20 \
   >"$LOGS/webhook-receiver.log" 2>&1 &
 webhook_pid=$!
@@ -114,7 +138,7 @@ c=collections.Counter(r.get("event_type","ERROR") for r in rows)
 print(f"        {len(rows)} records decode:", dict(sorted(c.items())))'
 
 step "running every consumer until drained (--exit-when-idle 4s; log: $LOGS/run.log)"
-LEDGERFLOW_ERP_POLL_MS=100 LEDGERFLOW_WEBHOOK_POLL_MS=100 LEDGERFLOW_WEBHOOK_BACKOFF_BASE_MS=200 \
+LEDGERFLOW_ERP_POLL_MS=100 LEDGERFLOW_ERP_BACKOFF_BASE_MS=200 LEDGERFLOW_WEBHOOK_POLL_MS=100 LEDGERFLOW_WEBHOOK_BACKOFF_BASE_MS=200 \
   "$LEDGERFLOW" --log info --log-format json run --tenants "$WORK/tenants.toml" --topic "$TOPIC" \
   --exit-when-idle 4s 2>"$LOGS/run.log" | sed 's/^/        /'
 
@@ -149,10 +173,27 @@ print("        replay plan: read=%d would_apply=%d already_applied=%d conflicts=
 "$LEDGERFLOW" --log info --log-format json run --tenants "$WORK/tenants.toml" --topic "$TOPIC" \
   --exit-when-idle 3s 2>"$LOGS/run-again.log" | sed 's/^/        /'
 
-step "what the receivers saw"
-kill "$erp_pid" 2>/dev/null || true
-for _ in $(seq 1 50); do [ -f "$WORK/erp-summary.json" ] && break; sleep 0.1; done
-echo "        ERP receiver: $(cat "$WORK/erp-summary.json" 2>/dev/null)"
+step "what the ERPs and the webhook receiver saw"
+"$LEDGERFLOW" reconcile --format json 2>>"$LOGS/tools.log" >"$WORK/reconcile.json" || true
+python3 - "http://127.0.0.1:$ERP_PORT/_sim/report" "$WORK/reconcile.json" <<'PY'
+import json, sys, urllib.request
+r = json.load(urllib.request.urlopen(sys.argv[1], timeout=10))
+rec = json.load(open(sys.argv[2]))
+erp = [t["erp"] for t in rec["tenants"].values()]
+confirmed = sum(e.get("confirmed", e.get("acked", 0)) for e in erp)
+left = sum(e["pending"] + e["accepted"] + e["failed"] for e in erp)
+print(f"        ERP simulator (duplicates must be 0, documents = confirmed postings):")
+print(f"          documents={r['documents']} duplicates={r['duplicates']} throttled={r['throttled']} "
+      f"rejected_auth={r['rejected_auth']} requests={r['requests']} faults={r['faults']}")
+print("          by ERP: " + ", ".join(f"{k} {v['documents']}" for k, v in r["erps"].items()))
+for a in r["accounts"]:
+    if a["erp"] == "netsuite":
+        print(f"          netsuite/{a['account']}: max {a['max_concurrency']} requests in flight")
+print(f"        ledgerflow: {confirmed} postings confirmed, {left} pending/accepted/failed; "
+      f"reconcile clean={rec['clean']}")
+if r["duplicates"] != 0 or r["documents"] != confirmed or left != 0:
+    sys.exit("ERP delivery is not exact")
+PY
 kill "$webhook_pid" 2>/dev/null || true
 for _ in $(seq 1 50); do [ -f "$WORK/webhooks.json" ] && break; sleep 0.1; done
 python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))
