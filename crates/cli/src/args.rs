@@ -13,7 +13,8 @@ use ledgerflow_service::{ConsumerKind, Environment, Settings, SettingsLayer};
 /// `--format`: human text or machine JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
-    /// Aligned text for people.
+    /// Aligned text for people (also `table`).
+    #[value(alias = "table")]
     Text,
     /// JSON (one document, or one object per line for streams).
     Json,

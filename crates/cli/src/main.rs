@@ -15,6 +15,7 @@ mod dlq;
 mod kafka;
 mod notifications;
 mod offsets;
+mod postings;
 mod produce;
 mod reconcile;
 mod registry;
@@ -50,10 +51,12 @@ pub(crate) const EXIT_FORCED: i32 = 130;
     long_about = None,
     propagate_version = true,
     after_help = "Exit codes: 0 success; 1 the command failed or found a problem (reconcile \
-                  differences, a broken audit chain, dead letters still open after a retry); 2 \
-                  bad usage, or a refused operation (offsets reset against live members or \
-                  past unprocessed records without --force); 3 `run --max-wait` passed before the \
-                  consumers drained; 130 a second shutdown signal ended the process at once.\n\
+                  differences, incl. failed or stuck ERP postings; a broken audit chain; dead \
+                  letters still open after a retry); 2 bad usage, or a refused operation \
+                  (offsets reset against live members or past unprocessed records without \
+                  --force; a postings requeue or resolve of a posting that is not failed); 3 \
+                  `run --max-wait` passed before the consumers drained; 130 a second shutdown \
+                  signal ended the process at once.\n\
                   Settings: flags, then LEDGERFLOW_* environment variables, then --config FILE."
 )]
 struct Cli {
@@ -111,6 +114,10 @@ enum Command {
     /// List, show, retry or discard dead letters.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// ERP postings: list, show, requeue failed ones (optionally re-rendered with the current
+    /// tenants file), or resolve one fixed by hand in the ERP.
+    #[command(subcommand)]
+    Postings(postings::PostingsCommand),
 }
 
 /// Logs to stderr, plus OTLP trace export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the
@@ -163,6 +170,7 @@ async fn dispatch(command: Command, env: &Environment) -> anyhow::Result<ExitCod
         Command::Replay(cmd) => replay::run(cmd, env).await,
         Command::Offsets(cmd) => offsets::run(cmd, env).await,
         Command::Dlq(cmd) => dlq::run(cmd, env).await,
+        Command::Postings(cmd) => postings::run(cmd, env).await,
     }
 }
 

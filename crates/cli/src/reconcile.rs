@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use ledgerflow_erp_receivables::{CONSUMER_NAME, ReconcileOptions};
@@ -36,6 +37,11 @@ pub(crate) struct ReconcileArgs {
     /// collector): `ledgerflow_reconcile_differences{kind}` and its last-run timestamp.
     #[arg(long, value_name = "PATH")]
     metrics_textfile: Option<PathBuf>,
+    /// A posting still pending or accepted this long after it was written counts as
+    /// undelivered, like a failed one: either makes the report unclean (exit 1) and is listed
+    /// by posting id with its state (e.g. `30m`, `1h`, `2h`).
+    #[arg(long, value_parser = parse_stuck_after, default_value = "1h")]
+    stuck_after: Duration,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -50,6 +56,7 @@ pub(crate) async fn run(args: ReconcileArgs, env: &Environment) -> anyhow::Resul
     options.tenant = args.tenant.clone();
     options.from = args.from;
     options.to = args.to;
+    options.stuck_after = args.stuck_after;
     let report = reconcile::reconcile(&store, &options).await?;
     if let Some(path) = &args.metrics_textfile {
         reconcile::write_metrics(path, &report)?;
@@ -63,6 +70,27 @@ pub(crate) async fn run(args: ReconcileArgs, env: &Environment) -> anyhow::Resul
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A duration like `90s`, `30m`, `1h`, at most ten years.
+fn parse_stuck_after(raw: &str) -> Result<Duration, String> {
+    // Checked before converting: a float too large for a Duration must be an error, not a
+    // panic.
+    let digits: String = raw
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    if digits.parse::<f64>().is_ok_and(|n| n > 1e8) {
+        return Err(format!("{raw:?} is too long a duration"));
+    }
+    let d = ledgerflow_service::config::parse_duration(raw)?;
+    if d > Duration::from_secs(10 * 366 * 86_400) {
+        return Err(format!(
+            "{raw:?} is too long a duration (at most ten years)"
+        ));
+    }
+    Ok(d)
 }
 
 fn print_report(report: &ledgerflow_erp_receivables::ReconcileReport) {
@@ -153,6 +181,25 @@ fn print_report(report: &ledgerflow_erp_receivables::ReconcileReport) {
                 erp.pending,
                 erp.failed,
                 erp.journals_without_outbox.len()
+            );
+        }
+        if erp.undelivered_count > 0 {
+            println!(
+                "  UNDELIVERED POSTINGS: {} ({} failed, {} pending or accepted longer than {} s)",
+                erp.undelivered_count, erp.failed, erp.stuck, report.stuck_after_secs
+            );
+            for p in erp.undelivered.iter().take(20) {
+                println!(
+                    "      {} {:<8} {} attempts {} {}",
+                    p.id,
+                    p.state,
+                    p.external_id.as_deref().unwrap_or("-"),
+                    p.attempts,
+                    p.last_error_class.as_deref().unwrap_or("")
+                );
+            }
+            println!(
+                "      (see `ledgerflow postings show ID`, `postings requeue`, `postings resolve`)"
             );
         }
     }

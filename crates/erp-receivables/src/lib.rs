@@ -13,6 +13,8 @@
 //! - [`dispatcher`] delivers postings the way each ERP defines it: its own idempotency (upsert
 //!   by external id, or look up before create), auth ([`auth`]), limits per ERP account,
 //!   asynchronous jobs, and a lookup by external id after any outcome that left it in doubt;
+//! - [`ops`] lists, shows, requeues (optionally re-rendered) and resolves postings for an
+//!   operator;
 //! - [`reconcile`] compares what was posted with the audit log or a produce manifest.
 //!
 //! Money is integer minor units everywhere; sums are `i128` in Rust and `CAST(SUM(..) AS
@@ -32,6 +34,7 @@ pub mod gauges;
 mod journal;
 mod limits;
 pub mod mapping;
+pub mod ops;
 pub mod payloads;
 pub mod posting;
 pub mod reconcile;

@@ -18,17 +18,22 @@
 //! their applications and credit memos say (**mismatched**), more than one journal per (event,
 //! kind) or per document, and documents re-sent under a new event id (**double**), journals
 //! whose debits differ from their credits (**unbalanced**). Payments not applied because their
-//! currency differs from the invoice's, payments still waiting for their invoice, and the
-//! posted-vs-ERP picture (journals of ERP tenants without an outbox row, outbox rows pending or
-//! failed) are reported but do not make the report unclean.
+//! currency differs from the invoice's, payments still waiting for their invoice and journals
+//! of ERP tenants without an outbox row are reported but do not make the report unclean.
+//!
+//! A journal is not done until its ERP has it: a posting that is `failed`, or still `pending`
+//! or `accepted` longer than [`ReconcileOptions::stuck_after`] after it was written
+//! (**undelivered**), makes the report unclean, listed by posting id with its state. A
+//! `resolved` posting (settled by an operator) and a `confirmed` one are delivered.
 //!
 //! `from`/`to` (micros, inclusive/exclusive) filter by business time: documents by issue or
 //! capture time, journals by `posted_at`. Audit events that have no journal at all are always
 //! counted (they cannot be dated from the ledger). The outbox is not time-filtered.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use ledgerflow_core::{Currency, format_minor, parse_minor};
+use ledgerflow_core::{Currency, format_minor, now_micros, parse_minor};
 use ledgerflow_store::Backend;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
@@ -116,10 +121,16 @@ pub struct ReconcileOptions {
     pub source: ReconcileSource,
     /// Longest id list in the report (counts are always complete). Default 100.
     pub max_listed: usize,
+    /// A posting still `pending` or `accepted` this long after it was written is undelivered
+    /// and makes the report unclean. Default [`DEFAULT_STUCK_AFTER`] (1 h).
+    pub stuck_after: Duration,
 }
 
+/// How long a posting may stay `pending` or `accepted` before reconcile calls it stuck.
+pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(3600);
+
 impl ReconcileOptions {
-    /// All tenants, all time, up to 100 ids per list.
+    /// All tenants, all time, up to 100 ids per list, stuck after 1 h.
     pub fn new(source: ReconcileSource) -> Self {
         Self {
             tenant: None,
@@ -127,6 +138,7 @@ impl ReconcileOptions {
             to: None,
             source,
             max_listed: 100,
+            stuck_after: DEFAULT_STUCK_AFTER,
         }
     }
 }
@@ -142,6 +154,8 @@ pub struct ReconcileReport {
     pub from: Option<i64>,
     /// Time filter.
     pub to: Option<i64>,
+    /// Postings `pending` or `accepted` longer than this many seconds are undelivered.
+    pub stuck_after_secs: u64,
     /// [`ReconcileReport::is_clean`], for scripts.
     pub clean: bool,
     /// Per tenant.
@@ -149,7 +163,8 @@ pub struct ReconcileReport {
 }
 
 impl ReconcileReport {
-    /// True iff nothing is missing, extra, mismatched, double or unbalanced, in any tenant.
+    /// True iff nothing is missing, extra, mismatched, double, unbalanced or undelivered, in
+    /// any tenant.
     pub fn is_clean(&self) -> bool {
         self.tenants.values().all(TenantReconciliation::is_clean)
     }
@@ -191,6 +206,7 @@ impl TenantReconciliation {
             .all(|d| d.is_clean())
             && self.double_postings.is_empty()
             && self.unbalanced_journals.is_empty()
+            && self.erp.is_clean()
     }
 }
 
@@ -281,6 +297,36 @@ pub struct ErpReconciliation {
     pub resolved: u64,
     /// Failed rows: journal id, last status, last error.
     pub failed_deliveries: Vec<FailedDelivery>,
+    /// Postings `pending` or `accepted` longer than `stuck_after`.
+    pub stuck: u64,
+    /// Failed and stuck postings (what makes the delivery unclean), oldest first.
+    pub undelivered: Vec<UndeliveredPosting>,
+    /// All undelivered, listed or not (= failed + stuck).
+    pub undelivered_count: u64,
+}
+
+impl ErpReconciliation {
+    /// No posting failed, none stuck.
+    pub fn is_clean(&self) -> bool {
+        self.undelivered_count == 0
+    }
+}
+
+/// A posting that has not reached its ERP: failed, or pending/accepted for too long.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UndeliveredPosting {
+    /// Posting (outbox) id, as `ledgerflow postings show` takes it.
+    pub id: String,
+    /// `failed`, `pending` or `accepted`.
+    pub state: String,
+    /// External id in the ERP.
+    pub external_id: Option<String>,
+    /// Seconds since the posting was written.
+    pub age_secs: u64,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Last error class.
+    pub last_error_class: Option<String>,
 }
 
 /// One failed outbox row.
@@ -430,6 +476,7 @@ pub async fn reconcile(
     unbalanced(pool, &scope, limit, &mut tenants).await?;
     payment_status(pool, &scope, limit, &mut tenants).await?;
     erp_status(pool, &scope, limit, &mut tenants).await?;
+    undelivered(pool, &scope, limit, opts.stuck_after, &mut tenants).await?;
 
     let source = match &opts.source {
         ReconcileSource::AuditLog => {
@@ -450,6 +497,7 @@ pub async fn reconcile(
         tenant: opts.tenant.clone(),
         from: opts.from,
         to: opts.to,
+        stuck_after_secs: opts.stuck_after.as_secs(),
         clean: false,
         tenants,
     };
@@ -793,6 +841,53 @@ async fn erp_status(
                 attempts: int(&row, 4)?,
                 last_error_class: row
                     .try_get(5)
+                    .map_err(|e| ErpError::Corrupt(format!("outbox last_error_class: {e}")))?,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Failed postings, and pending or accepted ones written longer than `stuck_after` ago.
+async fn undelivered(
+    pool: &AnyPool,
+    scope: &Scope<'_>,
+    limit: usize,
+    stuck_after: Duration,
+    tenants: &mut BTreeMap<String, TenantReconciliation>,
+) -> Result<(), ErpError> {
+    let now = now_micros();
+    let stuck_micros = i64::try_from(stuck_after.as_micros()).unwrap_or(i64::MAX);
+    let written_before = now.saturating_sub(stuck_micros);
+    let (clause, mut params) = scope.clause("tenant_id", None);
+    params.push(Param::Int(written_before));
+    let sql = format!(
+        "SELECT tenant_id, id, status, external_id, created_at, attempts, last_error_class
+         FROM erp_outbox
+         WHERE (status = 'failed' OR (status IN ('pending', 'accepted') AND created_at <= ${}))
+           {clause}
+         ORDER BY tenant_id, created_at, id",
+        params.len()
+    );
+    for row in fetch(pool, "listing undelivered erp postings", &sql, params).await? {
+        let tenant = tenants.entry(text(&row, 0)?).or_default();
+        let state = text(&row, 2)?;
+        if state != "failed" {
+            tenant.erp.stuck += 1;
+        }
+        tenant.erp.undelivered_count += 1;
+        if tenant.erp.undelivered.len() < limit {
+            let created_at = int(&row, 4)?;
+            tenant.erp.undelivered.push(UndeliveredPosting {
+                id: text(&row, 1)?,
+                state,
+                external_id: row
+                    .try_get(3)
+                    .map_err(|e| ErpError::Corrupt(format!("outbox external_id: {e}")))?,
+                age_secs: u64::try_from((now - created_at) / 1_000_000).unwrap_or(0),
+                attempts: int(&row, 5)?,
+                last_error_class: row
+                    .try_get(6)
                     .map_err(|e| ErpError::Corrupt(format!("outbox last_error_class: {e}")))?,
             });
         }

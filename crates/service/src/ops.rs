@@ -5,6 +5,7 @@
 pub mod dlq;
 pub mod exports;
 pub mod offsets;
+pub mod postings;
 mod range;
 pub mod reconcile;
 pub mod replay;

@@ -41,7 +41,8 @@ pub fn source(path: Option<&Path>) -> Result<ReconcileSource, ServiceError> {
 }
 
 /// Runs the reconciliation (the consumer's schema applied first, so a store where it never ran
-/// reconciles as empty).
+/// reconciles as empty). `options.stuck_after` is how long a posting may stay pending or
+/// accepted before it counts as undelivered (`--stuck-after`).
 pub async fn reconcile(
     store: &Store,
     options: &ReconcileOptions,
@@ -56,8 +57,8 @@ pub async fn reconcile(
 }
 
 /// Differences by kind (`missing`, `extra`, `mismatched`, `count_or_total`, `double_posted`,
-/// `unbalanced`, `delivery_failed`).
-pub fn differences(report: &ReconcileReport) -> [(&'static str, u64); 7] {
+/// `unbalanced`, `delivery_failed`, `delivery_stuck`).
+pub fn differences(report: &ReconcileReport) -> [(&'static str, u64); 8] {
     let mut kinds = [
         ("missing", 0),
         ("extra", 0),
@@ -66,6 +67,7 @@ pub fn differences(report: &ReconcileReport) -> [(&'static str, u64); 7] {
         ("double_posted", 0),
         ("unbalanced", 0),
         ("delivery_failed", 0),
+        ("delivery_stuck", 0),
     ];
     for t in report.tenants.values() {
         for d in [&t.invoices, &t.payments, &t.credit_memos] {
@@ -78,6 +80,7 @@ pub fn differences(report: &ReconcileReport) -> [(&'static str, u64); 7] {
         kinds[4].1 += t.double_postings.len() as u64;
         kinds[5].1 += t.unbalanced_journals.len() as u64;
         kinds[6].1 += t.erp.failed;
+        kinds[7].1 += t.erp.stuck;
     }
     kinds
 }
