@@ -14,6 +14,8 @@
 //! simulator, so every kill lands mid-delivery whatever the machine's speed), then runs it to
 //! idle: still no duplicate and every posting confirmed. A posting in flight at a kill was
 //! marked in doubt before its request left, so the next process looks it up before sending.
+//! Before the first kill it also reads `ledgerflow_erp_oldest_posting_age_seconds{status="pending"}`
+//! from the process's /metrics: the oldest undelivered posting has a non-zero age.
 //! `LEDGERFLOW_ERP_KILL_SEED=N` replays a schedule (the machine's timing still varies). The
 //! runs shorten the dispatcher's lease (`LEDGERFLOW_ERP_LEASE_MS`, production 120 s) so a row
 //! claimed by a killed process is claimed again within seconds, and the consumer's session
@@ -37,7 +39,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ledgerflow_e2e::{Ledger, Running, Stack, ledgerflow_bin};
+use ledgerflow_e2e::{Ledger, Running, Stack, free_port, ledgerflow_bin};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
@@ -222,10 +224,14 @@ impl Setup {
         args
     }
 
-    /// `ledgerflow run` in the background (stopped by the test).
-    fn spawn(&self, name: &str) -> Running {
-        self.stack
-            .spawn_with_env(&self.run_args(false), name, &RUN_ENV)
+    /// `ledgerflow run` in the background (stopped by the test), serving /metrics on
+    /// `metrics` with the sampler ticking every 300 ms.
+    fn spawn(&self, name: &str, metrics: &str) -> Running {
+        let mut args = self.run_args(false);
+        args.extend(["--metrics-listen", metrics]);
+        let mut env = RUN_ENV.to_vec();
+        env.push(("LEDGERFLOW_LAG_INTERVAL_MS", "300"));
+        self.stack.spawn_with_env(&args, name, &env)
     }
 
     /// `ledgerflow run --exit-when-idle` to its end; panics unless it drained.
@@ -336,6 +342,22 @@ fn states(ledger: &Ledger) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// `ledgerflow_erp_oldest_posting_age_seconds{status="pending"}` from a `/metrics` endpoint.
+fn oldest_pending_age(addr: &str) -> f64 {
+    const SERIES: &str = "ledgerflow_erp_oldest_posting_age_seconds{status=\"pending\"}";
+    let mut stream = TcpStream::connect(addr).expect("connect to /metrics");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request /metrics");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read /metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(SERIES))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{SERIES} not in /metrics:\n{text}"))
+}
+
 /// The last lines of a log.
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
@@ -374,7 +396,8 @@ fn sigkilled_mid_delivery_three_times_then_run_to_idle_posts_each_document_once(
 
     let mut kills = Vec::new();
     for i in 0..KILLS {
-        let mut run = setup.spawn(&format!("run-{i}"));
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let mut run = setup.spawn(&format!("run-{i}"), &metrics);
         // The kill point: this many more documents stored by the ERPs since the start of this
         // run (the first run also has to consume first), plus a few milliseconds.
         let from = setup.sim.documents();
@@ -395,6 +418,12 @@ fn sigkilled_mid_delivery_three_times_then_run_to_idle_posts_each_document_once(
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(extra_ms));
+        if i == 0 {
+            // Mid-delivery, the sampler reports how long the oldest pending posting has waited.
+            let age = oldest_pending_age(&metrics);
+            assert!(age > 0.0, "oldest pending posting age {age}");
+            eprintln!("run-{i}: oldest pending posting written {age:.1} s ago");
+        }
         let before = setup.sim.report();
         assert!(run.sigkill(), "run-{i} was not running at its kill");
         let at = setup.sim.documents();

@@ -17,6 +17,7 @@
 //!   caught up);
 //! - open dead letters by consumer and reason; outbox rows by status (ERP postings and webhook
 //!   deliveries also by bounded tenant label), skipping an outbox table that does not exist yet;
+//!   the age of the oldest ERP posting still pending, accepted or failed;
 //!   which of these a consumer has is its [`ConsumerKind::spec`]'s `gauges`.
 //!
 //! The broker calls block, so they run on the blocking pool; a tick never overlaps the next.
@@ -390,7 +391,12 @@ impl Sampler {
         for gauge in gauges {
             match gauge {
                 Gauge::HeldPayments => self.sample_held_payments().await?,
-                Gauge::Outbox(dispatcher) => self.sample_outbox(dispatcher, &mut by_tenant).await?,
+                Gauge::Outbox(dispatcher) => {
+                    self.sample_outbox(dispatcher, &mut by_tenant).await?;
+                    if dispatcher == Dispatcher::Erp {
+                        self.sample_erp_posting_ages().await?;
+                    }
+                }
             }
         }
         for key in &self.tenant_series {
@@ -418,6 +424,20 @@ impl Sampler {
         let consumer = ledgerflow_erp_receivables::CONSUMER_NAME;
         metrics::gauge!(tm::HELD_PAYMENTS, "consumer" => consumer).set(held.count as f64);
         metrics::gauge!(tm::HELD_PAYMENT_AGE_SECONDS, "consumer" => consumer).set(age);
+        Ok(())
+    }
+
+    /// How long the oldest pending, accepted and failed ERP postings have waited since they
+    /// were written (0 for a state no posting is in, so a cleared alert resolves).
+    async fn sample_erp_posting_ages(&self) -> Result<(), String> {
+        let oldest = ledgerflow_erp_receivables::gauges::oldest_postings(&self.store)
+            .await
+            .map_err(|e| format!("reading the oldest erp postings: {e}"))?;
+        let now = now_micros();
+        for posting in oldest.into_iter().flatten() {
+            metrics::gauge!(tm::ERP_OLDEST_POSTING_AGE_SECONDS, "status" => posting.status.as_str())
+                .set(posting.age_seconds(now));
+        }
         Ok(())
     }
 

@@ -60,6 +60,9 @@ pub const OUTBOX_BACKLOG: &str = "ledgerflow_outbox_backlog";
 /// ERP postings (outbox rows) by tenant (bounded) and state (`pending`, `accepted`,
 /// `confirmed`, `failed`, `resolved`): the inputs of the posting success ratio. Sampled.
 pub const ERP_POSTINGS: &str = "ledgerflow_erp_postings";
+/// Seconds since the oldest ERP posting still `pending`, `accepted` or `failed` was written
+/// (0 when none is), by status. Sampled.
+pub const ERP_OLDEST_POSTING_AGE_SECONDS: &str = "ledgerflow_erp_oldest_posting_age_seconds";
 /// Seconds per ERP request (lookups, sends, polls; not token requests), by ERP kind.
 pub const ERP_REQUEST_SECONDS: &str = "ledgerflow_erp_request_seconds";
 /// ERP responses by ERP kind and class (`2xx`, `4xx`, `429`, `5xx`, `timeout`, `connection`).
@@ -202,6 +205,12 @@ pub const CATALOGUE: &[Metric] = &[
         MetricKind::Gauge,
         &["tenant", "status"],
         "ERP postings by tenant (bounded, see LEDGERFLOW_METRICS_TENANTS) and state: pending, accepted, confirmed, failed, resolved (sampled).",
+    ),
+    metric(
+        ERP_OLDEST_POSTING_AGE_SECONDS,
+        MetricKind::Gauge,
+        &["status"],
+        "Seconds since the oldest ERP posting still pending, accepted or failed was written, 0 when none is (sampled).",
     ),
     metric(
         ERP_REQUEST_SECONDS,
