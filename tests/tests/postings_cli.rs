@@ -356,4 +356,46 @@ fn postings_commands_list_show_requeue_resolve_and_audit() {
         2,
         "an absurd duration is bad usage, not a panic"
     );
+
+    // A posting whose document could not be rendered is not requeued as it is.
+    insert_posting(&ledger, "p-unrendered", "gamma", "failed");
+    ledger.block_on(async {
+        sqlx::query("UPDATE erp_outbox SET document_kind = 'unrendered' WHERE id = $1")
+            .bind("p-unrendered".to_owned())
+            .execute(ledger.pool())
+            .await
+            .expect("update");
+    });
+    let out = ledgerflow(&[
+        "postings",
+        "requeue",
+        "p-unrendered",
+        "--execute",
+        "--database",
+        &db,
+    ]);
+    assert_eq!(code(&out), 2);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--re-render"));
+    assert_eq!(status(&ledger, "p-unrendered").0, "failed");
+    // Re-rendering needs the journal, which this store does not have: refused, unchanged.
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(&tenants, "").expect("tenants file");
+    let out = ledgerflow(&[
+        "postings",
+        "requeue",
+        "p-unrendered",
+        "--re-render",
+        "--tenants",
+        &tenants.display().to_string(),
+        "--execute",
+        "--database",
+        &db,
+    ]);
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(status(&ledger, "p-unrendered").0, "failed");
+    assert_eq!(
+        ledger.operations(CONSUMER).len(),
+        2,
+        "refusals are not audited"
+    );
 }

@@ -428,10 +428,13 @@ struct Current {
     history: Option<String>,
     payload: String,
     journal_id: String,
+    /// Whether the posting has a route (rows from before the adapters have none).
+    routed: bool,
+    document_kind: Option<String>,
 }
 
 const CURRENT_COLUMNS: &str = "id, tenant_id, status, attempts, last_error_class, external_id,
-    config_version, history, payload, journal_id";
+    config_version, history, payload, journal_id, route, document_kind";
 
 fn current(row: &AnyRow) -> Result<Current, ErpError> {
     let status: String = col(row, 2, "status")?;
@@ -447,6 +450,8 @@ fn current(row: &AnyRow) -> Result<Current, ErpError> {
         history: col(row, 7, "history")?,
         payload: col(row, 8, "payload")?,
         journal_id: col(row, 9, "journal_id")?,
+        routed: col::<Option<String>>(row, 10, "route")?.is_some(),
+        document_kind: col(row, 11, "document_kind")?,
     })
 }
 
@@ -478,6 +483,8 @@ struct Rerendered {
     route: String,
     config_version: String,
     depends_on: Vec<String>,
+    external_id: String,
+    journal_kind: &'static str,
 }
 
 /// Requeues failed postings (dry unless `request.acting` is set). See the module docs. None
@@ -532,6 +539,26 @@ pub async fn requeue(
             continue;
         }
         let rerendered = match request.re_render {
+            // Nothing deliverable is stored: sending it again would fail the same way, or (no
+            // route) it would never be claimed.
+            None if !posting.routed => {
+                line.refused = Some(
+                    "the posting was written before the erp adapters and has no route; \
+                     requeue it with --re-render"
+                        .into(),
+                );
+                lines.push(line);
+                continue;
+            }
+            None if posting.document_kind.as_deref() == Some("unrendered") => {
+                line.refused = Some(
+                    "its document could not be rendered when it was written; fix the tenant's \
+                     mapping and requeue it with --re-render"
+                        .into(),
+                );
+                lines.push(line);
+                continue;
+            }
             None => None,
             Some(tenants) => match rerender(pool, &posting, tenants).await? {
                 Ok(r) => {
@@ -623,8 +650,9 @@ async fn apply_requeue(
                 claim_token = NULL, job_ref = NULL, history = $2, updated_at = $3,
                 payload = $4, document_kind = $5, erp_kind = $6, erp_account = $7,
                 endpoint = $8, credential = $9, rate_limit_per_sec = $10, route = $11,
-                config_version = $12
-             WHERE id = $13 AND status = 'failed'",
+                config_version = $12, external_id = COALESCE(external_id, $13),
+                journal_kind = COALESCE(journal_kind, $14)
+             WHERE id = $15 AND status = 'failed'",
         )
         .bind(now)
         .bind(history)
@@ -638,6 +666,8 @@ async fn apply_requeue(
         .bind(r.rate)
         .bind(r.route.clone())
         .bind(r.config_version.clone())
+        .bind(r.external_id.clone())
+        .bind(r.journal_kind.to_owned())
         .bind(posting.id.clone())
         .execute(&mut *tx)
         .await
@@ -738,6 +768,8 @@ async fn rerender(
             .map_err(|e| ErpError::Mapping(format!("serializing the route: {e}")))?,
         config_version: target.config_version.clone(),
         depends_on: document.depends_on,
+        journal_kind: stored.journal.kind.as_str(),
+        external_id: ext,
     }))
 }
 
