@@ -9,7 +9,12 @@
   0.0.0.0:9464, Prometheus and Grafana;
 - Kubernetes has a StatefulSet per consumer with `--consumer NAME`, the pod name as its static
   member id, a grace period longer than its shutdown timeout, /healthz and /readyz probes, a
-  PodDisruptionBudget selecting it, and the metrics Service.
+  PodDisruptionBudget selecting it, and the metrics Service;
+- the ConfigMap's tenants.toml has the current shape (`[[erp_accounts]]`, `[tenants.erp]` with
+  kind, account, base_url and auth; not the old endpoint/credential keys), and every secret it
+  references by file is a key of the tenant Secret (secrets.example.yaml) mounted where the
+  reference points, and every key of that Secret is referenced. ledgerflow's own loader
+  validates the same file in crates/tenants/tests/deploy_configmap.rs (`cargo test`).
 """
 import json
 import pathlib
@@ -24,6 +29,8 @@ ROOT = DEPLOY.parent
 CONSUMERS = ["erp-receivables", "warehouse", "notifications"]
 # Written by `ledgerflow reconcile` / `ledgerflow audit verify` runs (textfile or Pushgateway).
 EXTERNAL = {"ledgerflow_reconcile_differences", "ledgerflow_audit_verify_broken_chains"}
+ERP_KINDS = {"netsuite", "dynamics365", "s4hana", "oracle_fusion"}
+SECRETS_MOUNT = "/var/run/secrets/ledgerflow/"
 CONFIG_KEYS = {"brokers", "schema_registry_url", "database_url", "topics", "tenants_file",
                "group_prefix", "consumers", "batch", "exit_when_idle", "kafka", "metrics_listen",
                "max_wait", "shutdown_timeout", "not_ready_after", "group_protocol", "instance_id",
@@ -79,6 +86,8 @@ check(command[:3] == ["run", "--config", "/etc/ledgerflow/ledgerflow.toml"]
 
 # Kubernetes.
 k8s = [d for p, ds in parsed.items() if "k8s" in p.parts for d in ds]
+# Not part of kustomization.yaml: the shape of the Secrets an operator creates.
+k8s_secrets = parsed.get(DEPLOY / "k8s/secrets.example.yaml", [])
 kinds = lambda kind: [d for d in k8s if d.get("kind") == kind]
 for consumer in CONSUMERS:
     deployments = [d for d in kinds("StatefulSet")
@@ -106,10 +115,59 @@ check(any(p["name"] == "metrics" for s in kinds("Service") for p in s["spec"]["p
       "k8s: no metrics Service")
 config_maps = kinds("ConfigMap")
 check(len(config_maps) == 1, "k8s: expected one ConfigMap")
+
+
+def file_refs(value):
+    """Every `{ file = PATH }` secret reference in a parsed TOML value."""
+    if isinstance(value, dict):
+        if set(value) == {"file"}:
+            yield value["file"]
+        else:
+            for v in value.values():
+                yield from file_refs(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from file_refs(v)
+
+
+tenant_secrets = [d for d in k8s_secrets if d["metadata"]["name"] == "ledgerflow-tenant-secrets"]
+check(len(tenant_secrets) == 1, "k8s: secrets.example.yaml has no ledgerflow-tenant-secrets")
+secret_keys = set(tenant_secrets[0]["stringData"]) if tenant_secrets else set()
+for consumer_set in kinds("StatefulSet"):
+    pod = consumer_set["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = {m["mountPath"].rstrip("/") + "/": m["name"] for m in pod["containers"][0].get("volumeMounts", [])}
+    volume = volumes.get(mounts.get(SECRETS_MOUNT, ""), {})
+    check(volume.get("secret", {}).get("secretName") == "ledgerflow-tenant-secrets",
+          f"k8s: {consumer_set['metadata']['name']} does not mount ledgerflow-tenant-secrets at {SECRETS_MOUNT}")
 for cm in config_maps:
     config = tomllib.loads(cm["data"]["ledgerflow.toml"])
     check(set(config) <= CONFIG_KEYS, f"k8s: unknown config keys {set(config) - CONFIG_KEYS}")
-    tomllib.loads(cm["data"]["tenants.toml"])
+    tenants = tomllib.loads(cm["data"]["tenants.toml"])
+    check(set(tenants) <= {"erp_accounts", "tenants"}, f"k8s tenants.toml: top-level keys {set(tenants)}")
+    routes = set()
+    for tenant in tenants.get("tenants", []):
+        erp = tenant.get("erp")
+        if erp is None:
+            continue
+        name = tenant.get("tenant_id")
+        old = {"endpoint", "credential"} & set(erp)
+        check(not old, f"k8s tenants.toml: {name}: old erp keys {sorted(old)} (see tenants.example.toml)")
+        missing = {"kind", "account", "base_url", "auth"} - set(erp)
+        check(not missing, f"k8s tenants.toml: {name}: erp lacks {sorted(missing)}")
+        check(erp.get("kind") in ERP_KINDS, f"k8s tenants.toml: {name}: erp kind {erp.get('kind')}")
+        check("method" in erp.get("auth", {}), f"k8s tenants.toml: {name}: erp auth has no method")
+        routes.add((erp.get("kind"), erp.get("account")))
+    for account in tenants.get("erp_accounts", []):
+        key = (account.get("kind"), account.get("account"))
+        check(key in routes, f"k8s tenants.toml: [[erp_accounts]] {key} is used by no tenant")
+        check(account.get("concurrency", 0) > 0, f"k8s tenants.toml: [[erp_accounts]] {key} concurrency")
+    refs = set(file_refs(tenants))
+    for ref in refs:
+        check(ref.startswith(SECRETS_MOUNT) and ref[len(SECRETS_MOUNT):] in secret_keys,
+              f"k8s tenants.toml: secret file {ref} is not a key of ledgerflow-tenant-secrets at {SECRETS_MOUNT}")
+    unused = secret_keys - {r[len(SECRETS_MOUNT):] for r in refs}
+    check(not unused, f"k8s: ledgerflow-tenant-secrets keys the tenants file never references: {sorted(unused)}")
 kustomization = parsed[DEPLOY / "k8s/kustomization.yaml"][0]
 for resource in kustomization["resources"]:
     check((DEPLOY / "k8s" / resource).is_file(), f"k8s: kustomization lists missing {resource}")
