@@ -222,7 +222,7 @@ for name in sorted(os.listdir(logs)):
             warnings[(level, fields.get("message", "?"))] += 1
 print("   log lines by level:", dict(sorted(levels.items())))
 if warnings:
-    print("   warnings and errors, counted (the injected webhook failures are expected):")
+    print("   warnings and errors, counted (the injected webhook and ERP failures are expected):")
     for (level, message), n in warnings.most_common():
         print(f"     {n:6}  {level:5} {message}")
 else:
