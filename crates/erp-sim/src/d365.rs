@@ -12,7 +12,8 @@
 //! Entity sets: LedgerJournalHeaders/LedgerJournalLines and
 //! CustomerPaymentJournalHeaders/CustomerPaymentJournalLines. POST never deduplicates: two POSTs
 //! of the same journal are two journals. Clients look a document up by its `Description`
-//! (ledgerflow's external reference) before creating it.
+//! (ledgerflow's external reference) before creating it. A write to a company (`dataAreaId`)
+//! that is not a legal entity of the environment is refused (`400`, nothing stored).
 
 use std::sync::Arc;
 
@@ -521,6 +522,14 @@ fn plan_insert(
             ),
         )
     };
+    if !ctx.account.has_company(&company) {
+        // The company is a foreign key to the legal entities; D365 validates it like any
+        // other relation of the table.
+        return Err(write_failed(format!(
+            "The value '{company}' in field 'Company' (dataAreaId) is not found in the \
+             relating table 'Legal entities'."
+        )));
+    }
     let existing = |kind: &str, batch: &str| -> Option<Document> {
         pending
             .iter()

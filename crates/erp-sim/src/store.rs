@@ -213,7 +213,19 @@ pub struct Account {
     /// only this company, as in D365. Defaults to `usmf`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_company: Option<String>,
+    /// D365: the legal entities (companies, `dataAreaId`) the environment has; a write to any
+    /// other is refused, as D365 refuses it. Without it: [`D365_DEMO_COMPANIES`], the Contoso
+    /// demo data a sandbox environment comes with. The default company is always one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub companies: Option<Vec<String>>,
 }
+
+/// Legal entities of the Contoso demo data (a subset) that a D365 sandbox environment holds:
+/// the companies of an environment provisioned without `companies`.
+pub const D365_DEMO_COMPANIES: [&str; 16] = [
+    "dat", "usmf", "uspi", "usrt", "ussi", "demf", "gbsi", "gbpm", "frsi", "frrt", "jpmf", "cnmf",
+    "brmf", "mxmf", "itco", "inmf",
+];
 
 impl Account {
     /// Checks that the account carries the credentials its ERP needs.
@@ -270,6 +282,20 @@ impl Account {
             .as_deref()
             .unwrap_or("usmf")
             .to_ascii_lowercase()
+    }
+
+    /// Whether the D365 environment has the legal entity `company` (`dataAreaId`, compared
+    /// case-insensitively, as D365 does).
+    pub fn has_company(&self, company: &str) -> bool {
+        if company.eq_ignore_ascii_case(&self.company()) {
+            return true;
+        }
+        match &self.companies {
+            Some(companies) => companies.iter().any(|c| c.eq_ignore_ascii_case(company)),
+            None => D365_DEMO_COMPANIES
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(company)),
+        }
     }
 }
 

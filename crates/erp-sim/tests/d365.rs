@@ -1,5 +1,6 @@
 //! Dynamics 365 simulator over real HTTP: Entra ID client credentials, bearer auth, no dedup of
-//! plain POSTs, lookup by external reference, atomic $batch change sets, 429 + Retry-After.
+//! plain POSTs, lookup by external reference, atomic $batch change sets, writes to a company
+//! the environment does not have refused, 429 + Retry-After.
 
 mod common;
 
@@ -226,4 +227,82 @@ async fn throttling_answers_429_with_retry_after() {
     let secs: u64 = retry_after.expect("Retry-After").parse().expect("seconds");
     assert!((1..=300).contains(&secs));
     assert_eq!(erp(&h.report().await, "d365")["throttled"], 1);
+}
+
+#[tokio::test]
+async fn a_company_the_environment_does_not_have_is_refused() {
+    let h = start().await;
+    provision(&h).await;
+    let t = bearer(&h).await;
+    let post = |company: &'static str, reference: &'static str| {
+        h.http
+            .post(data(&h, "LedgerJournalHeaders"))
+            .bearer_auth(&t)
+            .json(&json!({ "dataAreaId": company, "JournalName": "GenJrn",
+                           "Description": reference }))
+            .send()
+    };
+    // Without a `companies` list the environment has the Contoso demo companies.
+    let resp = post("DEMF", "lf-t2-demf").await.expect("post");
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.expect("json");
+    assert_eq!(created["dataAreaId"], "demf");
+
+    let resp = post("usmx", "lf-t2-typo").await.expect("post");
+    assert_eq!(resp.status(), 400);
+    let refused: Value = resp.json().await.expect("json");
+    let message = refused["error"]["message"].as_str().expect("message");
+    assert!(message.contains("'usmx'"), "{refused:#}");
+    assert!(message.contains("Legal entities"), "{refused:#}");
+    assert_eq!(
+        refused["error"]["innererror"]["type"],
+        "Microsoft.Dynamics.Platform.Integration.Services.OData.AxODataWriteException"
+    );
+
+    // A change set writing to an unknown company stores nothing of it.
+    let body = changeset("LF0009", "LF0009")
+        .replace("\"JournalName\"", "\"dataAreaId\":\"zz01\",\"JournalName\"");
+    let resp = h
+        .http
+        .post(data(&h, "$batch"))
+        .bearer_auth(&t)
+        .header("Content-Type", "multipart/mixed; boundary=batch_b1")
+        .body(body)
+        .send()
+        .await
+        .expect("batch");
+    let text = resp.text().await.expect("text");
+    assert!(text.contains("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("'zz01'"), "{text}");
+    assert!(!text.contains("201 Created"), "{text}");
+
+    // An environment provisioned with its companies has those (and its default company) only.
+    h.provision(json!({
+        "erp": "d365", "account": ENV, "default_company": "lfus", "companies": ["LFDE"],
+        "credentials": {
+            "tenant_id": TENANT,
+            "resource": "https://contoso-test.sandbox.operations.dynamics.com",
+            "clients": [{ "client_id": "app-1", "client_secret": "s3cret" }],
+        },
+    }))
+    .await;
+    let mut statuses = Vec::new();
+    for (company, reference) in [
+        ("LFUS", "lf-t2-a"),
+        ("lfde", "lf-t2-b"),
+        ("usmf", "lf-t2-c"),
+    ] {
+        statuses.push(
+            post(company, reference)
+                .await
+                .expect("post")
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, vec![201, 201, 400]);
+    let docs = h.documents("d365").await;
+    assert_eq!(docs.len(), 3, "{docs:?}");
+    let report = h.report().await;
+    assert_eq!(erp(&report, "d365")["documents"], 3);
 }
