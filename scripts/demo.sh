@@ -7,6 +7,12 @@
 # reconcile (manifest and billing export), audit verify, a warehouse export, the notification
 # deliveries, a replay plan, and the simulator's own count of the documents it stored.
 #
+# One tenant's ERP mapping is broken on purpose: t003's Dynamics 365 company (dataAreaId) is
+# mistyped in the tenants file, so D365 refuses its journals and they fail. The demo shows them
+# (postings list --status failed, reconcile unclean), fixes the tenants file, requeues them
+# re-rendered with the fixed mapping (postings requeue --re-render, a dry run first), and the
+# second run delivers them: at the end every posting is confirmed, once.
+#
 # One progress line per phase on the terminal; every process logs to a file under
 # DEMO_DIR/logs (default target/demo/logs), and the warnings the demo provokes on purpose
 # (injected webhook and ERP failures) are counted in the closing summary instead of printed.
@@ -39,7 +45,7 @@ cleanup() {
 trap cleanup EXIT
 
 phase=0
-PHASES=12
+PHASES=13
 step() { phase=$((phase + 1)); printf '\n[%2d/%d] %s\n' "$phase" "$PHASES" "$*"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 free_block() {
@@ -127,6 +133,24 @@ for t, d in m["tenants"].items():
           f"{d['payments']['count']:9} {d['payments']['total']:>14} {d['credit_memos']['count']:6} "
           f"{d['credit_memos']['total']:>12}")
 PY
+# The mapping mistake, on purpose: t003 (Dynamics 365) gets company "usmx", a legal entity its
+# environment does not have (it has usmf); D365 refuses every journal written to it.
+set_company() {
+  python3 - "$WORK/tenants.toml" "$1" "$2" <<'PY'
+import re, sys
+path, old, new = sys.argv[1:]
+text = open(path).read()
+start = text.index('tenant_id = "t003"')
+end = text.find("[[tenants]]", start)
+end = len(text) if end < 0 else end
+part, n = re.subn(f'data_area_id = "{old}"', f'data_area_id = "{new}"', text[start:end])
+assert n == 1, f"t003 has no D365 company {old}"
+open(path, "w").write(text[:start] + part + text[end:])
+PY
+}
+set_company usmf usmx
+echo "        on purpose: t003's D365 company mistyped in tenants.toml (dataAreaId usmx; its"
+echo "        environment has usmf), so D365 refuses its journals"
 
 step "reading the topic back without a consumer group (ledgerflow tail)"
 "$LEDGERFLOW" tail --topic "$TOPIC" --from-beginning --max 3 --format text 2>>"$LOGS/tail.log" \
@@ -141,6 +165,39 @@ step "running every consumer until drained (--exit-when-idle 4s; log: $LOGS/run.
 LEDGERFLOW_ERP_POLL_MS=100 LEDGERFLOW_ERP_BACKOFF_BASE_MS=200 LEDGERFLOW_WEBHOOK_POLL_MS=100 LEDGERFLOW_WEBHOOK_BACKOFF_BASE_MS=200 \
   "$LEDGERFLOW" --log info --log-format json run --tenants "$WORK/tenants.toml" --topic "$TOPIC" \
   --exit-when-idle 4s 2>"$LOGS/run.log" | sed 's/^/        /'
+
+step "a mapping mistake: t003's failed ERP postings, reconcile's verdict, the fix, a requeue"
+"$LEDGERFLOW" postings list --status failed 2>>"$LOGS/tools.log" >"$WORK/failed.txt"
+sed -n '1,4p' "$WORK/failed.txt" | cut -c1-150 | sed 's/^/        /'
+echo "        ...  $(tail -1 "$WORK/failed.txt")"
+"$LEDGERFLOW" postings show "$(sed -n '2s/ .*//p' "$WORK/failed.txt")" --format json \
+  2>>"$LOGS/tools.log" | python3 -c 'import json,sys
+e=json.load(sys.stdin)["last_error_full"] or ""
+print("        D365 answered:", e.split("Infolog: ")[-1][:130])'
+set +e
+"$LEDGERFLOW" reconcile --format json >"$WORK/reconcile-failed.json" 2>>"$LOGS/tools.log"
+code=$?
+set -e
+python3 - "$WORK/reconcile-failed.json" "$code" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+failed = {t: v["erp"]["failed"] for t, v in r["tenants"].items() if v["erp"]["failed"]}
+print(f"        reconcile: clean={r['clean']} (exit {sys.argv[2]}), failed postings by tenant: {failed}")
+PY
+set_company usmx usmf
+echo "        tenants.toml fixed (t003 dataAreaId usmf again); requeue, re-rendered with it:"
+requeue=("$LEDGERFLOW" postings requeue --status failed --tenant t003 --re-render
+  --tenants "$WORK/tenants.toml" --reason "t003 dataAreaId usmx -> usmf")
+"${requeue[@]}" 2>>"$LOGS/tools.log" >"$WORK/requeue-dry-run.txt"
+python3 - "$WORK/requeue-dry-run.txt" <<'PY'
+import collections, re, sys
+lines = open(sys.argv[1]).read().splitlines()
+found = (re.search(r"(config \S+ -> \S+ \(document \w+\))", l) for l in lines)
+for change, n in collections.Counter(m.group(1) for m in found if m).items():
+    print(f"        {n} postings would be re-rendered: {change}")
+print("        " + lines[-1])
+PY
+"${requeue[@]}" --execute 2>>"$LOGS/tools.log" | tail -1 | cut -c1-150 | sed 's/^/        /'
 
 step "ledgerflow stats"
 "$LEDGERFLOW" stats 2>>"$LOGS/tools.log" | sed 's/^/        /'
@@ -165,7 +222,7 @@ sed -n 2,3p "$WORK/fact_invoice.csv" | cut -c1-140 | sed 's/^/          /'
 "$LEDGERFLOW" notifications list --format json 2>>"$LOGS/tools.log" \
   | python3 -c 'import json,sys,collections; print("        notifications by status:", dict(collections.Counter(r["status"] for r in json.load(sys.stdin))))'
 
-step "replay plan of everything, then a second run: nothing is posted twice"
+step "replay plan of everything, then a second run: nothing posted twice, t003's requeued delivered"
 "$LEDGERFLOW" replay plan --consumer erp-receivables --topic "$TOPIC" --tenants "$WORK/tenants.toml" \
   --from 2000-01-01 --format json 2>>"$LOGS/tools.log" | python3 -c 'import json,sys
 r=json.load(sys.stdin); t=r["totals"]
@@ -193,6 +250,17 @@ print(f"        ledgerflow: {confirmed} postings confirmed, {left} pending/accep
       f"reconcile clean={rec['clean']}")
 if r["duplicates"] != 0 or r["documents"] != confirmed or left != 0:
     sys.exit("ERP delivery is not exact")
+PY
+python3 - "http://127.0.0.1:$ERP_PORT/_sim/documents?erp=d365&account=lf-d365-t003" <<'PY'
+import collections, json, sys, urllib.request
+docs = json.load(urllib.request.urlopen(sys.argv[1], timeout=10))["documents"]
+by_company = collections.Counter(d["body"].get("dataAreaId") for d in docs)
+refs = collections.Counter(d["source_ref"] for d in docs)
+twice = sum(1 for n in refs.values() if n > 1)
+print(f"        t003's D365 journals after the requeue: {len(docs)} by company {dict(by_company)}, "
+      f"{twice} stored twice")
+if twice or set(by_company) != {"usmf"}:
+    sys.exit("t003's requeued journals are not stored once each in company usmf")
 PY
 kill "$webhook_pid" 2>/dev/null || true
 for _ in $(seq 1 50); do [ -f "$WORK/webhooks.json" ] && break; sleep 0.1; done
@@ -222,7 +290,8 @@ for name in sorted(os.listdir(logs)):
             warnings[(level, fields.get("message", "?"))] += 1
 print("   log lines by level:", dict(sorted(levels.items())))
 if warnings:
-    print("   warnings and errors, counted (the injected webhook and ERP failures are expected):")
+    print("   warnings and errors, counted (the injected webhook and ERP failures, and t003's")
+    print("   journals D365 refused before its company was fixed, are expected):")
     for (level, message), n in warnings.most_common():
         print(f"     {n:6}  {level:5} {message}")
 else:
