@@ -1,6 +1,10 @@
 //! The simulator's own API under `/_sim/`: provisioning accounts, reading stored documents and
 //! jobs, setting faults and limits, taking an ERP down, and the report. No authentication: it is
 //! a test harness bound to loopback.
+//!
+//! `DELETE /_sim/documents/{id}` and `PATCH /_sim/documents/{id}` (a JSON merge patch of the
+//! stored record) change what an ERP holds behind the client's back, the way a user of the
+//! ERP could: tests of ledgerflow's ERP read-back use them. No ERP API behaves differently.
 
 use std::sync::Arc;
 
@@ -35,7 +39,12 @@ pub(crate) fn routes() -> Router<Arc<Sim>> {
         .route("/_sim/report", get(report))
         .route("/_sim/accounts", get(list_accounts).post(provision))
         .route("/_sim/documents", get(list_documents))
-        .route("/_sim/documents/{id}", get(read_document))
+        .route(
+            "/_sim/documents/{id}",
+            get(read_document)
+                .delete(delete_document)
+                .patch(patch_document),
+        )
         .route("/_sim/jobs", get(list_jobs))
         .route("/_sim/faults", get(get_faults).post(set_faults))
         .route("/_sim/down", post(set_down))
@@ -158,6 +167,74 @@ async fn read_document(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> R
             Json(json!({ "error": "no such document" })),
         )
             .into_response(),
+    }
+}
+
+async fn delete_document(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
+    match sim.store.delete_doc(&id) {
+        Ok(ids) if ids.is_empty() => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "no such document" })),
+        )
+            .into_response(),
+        Ok(ids) => Json(json!({ "deleted": ids })).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+/// Applies an RFC 7396 JSON merge patch to the stored record (`body`) of a document: the
+/// record then reads back changed through its ERP's own API, as if edited in the ERP.
+async fn patch_document(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let patch: Value = match serde_json::from_slice(&body) {
+        Ok(patch @ Value::Object(_)) => patch,
+        Ok(_) => return bad_request("patch: expected an object"),
+        Err(e) => return bad_request(format!("patch is not JSON: {e}")),
+    };
+    let Some(mut doc) = sim.store.doc(&id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "no such document" })),
+        )
+            .into_response();
+    };
+    merge_patch(&mut doc.body, patch);
+    doc.version += 1;
+    doc.updated_ms = crate::store::now_ms();
+    match sim.store.put_docs(vec![doc.clone()]) {
+        Ok(()) => Json(doc).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+/// RFC 7396: objects merge member by member, `null` removes a member, anything else replaces.
+fn merge_patch(target: &mut Value, patch: Value) {
+    let Value::Object(members) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(map) = target {
+        for (key, value) in members {
+            if value.is_null() {
+                map.remove(&key);
+            } else {
+                merge_patch(map.entry(key).or_insert(Value::Null), value);
+            }
+        }
     }
 }
 

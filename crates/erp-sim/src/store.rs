@@ -302,9 +302,20 @@ impl Account {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum LogEntry {
-    Docs { docs: Vec<Document> },
-    Job { job: Job },
-    Account { account: Account },
+    Docs {
+        docs: Vec<Document>,
+    },
+    Job {
+        job: Job,
+    },
+    Account {
+        account: Account,
+    },
+    /// Documents removed through the admin API (`DELETE /_sim/documents/{id}`), children
+    /// included; no ERP API deletes anything.
+    Deleted {
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -511,6 +522,25 @@ impl Store {
             .collect()
     }
 
+    /// Removes a document and its child records (admin API only: tests that need the ERP to
+    /// have lost a document). Returns the ids removed; empty when there was no such document.
+    pub fn delete_doc(&self, id: &str) -> Result<Vec<String>, SimError> {
+        let mut inner = self.lock();
+        if !inner.doc_index.contains_key(id) {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = inner
+            .docs
+            .iter()
+            .filter(|d| d.id == id || d.parent.as_deref() == Some(id))
+            .map(|d| d.id.clone())
+            .collect();
+        let entry = LogEntry::Deleted { ids: ids.clone() };
+        inner.append(&entry)?;
+        inner.apply(entry);
+        Ok(ids)
+    }
+
     /// A job by id.
     pub fn job(&self, id: &str) -> Option<Job> {
         let inner = self.lock();
@@ -615,6 +645,16 @@ impl Inner {
             LogEntry::Account { account } => {
                 self.accounts
                     .insert((account.erp, account.account.clone()), account);
+            }
+            LogEntry::Deleted { ids } => {
+                let gone: HashSet<String> = ids.into_iter().collect();
+                self.docs.retain(|d| !gone.contains(&d.id));
+                self.doc_index = self
+                    .docs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (d.id.clone(), i))
+                    .collect();
             }
         }
     }
