@@ -1,16 +1,21 @@
-//! `ledgerflow reconcile`: the billing source against the posted journals, and the journals
-//! against ERP acknowledgements ([`ledgerflow_erp_receivables::reconcile`]), rendered.
+//! `ledgerflow reconcile`: the billing source against the posted journals, the journals
+//! against ERP acknowledgements ([`ledgerflow_erp_receivables::reconcile`]), and with
+//! `--erp-readback` the acknowledged postings against the ERPs themselves
+//! ([`ledgerflow_erp_receivables::readback`]), rendered.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use ledgerflow_erp_receivables::{CONSUMER_NAME, ReconcileOptions};
+use ledgerflow_erp_receivables::readback::TenantReadback;
+use ledgerflow_erp_receivables::{
+    CONSUMER_NAME, ReadbackOptions, ReadbackProgress, ReadbackReport, ReconcileOptions,
+};
 use ledgerflow_service::Environment;
-use ledgerflow_service::ops::reconcile;
+use ledgerflow_service::ops::{Progress, reconcile};
 
-use crate::args::{DatabaseArgs, Format, parse_time, print_json};
+use crate::args::{Bar, DatabaseArgs, Format, parse_time, print_json};
 
 #[derive(Debug, Args)]
 pub(crate) struct ReconcileArgs {
@@ -42,6 +47,19 @@ pub(crate) struct ReconcileArgs {
     /// by posting id with its state (e.g. `30m`, `1h`, `2h`).
     #[arg(long, value_parser = parse_stuck_after, default_value = "1h")]
     stuck_after: Duration,
+    /// Also ask each tenant's ERP, by external id and through the same adapter, auth and
+    /// account limits as deliveries, for the document of every confirmed posting in scope
+    /// (and every resolved one with an ERP document id). A document missing in the ERP, an
+    /// amount or currency that differs from its journal (where the ERP's lookup returns one),
+    /// or a lookup that got no answer makes the report unclean. Credentials are read as each
+    /// posting's stored route names them (environment variables, files), as `ledgerflow run`
+    /// reads them.
+    #[arg(long)]
+    erp_readback: bool,
+    /// ERP lookups in flight at once with --erp-readback, all accounts together (each account
+    /// is further held to its own concurrency limit).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    readback_concurrency: u16,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -57,7 +75,20 @@ pub(crate) async fn run(args: ReconcileArgs, env: &Environment) -> anyhow::Resul
     options.from = args.from;
     options.to = args.to;
     options.stuck_after = args.stuck_after;
-    let report = reconcile::reconcile(&store, &options).await?;
+    let mut report = reconcile::reconcile(&store, &options).await?;
+    if args.erp_readback {
+        let readback = ReadbackOptions {
+            tenant: args.tenant.clone(),
+            from: args.from,
+            to: args.to,
+            concurrency: usize::from(args.readback_concurrency),
+            ..ReadbackOptions::default()
+        };
+        let bar = ReadbackBar::new();
+        let found = reconcile::erp_readback(&store, env, &readback, &bar).await;
+        bar.0.finish();
+        report.attach_readback(found?);
+    }
     if let Some(path) = &args.metrics_textfile {
         reconcile::write_metrics(path, &report)?;
     }
@@ -70,6 +101,58 @@ pub(crate) async fn run(args: ReconcileArgs, env: &Environment) -> anyhow::Resul
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The read-back's progress: the shared progress bar on a terminal; elsewhere (a cron job's
+/// log) a plain line on stderr every [`PROGRESS_EVERY`].
+struct ReadbackBar(Bar, std::sync::Mutex<LineProgress>);
+
+/// How often a long read-back writes its progress line when stderr is not a terminal.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+struct LineProgress {
+    enabled: bool,
+    total: u64,
+    done: u64,
+    last: std::time::Instant,
+}
+
+impl ReadbackBar {
+    fn new() -> Self {
+        use std::io::IsTerminal as _;
+        Self(
+            Bar::new(
+                "{spinner} erp read-back [{bar:30}] {pos}/{len} postings [{elapsed}, eta {eta}]",
+                "",
+            ),
+            std::sync::Mutex::new(LineProgress {
+                enabled: !std::io::stderr().is_terminal(),
+                total: 0,
+                done: 0,
+                last: std::time::Instant::now(),
+            }),
+        )
+    }
+
+    fn line(&self) -> std::sync::MutexGuard<'_, LineProgress> {
+        self.1.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ReadbackProgress for ReadbackBar {
+    fn start(&self, total: u64) {
+        Progress::start(&self.0, total);
+        self.line().total = total;
+    }
+    fn advance(&self, n: u64) {
+        Progress::advance(&self.0, n);
+        let mut line = self.line();
+        line.done += n;
+        if line.enabled && line.last.elapsed() >= PROGRESS_EVERY {
+            line.last = std::time::Instant::now();
+            eprintln!("erp read-back: {}/{} postings asked", line.done, line.total);
+        }
+    }
 }
 
 /// A duration like `90s`, `30m`, `1h`, at most ten years.
@@ -202,5 +285,128 @@ fn print_report(report: &ledgerflow_erp_receivables::ReconcileReport) {
                 "      (see `ledgerflow postings show ID`, `postings requeue`, `postings resolve`)"
             );
         }
+    }
+    if let Some(readback) = &report.erp_readback {
+        print_readback(readback);
+    }
+}
+
+fn print_readback(r: &ReadbackReport) {
+    let verdict = if r.is_clean() {
+        "ok"
+    } else {
+        "DIFFERENCES FOUND"
+    };
+    println!(
+        "erp read-back: {verdict}: asked {} confirmed postings ({} at a time): found {}, missing {}, \
+         amount differs {}, unanswered {}",
+        r.checked, r.concurrency, r.found, r.missing, r.mismatched, r.unanswered
+    );
+    if r.not_checked > 0 {
+        println!(
+            "  {} confirmed postings have no stored route (written before the adapters) and \
+             were not asked about",
+            r.not_checked
+        );
+    }
+    for (erp, k) in &r.erps {
+        let amounts = if k.amount_not_returned == 0 {
+            format!("amounts compared for {}", k.amount_compared)
+        } else if k.amount_compared == 0 {
+            format!(
+                "amounts NOT compared: its lookup returns no amount ({} found without one)",
+                k.amount_not_returned
+            )
+        } else {
+            format!(
+                "amounts compared for {}, not returned for {}",
+                k.amount_compared, k.amount_not_returned
+            )
+        };
+        println!(
+            "  {erp:<13} asked {} found {}; {amounts}",
+            k.checked, k.found
+        );
+    }
+    for (tenant, t) in &r.tenants {
+        println!("{tenant}: erp read-back");
+        print_tenant_readback(t);
+    }
+}
+
+fn print_tenant_readback(t: &TenantReadback) {
+    for p in &t.periods {
+        let mark = if p.missing + p.mismatched + p.unanswered == 0 {
+            "ok"
+        } else {
+            "MISMATCH"
+        };
+        println!(
+            "  {} {:<7} {mark:<8} expected {} / {}  found {} (amount agrees {}, not compared {})  \
+             missing {} amount differs {} unanswered {}",
+            p.currency,
+            p.period,
+            p.expected,
+            p.expected_total,
+            p.found,
+            p.amount_agrees,
+            p.amount_not_returned,
+            p.missing,
+            p.mismatched,
+            p.unanswered
+        );
+    }
+    let show = |label: &str, list: &[ledgerflow_erp_receivables::readback::ReadbackDifference]| {
+        for d in list.iter().take(20) {
+            let amounts = match (&d.amount, &d.erp_amount) {
+                (Some(ours), Some(theirs)) => format!(
+                    " journal {ours} {} erp {theirs} {}",
+                    d.currency.as_deref().unwrap_or("?"),
+                    d.erp_currency.as_deref().unwrap_or("?")
+                ),
+                _ => String::new(),
+            };
+            println!(
+                "      {label} {} {} {} document {}{}{amounts}",
+                d.posting_id,
+                d.erp,
+                d.external_id,
+                d.document_id.as_deref().unwrap_or("-"),
+                d.erp_document_id
+                    .as_deref()
+                    .filter(|id| d.document_id.as_deref() != Some(*id))
+                    .map(|id| format!(" (the erp has {id})"))
+                    .unwrap_or_default(),
+            );
+            if label == "unanswered" {
+                println!("          {}", d.detail.as_deref().unwrap_or(""));
+            }
+        }
+    };
+    if t.missing_count > 0 {
+        println!("  MISSING IN THE ERP: {}", t.missing_count);
+        show("missing   ", &t.missing);
+    }
+    if t.mismatched_count > 0 {
+        println!("  AMOUNT DIFFERS IN THE ERP: {}", t.mismatched_count);
+        show("differs   ", &t.mismatched);
+    }
+    if t.unanswered_count > 0 {
+        println!("  ERP DID NOT ANSWER: {}", t.unanswered_count);
+        show("unanswered", &t.unanswered);
+    }
+    if t.other_document_count > 0 {
+        println!(
+            "  found under another document id than recorded: {}",
+            t.other_document_count
+        );
+        show("other id  ", &t.other_document);
+    }
+    if t.resolved_not_found_count > 0 {
+        println!(
+            "  resolved postings not found by external id (posted by hand?): {}",
+            t.resolved_not_found_count
+        );
+        show("resolved  ", &t.resolved_not_found);
     }
 }

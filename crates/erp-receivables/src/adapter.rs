@@ -213,6 +213,49 @@ pub enum Lookup {
     Failed(Failed),
 }
 
+/// The amount an ERP holds for a document, as its lookup returned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErpAmount {
+    /// ISO 4217 code the ERP gave.
+    pub currency: String,
+    /// The document's amount (a journal's debits, a document's total), in minor units of
+    /// `currency`.
+    pub amount_minor: i128,
+}
+
+/// What [`ErpAdapter::read_back`] learned: a lookup by external id, with the document's amount
+/// where the ERP's answer carries one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadBack {
+    /// The document exists.
+    Found {
+        /// The ERP's id of the document.
+        document_id: String,
+        /// Its amount, when the lookup returns one (`None`: found, amount not compared).
+        amount: Option<ErpAmount>,
+    },
+    /// The ERP has no document with the external id.
+    NotFound,
+    /// The lookup failed transiently; nothing is known.
+    Retry(Retry),
+    /// The lookup failed permanently.
+    Failed(Failed),
+}
+
+impl From<Lookup> for ReadBack {
+    fn from(lookup: Lookup) -> Self {
+        match lookup {
+            Lookup::Found { document_id } => Self::Found {
+                document_id,
+                amount: None,
+            },
+            Lookup::NotFound => Self::NotFound,
+            Lookup::Retry(r) => Self::Retry(r),
+            Lookup::Failed(f) => Self::Failed(f),
+        }
+    }
+}
+
 /// A failure on the way to an answer, for `?` inside adapters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
@@ -232,6 +275,15 @@ impl From<Problem> for Outcome {
 }
 
 impl From<Problem> for Lookup {
+    fn from(p: Problem) -> Self {
+        match p {
+            Problem::Retry(r) => Self::Retry(r),
+            Problem::Failed(f) => Self::Failed(f),
+        }
+    }
+}
+
+impl From<Problem> for ReadBack {
     fn from(p: Problem) -> Self {
         match p {
             Problem::Retry(r) => Self::Retry(r),
@@ -339,6 +391,17 @@ pub trait ErpAdapter: Send + Sync + fmt::Debug + 'static {
 
     /// Looks the posting's document up by its external id.
     fn find<'a>(&'a self, cx: &'a Exchange, posting: &'a ErpPosting) -> BoxFuture<'a, Lookup>;
+
+    /// Reads a confirmed posting's document back by its external id (`ledgerflow reconcile
+    /// --erp-readback`). The default is [`ErpAdapter::find`] without an amount; an adapter
+    /// whose lookup answer carries the document's amount overrides it to return that too.
+    fn read_back<'a>(
+        &'a self,
+        cx: &'a Exchange,
+        posting: &'a ErpPosting,
+    ) -> BoxFuture<'a, ReadBack> {
+        Box::pin(async move { self.find(cx, posting).await.into() })
+    }
 
     /// Sends the posting's document.
     fn send<'a>(&'a self, cx: &'a Exchange, posting: &'a ErpPosting) -> BoxFuture<'a, Outcome>;

@@ -52,7 +52,9 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::ErpError;
-use crate::adapter::{ErpAdapter, Lookup, LookupPolicy, Outcome, Retry, RetryClass};
+use crate::adapter::{
+    ErpAdapter, FailClass, Failed, Lookup, LookupPolicy, Outcome, ReadBack, Retry, RetryClass,
+};
 use crate::adapters;
 use crate::auth::{Authenticator, SecretSource};
 use crate::exchange::{Exchange, Trail};
@@ -291,6 +293,73 @@ impl Dispatcher {
                 cfg,
             }),
         })
+    }
+
+    /// Reads a posting's document back from its ERP by external id
+    /// ([`ErpAdapter::read_back`]; `ledgerflow reconcile --erp-readback`), with the same HTTP
+    /// client, auth and account limits as deliveries: it waits out a pause of the account,
+    /// holds one of the account's permits and the tenant's rate slot for the lookup, and a
+    /// throttling answer pauses the account. Read only: the posting's row is not touched, and
+    /// the answer's texts are redacted.
+    pub async fn find_document(&self, posting: &ErpPosting) -> ReadBack {
+        let route = &posting.route;
+        let Some(adapter) = self.inner.adapters.get(&route.kind()).cloned() else {
+            return ReadBack::Failed(Failed::new(
+                FailClass::Mapping,
+                format!("no adapter for erp kind {}", route.kind()),
+            ));
+        };
+        let limiter = self
+            .inner
+            .limits
+            .get(route.kind(), route.account(), route.limits);
+        if let Some(wait) = limiter.paused_for() {
+            tokio::time::sleep(wait).await;
+        }
+        let Some(_permit) = limiter.acquire().await else {
+            return ReadBack::Retry(Retry::new(
+                RetryClass::Throttled,
+                "the account's limiter is closed",
+            ));
+        };
+        // Throttled by another lookup while this one waited for its permit.
+        if let Some(wait) = limiter.paused_for() {
+            tokio::time::sleep(wait).await;
+        }
+        self.inner
+            .tenant_rate
+            .acquire(&posting.tenant_id, route.tenant_rate_per_sec)
+            .await;
+        let exchange = Exchange::new(
+            self.inner.client.clone(),
+            Arc::clone(&self.inner.auth),
+            route.clone(),
+            Arc::clone(&limiter),
+            self.inner.secrets.clone(),
+        );
+        match adapter.read_back(&exchange, posting).await {
+            ReadBack::Retry(mut r) => {
+                if r.class == RetryClass::Throttled {
+                    limiter.pause(r.retry_after);
+                }
+                r.detail = exchange.redact(&r.detail);
+                ReadBack::Retry(r)
+            }
+            ReadBack::Failed(mut f) => {
+                limiter.clear_throttle();
+                f.reason = exchange.redact(&f.reason);
+                ReadBack::Failed(f)
+            }
+            found => {
+                limiter.clear_throttle();
+                found
+            }
+        }
+    }
+
+    /// The dispatcher's pool.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.inner.pool
     }
 
     /// Token requests made so far (every client of every tenant together).
@@ -644,6 +713,17 @@ impl Dispatcher {
     }
 
     async fn load_dependencies(&self, claimed: &mut [Claimed]) -> Result<(), ErpError> {
+        let mut postings: Vec<&mut ErpPosting> =
+            claimed.iter_mut().map(|c| &mut c.posting).collect();
+        self.with_dependencies(&mut postings).await
+    }
+
+    /// Fills in the postings' dependencies (what an adapter reads of the postings they wait
+    /// for).
+    pub(crate) async fn with_dependencies(
+        &self,
+        claimed: &mut [&mut ErpPosting],
+    ) -> Result<(), ErpError> {
         if claimed.is_empty() {
             return Ok(());
         }
@@ -657,7 +737,7 @@ impl Dispatcher {
         );
         let mut query = sqlx::query(&sql);
         for c in claimed.iter() {
-            query = query.bind(c.posting.id.clone());
+            query = query.bind(c.id.clone());
         }
         let rows = query
             .fetch_all(&self.inner.pool)
@@ -676,8 +756,8 @@ impl Dispatcher {
                 external_id: row_get::<Option<String>>(&row, 4)?.unwrap_or_default(),
                 erp_document_id: row_get(&row, 5)?,
             };
-            if let Some(c) = claimed.iter_mut().find(|c| c.posting.id == owner) {
-                c.posting.dependencies.push(dependency);
+            if let Some(c) = claimed.iter_mut().find(|c| c.id == owner) {
+                c.dependencies.push(dependency);
             }
         }
         Ok(())
@@ -1036,6 +1116,16 @@ where
         .map_err(|e| ErpError::Corrupt(format!("erp_outbox column {index}: {e}")))
 }
 
+/// The columns [`decode_posting`] reads, in its order (after them a query may add its own).
+pub(crate) const POSTING_COLUMNS: &str = "id, tenant_id, journal_id, journal_kind, \
+    document_kind, external_id, payload, route, config_version, attempts, job_ref, indefinite, \
+    status, history";
+
+/// A posting and its state from a row selecting [`POSTING_COLUMNS`] (without dependencies).
+pub(crate) fn decode_posting(row: &AnyRow) -> Result<(ErpPosting, PostingState), ErpError> {
+    decode_claimed(row).map(|c| (c.posting, c.state))
+}
+
 fn decode_claimed(row: &AnyRow) -> Result<Claimed, ErpError> {
     let route_json: String = row_get(row, 7)?;
     let route: Route = serde_json::from_str(&route_json)
@@ -1104,6 +1194,14 @@ impl ErpAdapter for Builtin {
         posting: &'a ErpPosting,
     ) -> crate::adapter::BoxFuture<'a, Lookup> {
         self.0.find(cx, posting)
+    }
+
+    fn read_back<'a>(
+        &'a self,
+        cx: &'a Exchange,
+        posting: &'a ErpPosting,
+    ) -> crate::adapter::BoxFuture<'a, ReadBack> {
+        self.0.read_back(cx, posting)
     }
 
     fn send<'a>(

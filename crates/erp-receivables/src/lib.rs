@@ -15,7 +15,8 @@
 //!   asynchronous jobs, and a lookup by external id after any outcome that left it in doubt;
 //! - [`ops`] lists, shows, requeues (optionally re-rendered) and resolves postings for an
 //!   operator;
-//! - [`reconcile`] compares what was posted with the audit log or a produce manifest.
+//! - [`reconcile`] compares what was posted with the audit log or a produce manifest, and
+//!   [`readback`] asks each tenant's ERP for every confirmed posting's document.
 //!
 //! Money is integer minor units everywhere; sums are `i128` in Rust and `CAST(SUM(..) AS
 //! BIGINT)` in SQL. Journal ids are UUID v5 of the event id and the journal's role, and a
@@ -37,14 +38,16 @@ pub mod mapping;
 pub mod ops;
 pub mod payloads;
 pub mod posting;
+pub mod readback;
 pub mod reconcile;
 pub mod schema;
 mod settle;
 mod write;
 
 pub use adapter::{
-    BoxFuture, Document, ErpAdapter, Exchange, FailClass, Failed, HttpRequest, HttpResponse,
-    InvoiceRef, Lookup, LookupPolicy, Outcome, Problem, RenderInput, Rendered, Retry, RetryClass,
+    BoxFuture, Document, ErpAdapter, ErpAmount, Exchange, FailClass, Failed, HttpRequest,
+    HttpResponse, InvoiceRef, Lookup, LookupPolicy, Outcome, Problem, ReadBack, RenderInput,
+    Rendered, Retry, RetryClass,
 };
 pub use billing::{BillingDocType, BillingDocument, BillingExport};
 pub use dispatcher::{
@@ -57,6 +60,7 @@ pub use mapping::{
     InvoicePosting, PaymentPosting, Posting, map_event,
 };
 pub use posting::{Dependency, ErpPosting, PostingState, Route, external_id};
+pub use readback::{ReadbackOptions, ReadbackProgress, ReadbackReport, read_back};
 pub use reconcile::{
     AmountSummary, DocumentReconciliation, DoublePosting, ErpReconciliation, FailedDelivery,
     Manifest, ManifestDocuments, ManifestPayments, ManifestTenant, ReconcileOptions,

@@ -26,6 +26,11 @@
 //! (**undelivered**), makes the report unclean, listed by posting id with its state. A
 //! `resolved` posting (settled by an operator) and a `confirmed` one are delivered.
 //!
+//! With `--erp-readback` ([`crate::readback`], attached by [`ReconcileReport::attach_readback`])
+//! the ERP itself is the third leg: every confirmed posting's document is looked up in the
+//! tenant's ERP by its external id; a document missing there, one whose amount differs, or a
+//! lookup that got no answer makes the report unclean.
+//!
 //! `from`/`to` (micros, inclusive/exclusive) filter by business time: documents by issue or
 //! capture time, journals by `posted_at`. Audit events that have no journal at all are always
 //! counted (they cannot be dated from the ledger). The outbox is not time-filtered.
@@ -42,6 +47,7 @@ use sqlx::{AnyPool, Row};
 use crate::ErpError;
 use crate::billing::{BillingDocType, BillingExport};
 use crate::mapping::CONSUMER_NAME;
+use crate::readback::ReadbackReport;
 
 /// Where the expected documents come from.
 #[derive(Debug, Clone)]
@@ -160,13 +166,27 @@ pub struct ReconcileReport {
     pub clean: bool,
     /// Per tenant.
     pub tenants: BTreeMap<String, TenantReconciliation>,
+    /// The ERP read-back, when asked for (`--erp-readback`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erp_readback: Option<ReadbackReport>,
 }
 
 impl ReconcileReport {
     /// True iff nothing is missing, extra, mismatched, double, unbalanced or undelivered, in
-    /// any tenant.
+    /// any tenant, and (with a read-back) no confirmed document is missing in its ERP,
+    /// disagrees with its journal or went unanswered.
     pub fn is_clean(&self) -> bool {
         self.tenants.values().all(TenantReconciliation::is_clean)
+            && self
+                .erp_readback
+                .as_ref()
+                .is_none_or(ReadbackReport::is_clean)
+    }
+
+    /// Adds the ERP read-back ([`crate::readback::read_back`]) and updates `clean`.
+    pub fn attach_readback(&mut self, readback: ReadbackReport) {
+        self.erp_readback = Some(readback);
+        self.clean = self.is_clean();
     }
 }
 
@@ -345,21 +365,21 @@ pub struct FailedDelivery {
 }
 
 /// Tenant and time filter, rendered as SQL conditions with numbered parameters.
-struct Scope<'a> {
-    tenant: Option<&'a str>,
-    from: Option<i64>,
-    to: Option<i64>,
+pub(crate) struct Scope<'a> {
+    pub(crate) tenant: Option<&'a str>,
+    pub(crate) from: Option<i64>,
+    pub(crate) to: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
-enum Param {
+pub(crate) enum Param {
     Text(String),
     Int(i64),
 }
 
 impl Scope<'_> {
     /// ` AND tenant_col = $1 AND time_col >= $2 ...` and its parameters.
-    fn clause(&self, tenant_col: &str, time_col: Option<&str>) -> (String, Vec<Param>) {
+    pub(crate) fn clause(&self, tenant_col: &str, time_col: Option<&str>) -> (String, Vec<Param>) {
         let mut sql = String::new();
         let mut params = Vec::new();
         if let Some(t) = self.tenant {
@@ -380,7 +400,7 @@ impl Scope<'_> {
     }
 }
 
-async fn fetch(
+pub(crate) async fn fetch(
     pool: &AnyPool,
     action: &'static str,
     sql: &str,
@@ -500,6 +520,7 @@ pub async fn reconcile(
         stuck_after_secs: opts.stuck_after.as_secs(),
         clean: false,
         tenants,
+        erp_readback: None,
     };
     report.clean = report.is_clean();
     Ok(report)

@@ -30,8 +30,8 @@ use serde_json::{Map, Value, json};
 
 use crate::ErpError;
 use crate::adapter::{
-    BoxFuture, Document, ErpAdapter, Exchange, FailClass, Failed, HttpRequest, HttpResponse,
-    Lookup, Outcome, Problem, RenderInput, Rendered, Retry, RetryClass,
+    BoxFuture, Document, ErpAdapter, ErpAmount, Exchange, FailClass, Failed, HttpRequest,
+    HttpResponse, Lookup, Outcome, Problem, ReadBack, RenderInput, Rendered, Retry, RetryClass,
 };
 use crate::journal::{JournalEntry, JournalKind};
 use crate::payloads::date_of;
@@ -251,6 +251,51 @@ fn record_url(cx: &Exchange, kind: &str, external_id: &str) -> String {
 
 impl NetSuite {
     /// `GET .../{kind}/eid:{ext}`: the record's internal id, or none.
+    /// Looks the posting's record up by external id (an application: the payment's `apply`
+    /// line on the invoice), with the amount the record carries.
+    async fn lookup(&self, cx: &Exchange, posting: &ErpPosting) -> ReadBack {
+        if posting.journal_kind == JournalKind::Application && posting.document_kind == APPLICATION
+        {
+            let (payment_ext, invoice_id, _) = match application(posting) {
+                Ok(a) => a,
+                Err(f) => return ReadBack::Failed(f),
+            };
+            return match self.read(cx, APPLICATION, &payment_ext).await {
+                Ok(Some(payment)) => {
+                    let line = payment["apply"]["items"].as_array().and_then(|items| {
+                        items.iter().find(|i| {
+                            record_id(&i["doc"]).as_deref() == Some(invoice_id.as_str())
+                                && i["apply"].as_bool() == Some(true)
+                        })
+                    });
+                    match (line, record_id(&payment)) {
+                        (Some(line), Some(id)) => ReadBack::Found {
+                            document_id: id,
+                            amount: in_currency(&payment, sum(std::iter::once(&line["amount"]))),
+                        },
+                        _ => ReadBack::NotFound,
+                    }
+                }
+                Ok(None) => ReadBack::NotFound,
+                Err(p) => p.into(),
+            };
+        }
+        match self
+            .read(cx, &posting.document_kind, &posting.external_id)
+            .await
+        {
+            Ok(Some(record)) => match record_id(&record) {
+                Some(id) => ReadBack::Found {
+                    document_id: id,
+                    amount: record_amount(&posting.document_kind, &record),
+                },
+                None => ReadBack::NotFound,
+            },
+            Ok(None) => ReadBack::NotFound,
+            Err(p) => p.into(),
+        }
+    }
+
     async fn read(
         &self,
         cx: &Exchange,
@@ -351,6 +396,54 @@ fn record_id(record: &Value) -> Option<String> {
     }
 }
 
+/// The amount of a record as read back: a journal entry's debits, an invoice's or credit
+/// memo's item amounts, a payment's gross amount; `None` for another record type or a record
+/// whose amounts cannot be read exactly.
+fn record_amount(kind: &str, record: &Value) -> Option<ErpAmount> {
+    let fields = |list: &str, field: &'static str| {
+        record[list]["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(move |line| &line[field])
+    };
+    let minor = match kind {
+        "journalEntry" => sum(fields("line", "debit").filter(|v| !v.is_null())),
+        "invoice" | "creditMemo" => sum(fields("item", "amount")),
+        "customerPayment" => sum(std::iter::once(&record["payment"])),
+        _ => return None,
+    };
+    in_currency(record, minor)
+}
+
+/// Amounts as decimal texts (NetSuite answers numbers; ledgerflow sends strings), summed
+/// exactly in micro-units; `None` if one is neither.
+fn sum<'a>(values: impl Iterator<Item = &'a Value>) -> Option<(i128, u8)> {
+    let mut total = 0i128;
+    for v in values {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        total = total.checked_add(ledgerflow_core::parse_minor(text.trim(), 6).ok()?)?;
+    }
+    Some((total, 6))
+}
+
+/// A sum in micro-units as an amount in the record's currency (`currency.refName`); `None`
+/// when the currency is unknown or the sum has more decimals than the currency.
+fn in_currency(record: &Value, sum: Option<(i128, u8)>) -> Option<ErpAmount> {
+    let (micro, scale) = sum?;
+    let code = record["currency"]["refName"].as_str()?;
+    let currency = ledgerflow_core::Currency::parse(code).ok()?;
+    let factor = 10i128.checked_pow(u32::from(scale.checked_sub(currency.exponent())?))?;
+    (micro % factor == 0).then(|| ErpAmount {
+        currency: currency.code().to_owned(),
+        amount_minor: micro / factor,
+    })
+}
+
 /// (payment external id, invoice internal id, amount) of an application posting.
 fn application(posting: &ErpPosting) -> Result<(String, String, String), Failed> {
     let doc = &posting.document;
@@ -396,42 +489,22 @@ impl ErpAdapter for NetSuite {
 
     fn find<'a>(&'a self, cx: &'a Exchange, posting: &'a ErpPosting) -> BoxFuture<'a, Lookup> {
         Box::pin(async move {
-            if posting.journal_kind == JournalKind::Application
-                && posting.document_kind == APPLICATION
-            {
-                let (payment_ext, invoice_id, _) = match application(posting) {
-                    Ok(a) => a,
-                    Err(f) => return Lookup::Failed(f),
-                };
-                return match self.read(cx, APPLICATION, &payment_ext).await {
-                    Ok(Some(payment)) => {
-                        let applied = payment["apply"]["items"].as_array().is_some_and(|items| {
-                            items.iter().any(|i| {
-                                record_id(&i["doc"]).as_deref() == Some(invoice_id.as_str())
-                                    && i["apply"].as_bool() == Some(true)
-                            })
-                        });
-                        match (applied, record_id(&payment)) {
-                            (true, Some(id)) => Lookup::Found { document_id: id },
-                            _ => Lookup::NotFound,
-                        }
-                    }
-                    Ok(None) => Lookup::NotFound,
-                    Err(p) => p.into(),
-                };
-            }
-            match self
-                .read(cx, &posting.document_kind, &posting.external_id)
-                .await
-            {
-                Ok(Some(record)) => match record_id(&record) {
-                    Some(id) => Lookup::Found { document_id: id },
-                    None => Lookup::NotFound,
-                },
-                Ok(None) => Lookup::NotFound,
-                Err(p) => p.into(),
+            match self.lookup(cx, posting).await {
+                ReadBack::Found { document_id, .. } => Lookup::Found { document_id },
+                ReadBack::NotFound => Lookup::NotFound,
+                ReadBack::Retry(r) => Lookup::Retry(r),
+                ReadBack::Failed(f) => Lookup::Failed(f),
             }
         })
+    }
+
+    /// The record read by external id carries its amounts: read-back compares them.
+    fn read_back<'a>(
+        &'a self,
+        cx: &'a Exchange,
+        posting: &'a ErpPosting,
+    ) -> BoxFuture<'a, ReadBack> {
+        Box::pin(self.lookup(cx, posting))
     }
 
     fn send<'a>(&'a self, cx: &'a Exchange, posting: &'a ErpPosting) -> BoxFuture<'a, Outcome> {
