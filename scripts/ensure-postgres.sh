@@ -27,6 +27,18 @@ fi
 changed=0
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 tls=$ROOT/.local/postgres-tls
+# The cluster is the machine's, the CA is the clone's: when the cluster already serves a
+# certificate of a CA installed beside it (by this clone or another one on the machine), this
+# clone adopts that CA instead of installing a new pair and breaking the other clone's trust.
+machine_ca=$conf_dir/ledgerflow-ca.pem
+if [ -f "$machine_ca" ] &&
+  "${sudo_cmd[@]}" openssl verify -CAfile "$machine_ca" "$conf_dir/ledgerflow-server.crt" >/dev/null 2>&1; then
+  mkdir -p "$tls"
+  if ! cmp -s "$machine_ca" "$tls/ca.pem"; then
+    echo "postgres: adopting the CA of the certificate the cluster serves ($machine_ca)"
+    cp "$machine_ca" "$tls/ca.pem"
+  fi
+else
 if [ ! -f "$tls/server.crt" ] || [ ! -f "$tls/ca.pem" ]; then
   echo "postgres: making a test CA and a server certificate (127.0.0.1, localhost) in $tls"
   mkdir -p "$tls"
@@ -50,6 +62,8 @@ for f in server.crt server.key; do
     changed=1
   fi
 done
+"${sudo_cmd[@]}" install -m 644 "$tls/ca.pem" "$machine_ca"
+fi
 hba=$conf_dir/pg_hba.conf
 marker="# ledgerflow: trust for user postgres on loopback, TLS only for ledgerflow_tls"
 if ! grep -qF "$marker" "$hba"; then
