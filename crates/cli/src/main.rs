@@ -13,6 +13,7 @@ mod args;
 mod audit;
 mod dlq;
 mod kafka;
+mod lineage;
 mod notifications;
 mod offsets;
 mod postings;
@@ -118,6 +119,10 @@ enum Command {
     /// tenants file), or resolve one fixed by hand in the ERP.
     #[command(subcommand)]
     Postings(postings::PostingsCommand),
+    /// Everything the ledger knows of one event (or of an invoice and the events that refer to
+    /// it), per consumer: audit entries, inbox, dead letters, journals, AR documents, ERP
+    /// postings, warehouse rows and webhooks, with the correlation and trace ids.
+    Lineage(lineage::LineageArgs),
 }
 
 /// Logs to stderr, plus OTLP trace export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the
@@ -171,6 +176,7 @@ async fn dispatch(command: Command, env: &Environment) -> anyhow::Result<ExitCod
         Command::Offsets(cmd) => offsets::run(cmd, env).await,
         Command::Dlq(cmd) => dlq::run(cmd, env).await,
         Command::Postings(cmd) => postings::run(cmd, env).await,
+        Command::Lineage(args) => lineage::run(args, env).await,
     }
 }
 

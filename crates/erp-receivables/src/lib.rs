@@ -34,6 +34,7 @@ mod exchange;
 pub mod gauges;
 mod journal;
 mod limits;
+pub mod lineage;
 pub mod mapping;
 pub mod ops;
 pub mod payloads;

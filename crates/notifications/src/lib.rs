@@ -23,6 +23,7 @@ pub mod admin;
 pub mod breaker;
 pub mod dispatcher;
 mod error;
+pub mod lineage;
 pub mod mapping;
 pub mod render;
 pub mod schema;

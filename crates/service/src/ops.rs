@@ -4,6 +4,7 @@
 
 pub mod dlq;
 pub mod exports;
+pub mod lineage;
 pub mod offsets;
 pub mod postings;
 mod range;

@@ -17,6 +17,7 @@ mod batch;
 mod consumer;
 mod dead_letter;
 mod error;
+pub mod lineage;
 mod operations;
 mod schema;
 mod sql;

@@ -56,6 +56,7 @@
 mod effect;
 mod error;
 pub mod export;
+pub mod lineage;
 pub mod mapping;
 pub mod schema;
 mod table;
