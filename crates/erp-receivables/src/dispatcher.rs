@@ -807,6 +807,11 @@ impl Dispatcher {
         let started = Instant::now();
         let (outcome, action) = attempt(adapter.as_ref(), &exchange, &row).await;
         let elapsed = started.elapsed();
+        if action == Action::Send {
+            // The request went out and the ERP may have stored the document; the outcome is
+            // not recorded yet (the row stays in doubt, so the next attempt looks it up).
+            ledgerflow_core::failpoint::hit("erp.after_send");
+        }
         match &outcome {
             Outcome::Retry(r) if r.class == RetryClass::Throttled => {
                 let pause = limiter.pause(r.retry_after);
