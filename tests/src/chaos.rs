@@ -1314,6 +1314,8 @@ fn set_event_id(event: &mut Event, id: &str) {
         Event::InvoiceFinalized(e) => e.event_id = id.to_owned(),
         Event::PaymentCaptured(e) => e.event_id = id.to_owned(),
         Event::CreditMemoIssued(e) => e.event_id = id.to_owned(),
+        Event::InvoiceVoided(e) => e.event_id = id.to_owned(),
+        Event::PaymentRefunded(e) => e.event_id = id.to_owned(),
     }
 }
 
@@ -1326,6 +1328,8 @@ fn set_tenant(event: &mut Event, tenant: &str) {
         Event::InvoiceFinalized(e) => e.tenant_id = tenant.to_owned(),
         Event::PaymentCaptured(e) => e.tenant_id = tenant.to_owned(),
         Event::CreditMemoIssued(e) => e.tenant_id = tenant.to_owned(),
+        Event::InvoiceVoided(e) => e.tenant_id = tenant.to_owned(),
+        Event::PaymentRefunded(e) => e.tenant_id = tenant.to_owned(),
     }
 }
 

@@ -66,6 +66,16 @@ pub const CONTRACTS: &[Contract] = &[
         version: 1,
         text: include_str!("../../../schemas/v1/credit_memo_issued.avsc"),
     },
+    Contract {
+        event_type: EventType::InvoiceVoided,
+        version: 1,
+        text: include_str!("../../../schemas/v1/invoice_voided.avsc"),
+    },
+    Contract {
+        event_type: EventType::PaymentRefunded,
+        version: 1,
+        text: include_str!("../../../schemas/v1/payment_refunded.avsc"),
+    },
 ];
 
 /// A parsed contract. Parsed once per process and kept for its lifetime, so decoders and

@@ -237,6 +237,8 @@ fn typed_event(event_type: EventType, value: &Value) -> Result<Event, apache_avr
         EventType::InvoiceFinalized => Event::InvoiceFinalized(from(value)?),
         EventType::PaymentCaptured => Event::PaymentCaptured(from(value)?),
         EventType::CreditMemoIssued => Event::CreditMemoIssued(from(value)?),
+        EventType::InvoiceVoided => Event::InvoiceVoided(from(value)?),
+        EventType::PaymentRefunded => Event::PaymentRefunded(from(value)?),
     })
 }
 

@@ -62,6 +62,8 @@ fn to_value(event: &Event) -> Result<Value, apache_avro::Error> {
         Event::InvoiceFinalized(e) => apache_avro::to_value(e),
         Event::PaymentCaptured(e) => apache_avro::to_value(e),
         Event::CreditMemoIssued(e) => apache_avro::to_value(e),
+        Event::InvoiceVoided(e) => apache_avro::to_value(e),
+        Event::PaymentRefunded(e) => apache_avro::to_value(e),
     }
 }
 

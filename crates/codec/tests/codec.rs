@@ -19,7 +19,7 @@ use ledgerflow_codec::{
     CodecError, Decoded, Decoder, DecoderConfig, Encoder, Frame, HEADER_LEN, RegistryClient,
     ResolvedSchema, default_max_message_bytes, encode_body, encode_frame,
 };
-use ledgerflow_core::{Event, EventType, ReasonCode, SchemaId};
+use ledgerflow_core::{Event, EventType, InvoiceVoided, PaymentRefunded, ReasonCode, SchemaId};
 use ledgerflow_loadgen::{GeneratedEvent, Workload, WorkloadConfig};
 use ledgerflow_registry::{RegistryConfig, RegistryError, connect, serve};
 use tokio::sync::oneshot;
@@ -76,14 +76,77 @@ fn decode_offline(value: &[u8]) -> Result<Decoded, CodecError> {
 
 /// The first `events` items of a fixed deterministic workload.
 fn sample(events: u64) -> Vec<GeneratedEvent> {
-    Workload::new(WorkloadConfig {
+    let mut out: Vec<GeneratedEvent> = Workload::new(WorkloadConfig {
         tenants: 4,
         events,
         seed: 20_260_101,
         ..WorkloadConfig::default()
     })
     .expect("valid workload config")
-    .collect()
+    .collect();
+    let corrections = corrections(&out);
+    out.extend(corrections);
+    out
+}
+
+/// Corrections the default workload does not emit: a void of the first invoice and two refunds
+/// of the first payment (with and without the optional fields), appended to the sample so every
+/// contract is exercised.
+fn corrections(events: &[GeneratedEvent]) -> Vec<GeneratedEvent> {
+    let uuid = |n: u32| format!("00000000-0000-4000-8000-{n:012}");
+    let mut out = Vec::new();
+    if let Some((g, e)) = events.iter().find_map(|g| match &g.event {
+        Event::InvoiceFinalized(e) => Some((g, e)),
+        _ => None,
+    }) {
+        out.push(GeneratedEvent {
+            event: Event::InvoiceVoided(InvoiceVoided {
+                event_id: uuid(1),
+                tenant_id: e.tenant_id.clone(),
+                occurred_at: e.occurred_at + 1,
+                correlation_id: e.correlation_id.clone(),
+                causation_id: Some(e.event_id.clone()),
+                source: e.source.clone(),
+                invoice_id: e.invoice_id.clone(),
+                reason: "issued_in_error".into(),
+                voided_at: e.issued_at + 1,
+            }),
+            tenant_id: g.tenant_id.clone(),
+            writer_version: 1,
+            duplicate: false,
+        });
+    }
+    if let Some((g, e)) = events.iter().find_map(|g| match &g.event {
+        Event::PaymentCaptured(e) => Some((g, e)),
+        _ => None,
+    }) {
+        for (n, invoice, fee) in [
+            (2, Some(e.invoice_id.clone()), Some(e.fee_minor)),
+            (3, None, None),
+        ] {
+            out.push(GeneratedEvent {
+                event: Event::PaymentRefunded(PaymentRefunded {
+                    event_id: uuid(n),
+                    tenant_id: e.tenant_id.clone(),
+                    occurred_at: e.occurred_at + 1,
+                    correlation_id: e.correlation_id.clone(),
+                    causation_id: Some(e.event_id.clone()),
+                    source: e.source.clone(),
+                    refund_id: format!("rf-{n}"),
+                    payment_id: e.payment_id.clone(),
+                    invoice_id: invoice,
+                    currency: e.currency.clone(),
+                    amount_minor: e.amount_minor,
+                    fee_refund_minor: fee,
+                    refunded_at: e.captured_at + 1,
+                }),
+                tenant_id: g.tenant_id.clone(),
+                writer_version: 1,
+                duplicate: false,
+            });
+        }
+    }
+    out
 }
 
 /// The first generated event of every (type, writer version), in `CONTRACTS` order.
@@ -253,6 +316,104 @@ fn v1_writers_resolve_through_the_v2_reader() {
         let as_v2 = ResolvedSchema::new(SchemaId(42), reader.contract.text).expect("resolves");
         let err = rejected(as_v2.decode_body(&body), ReasonCode::AvroDecode);
         assert!(matches!(err, CodecError::AvroDecode { .. }), "{err:?}");
+    }
+}
+
+#[test]
+fn corrections_round_trip_with_and_without_their_optional_fields() {
+    let refunds: Vec<_> = sample(200)
+        .into_iter()
+        .filter(|g| {
+            matches!(
+                g.event.event_type(),
+                EventType::PaymentRefunded | EventType::InvoiceVoided
+            )
+        })
+        .collect();
+    assert_eq!(refunds.len(), 3);
+    for g in refunds {
+        let body = encode_body(&g.event, 1).expect("v1 body");
+        let decoded = offline_schema(g.event.event_type(), 1)
+            .decode_body(&body)
+            .expect("decodes");
+        assert_eq!(decoded.event, g.event);
+        assert_eq!(decoded.meta.event_type, g.event.event_type());
+    }
+}
+
+#[test]
+fn correction_contracts_follow_the_evolution_rules() {
+    // The registry's BACKWARD rule on the new contracts: an optional field with a default may
+    // be added (a future v2 stays readable), a required one may not; the refund's optional
+    // fields are unions with null first and default null, so a writer without them resolves.
+    for event_type in [EventType::InvoiceVoided, EventType::PaymentRefunded] {
+        let v1 = contracts::writer(event_type, 1).expect("v1 contract");
+        assert_eq!(contracts::reader(event_type).contract.version, 1);
+        let with_optional = edited_contract(event_type, 1, |json| {
+            json["fields"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!(
+                    {"name": "note", "type": ["null", "string"], "default": null}
+                ));
+        });
+        let future = apache_avro::Schema::parse_str(&with_optional).expect("parses");
+        apache_avro::schema_compatibility::SchemaCompatibility::can_read(&v1.schema, &future)
+            .expect("a v2 with an optional field reads v1 data");
+        let with_required = edited_contract(event_type, 1, |json| {
+            json["fields"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"name": "note", "type": "string"}));
+        });
+        let broken = apache_avro::Schema::parse_str(&with_required).expect("parses");
+        assert!(
+            apache_avro::schema_compatibility::SchemaCompatibility::can_read(&v1.schema, &broken)
+                .is_err(),
+            "{event_type}: a required field must not be addable"
+        );
+    }
+    // Written without the optional refund fields (an older producer that never had them),
+    // the reader fills both with null.
+    let without = edited_contract(EventType::PaymentRefunded, 1, |json| {
+        json["fields"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|f| f["name"] != "invoice_id" && f["name"] != "fee_refund_minor");
+    });
+    let resolved = ResolvedSchema::new(SchemaId(43), &without).expect("resolves");
+    let writer = apache_avro::Schema::parse_str(&without).expect("parses");
+    let mut record = apache_avro::types::Record::new(&writer).expect("a record schema");
+    for (k, v) in [
+        ("event_id", "00000000-0000-4000-8000-000000000009"),
+        ("tenant_id", "acme"),
+        ("correlation_id", "c-1"),
+        ("source", "billing-api"),
+        ("refund_id", "rf-9"),
+        ("payment_id", "pay-9"),
+        ("currency", "USD"),
+    ] {
+        record.put(k, v);
+    }
+    record.put(
+        "causation_id",
+        apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)),
+    );
+    record.put("occurred_at", apache_avro::types::Value::TimestampMicros(1));
+    record.put("amount_minor", 250_i64);
+    record.put("refunded_at", apache_avro::types::Value::TimestampMicros(2));
+    let body = apache_avro::writer::datum::GenericDatumWriter::builder(&writer)
+        .build()
+        .expect("a writer")
+        .write_value_to_vec(record)
+        .expect("encodes");
+    let decoded = resolved.decode_body(&body).expect("resolves to the reader");
+    match decoded.event {
+        Event::PaymentRefunded(e) => {
+            assert_eq!((e.invoice_id, e.fee_refund_minor), (None, None));
+            assert_eq!(e.amount_minor, 250);
+        }
+        other => panic!("{other:?}"),
     }
 }
 
@@ -682,8 +843,9 @@ async fn one_shared_decoder_serves_eight_concurrent_tasks() {
             })
         })
         .collect();
+    // The sample ends with the corrections appended to the generated events.
     for task in tasks {
-        assert_eq!(task.await.expect("task"), PER_TASK as usize);
+        assert_eq!(task.await.expect("task"), values.len());
     }
     registry.stop().await;
 }

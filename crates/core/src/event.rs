@@ -30,11 +30,15 @@ pub enum EventType {
     PaymentCaptured,
     /// `credit_memo_issued`
     CreditMemoIssued,
+    /// `invoice_voided`
+    InvoiceVoided,
+    /// `payment_refunded`
+    PaymentRefunded,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 9] = [
         Self::CustomerUpserted,
         Self::SubscriptionActivated,
         Self::SubscriptionCanceled,
@@ -42,6 +46,8 @@ impl EventType {
         Self::InvoiceFinalized,
         Self::PaymentCaptured,
         Self::CreditMemoIssued,
+        Self::InvoiceVoided,
+        Self::PaymentRefunded,
     ];
 
     /// Stable snake_case name, used in headers, audit rows, metrics and schema file names.
@@ -54,6 +60,8 @@ impl EventType {
             Self::InvoiceFinalized => "invoice_finalized",
             Self::PaymentCaptured => "payment_captured",
             Self::CreditMemoIssued => "credit_memo_issued",
+            Self::InvoiceVoided => "invoice_voided",
+            Self::PaymentRefunded => "payment_refunded",
         }
     }
 
@@ -67,6 +75,8 @@ impl EventType {
             Self::InvoiceFinalized => "InvoiceFinalized",
             Self::PaymentCaptured => "PaymentCaptured",
             Self::CreditMemoIssued => "CreditMemoIssued",
+            Self::InvoiceVoided => "InvoiceVoided",
+            Self::PaymentRefunded => "PaymentRefunded",
         }
     }
 
@@ -328,6 +338,38 @@ event_struct!(
     }
 );
 
+event_struct!(
+    /// An invoice was voided: reversed as a whole by a compensating document.
+    InvoiceVoided {
+        /// Invoice voided.
+        invoice_id: String,
+        /// Why.
+        reason: String,
+        /// When the void takes effect (micros); the reversal's accounting date.
+        voided_at: i64,
+    }
+);
+
+event_struct!(
+    /// Money of a captured payment was returned to the customer.
+    PaymentRefunded {
+        /// Refund id.
+        refund_id: String,
+        /// Payment refunded.
+        payment_id: String,
+        /// Invoice the payment paid, when known.
+        invoice_id: Option<String>,
+        /// Currency (the payment's).
+        currency: String,
+        /// Amount returned in minor units.
+        amount_minor: i64,
+        /// Processor fee given back with the refund, in minor units.
+        fee_refund_minor: Option<i64>,
+        /// Refund time (micros).
+        refunded_at: i64,
+    }
+);
+
 /// A decoded billing event of any type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -346,6 +388,10 @@ pub enum Event {
     PaymentCaptured(PaymentCaptured),
     /// `credit_memo_issued`
     CreditMemoIssued(CreditMemoIssued),
+    /// `invoice_voided`
+    InvoiceVoided(InvoiceVoided),
+    /// `payment_refunded`
+    PaymentRefunded(PaymentRefunded),
 }
 
 /// Applies `$body` to the inner struct of every variant.
@@ -359,6 +405,8 @@ macro_rules! each_variant {
             Event::InvoiceFinalized($inner) => $body,
             Event::PaymentCaptured($inner) => $body,
             Event::CreditMemoIssued($inner) => $body,
+            Event::InvoiceVoided($inner) => $body,
+            Event::PaymentRefunded($inner) => $body,
         }
     };
 }
@@ -409,6 +457,8 @@ impl Event {
             Self::InvoiceFinalized(_) => EventType::InvoiceFinalized,
             Self::PaymentCaptured(_) => EventType::PaymentCaptured,
             Self::CreditMemoIssued(_) => EventType::CreditMemoIssued,
+            Self::InvoiceVoided(_) => EventType::InvoiceVoided,
+            Self::PaymentRefunded(_) => EventType::PaymentRefunded,
         }
     }
 
@@ -507,6 +557,29 @@ impl Event {
                 }
                 if e.total_minor <= 0 {
                     return Err(invalid("a credit memo must credit a positive total"));
+                }
+            }
+            Self::InvoiceVoided(e) => {
+                check_non_empty("invoice_id", &e.invoice_id)?;
+                check_non_empty("reason", &e.reason)?;
+            }
+            Self::PaymentRefunded(e) => {
+                check_non_empty("refund_id", &e.refund_id)?;
+                check_non_empty("payment_id", &e.payment_id)?;
+                if let Some(invoice) = &e.invoice_id {
+                    check_non_empty("invoice_id", invoice)?;
+                }
+                check_currency("currency", &e.currency)?;
+                if e.amount_minor <= 0 {
+                    return Err(invalid(format!(
+                        "amount_minor must be positive, got {}",
+                        e.amount_minor
+                    )));
+                }
+                let fee = e.fee_refund_minor.unwrap_or(0);
+                check_non_negative("fee_refund_minor", fee)?;
+                if fee > e.amount_minor {
+                    return Err(invalid("fee_refund_minor exceeds amount_minor"));
                 }
             }
         }
@@ -622,6 +695,77 @@ mod tests {
         let mut bad_id = invoice();
         bad_id.event_id = "nope".into();
         assert!(Event::InvoiceFinalized(bad_id).validate().is_err());
+    }
+
+    fn refund() -> PaymentRefunded {
+        PaymentRefunded {
+            event_id: "6f1c2d7e-8a4b-4c3d-9e2f-0a1b2c3d4e60".into(),
+            tenant_id: "acme".into(),
+            occurred_at: 1_700_000_000_000_000,
+            correlation_id: "c-1".into(),
+            causation_id: None,
+            source: "billing-api".into(),
+            refund_id: "rf-1".into(),
+            payment_id: "pay-1".into(),
+            invoice_id: Some("inv-1".into()),
+            currency: "USD".into(),
+            amount_minor: 500,
+            fee_refund_minor: Some(15),
+            refunded_at: 1_700_000_000_000_000,
+        }
+    }
+
+    #[test]
+    fn refunds_and_voids_validate_their_amounts_and_ids() {
+        assert_eq!(
+            Event::PaymentRefunded(refund())
+                .validate()
+                .unwrap()
+                .event_type,
+            EventType::PaymentRefunded
+        );
+        for bad in [
+            PaymentRefunded {
+                amount_minor: 0,
+                ..refund()
+            },
+            PaymentRefunded {
+                fee_refund_minor: Some(501),
+                ..refund()
+            },
+            PaymentRefunded {
+                fee_refund_minor: Some(-1),
+                ..refund()
+            },
+            PaymentRefunded {
+                payment_id: " ".into(),
+                ..refund()
+            },
+            PaymentRefunded {
+                currency: "XXQ".into(),
+                ..refund()
+            },
+        ] {
+            let err = Event::PaymentRefunded(bad).validate().unwrap_err();
+            assert_eq!(err.reason(), Some(ReasonCode::Validation));
+        }
+        let void = InvoiceVoided {
+            event_id: "6f1c2d7e-8a4b-4c3d-9e2f-0a1b2c3d4e61".into(),
+            tenant_id: "acme".into(),
+            occurred_at: 1,
+            correlation_id: "c-1".into(),
+            causation_id: None,
+            source: "billing-api".into(),
+            invoice_id: "inv-1".into(),
+            reason: "issued_in_error".into(),
+            voided_at: 1,
+        };
+        assert!(Event::InvoiceVoided(void.clone()).validate().is_ok());
+        let no_invoice = InvoiceVoided {
+            invoice_id: String::new(),
+            ..void
+        };
+        assert!(Event::InvoiceVoided(no_invoice).validate().is_err());
     }
 
     #[test]

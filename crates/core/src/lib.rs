@@ -22,7 +22,8 @@ pub use clock::{error_chain, now_micros};
 pub use envelope::{Coordinates, Envelope, payload_hash, trace_id_of};
 pub use event::{
     CreditMemoIssued, CustomerUpserted, Event, EventMeta, EventType, InvoiceFinalized, InvoiceLine,
-    PaymentCaptured, SubscriptionActivated, SubscriptionCanceled, TaxLine, UsageAggregated,
+    InvoiceVoided, PaymentCaptured, PaymentRefunded, SubscriptionActivated, SubscriptionCanceled,
+    TaxLine, UsageAggregated,
 };
 pub use failure::{Failure, ReasonCode};
 pub use ids::{EventId, SchemaId, TenantId};

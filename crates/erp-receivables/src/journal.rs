@@ -28,15 +28,23 @@ pub enum JournalKind {
     Application,
     /// `credit_memo_issued`: Dr revenue and tax, Cr receivable.
     CreditMemo,
+    /// `invoice_voided`: the voided invoice's journal with debits and credits swapped (Dr
+    /// revenue and tax, Cr receivable), a new compensating document.
+    InvoiceVoid,
+    /// `payment_refunded`: Dr unapplied cash (amount), Cr cash clearing (amount - fee given
+    /// back), Cr payment fees (fee given back).
+    Refund,
 }
 
 impl JournalKind {
     /// Every kind.
-    pub const ALL: [JournalKind; 4] = [
+    pub const ALL: [JournalKind; 6] = [
         Self::Invoice,
         Self::Receipt,
         Self::Application,
         Self::CreditMemo,
+        Self::InvoiceVoid,
+        Self::Refund,
     ];
 
     /// Stable name, stored in `erp_journal_entries.kind`.
@@ -46,6 +54,8 @@ impl JournalKind {
             Self::Receipt => "receipt",
             Self::Application => "application",
             Self::CreditMemo => "credit_memo",
+            Self::InvoiceVoid => "invoice_void",
+            Self::Refund => "refund",
         }
     }
 
@@ -186,6 +196,20 @@ fn unbalanced(detail: String) -> Failure {
     Failure::permanent(ReasonCode::Validation, detail)
 }
 
+/// The lines of a reversal: every line of `original` with its debit and credit swapped, in the
+/// same order, so the reversal balances exactly when the original does and cancels it account
+/// by account.
+pub(crate) fn reversed_lines(original: &[JournalLine]) -> Vec<JournalLine> {
+    original
+        .iter()
+        .map(|l| JournalLine {
+            account: l.account.clone(),
+            debit_minor: l.credit_minor,
+            credit_minor: l.debit_minor,
+        })
+        .collect()
+}
+
 /// Nets signed amounts per account into lines: a positive net is a credit, a negative one a
 /// debit (a discount line larger than the rest of its family), zero is dropped. Accounts keep
 /// the order of their first appearance so the lines read like the source document.
@@ -233,6 +257,33 @@ mod tests {
             assert_eq!(JournalKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(JournalKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn reversed_lines_swap_sides_and_cancel_the_original() {
+        let original = vec![
+            JournalLine::debit("1100", 5360),
+            JournalLine::credit("4000", 5000),
+            JournalLine::debit("4100", 2),
+            JournalLine::credit("2200", 362),
+        ];
+        let reversed = reversed_lines(&original);
+        assert_eq!(
+            reversed,
+            [
+                JournalLine::credit("1100", 5360),
+                JournalLine::debit("4000", 5000),
+                JournalLine::credit("4100", 2),
+                JournalLine::debit("2200", 362),
+            ]
+        );
+        for (o, r) in original.iter().zip(&reversed) {
+            assert_eq!(
+                o.debit_minor - o.credit_minor,
+                r.credit_minor - r.debit_minor
+            );
+        }
+        assert_eq!(reversed_lines(&reversed), original);
     }
 
     #[test]

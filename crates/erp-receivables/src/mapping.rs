@@ -6,6 +6,10 @@
 //! | `payment_captured` | payment record; receipt journal Dr cash clearing (amount - fee), Dr payment fees (fee), Cr unapplied cash (amount). Applying it to its invoice depends on stored state and happens in [`crate::write`] |
 //! | `credit_memo_issued` | credit memo document; journal Dr revenue (family), Dr tax payable (tax), Cr receivable (total) |
 //! | `customer_upserted` | customer master row (newest `occurred_at` wins) |
+//! | `invoice_voided` | void document; reversal journal (kind `invoice_void`): the voided invoice's journal lines with debit and credit swapped. It needs the stored invoice, so it is built when the batch is planned ([`crate::settle`]) |
+//! | `payment_refunded` | refund document; journal (kind `refund`) Dr unapplied cash (amount), Cr cash clearing (amount - fee given back), Cr payment fees (fee given back). Whether the payment has that much unapplied is decided when the batch is planned |
+//!
+//! Corrections are new compensating documents, never updates of the original's rows.
 //!
 //! Every journal is checked to balance before it is returned; an unbalanced one, like any other
 //! data problem, is a permanent `validation` failure that dead-letters the event. The ERP route
@@ -16,7 +20,7 @@ use std::future::Future;
 
 use ledgerflow_core::{
     CreditMemoIssued, Currency, Envelope, Event, EventId, EventType, Failure, InvoiceFinalized,
-    PaymentCaptured, ReasonCode,
+    InvoiceVoided, PaymentCaptured, PaymentRefunded, ReasonCode,
 };
 use ledgerflow_store::{Backend, ConsumerLogic, StoreError};
 use ledgerflow_tenants::{AccountMapping, ErpKind, ErpTarget, TenantConfig};
@@ -102,6 +106,10 @@ pub enum Posting {
     CreditMemo(CreditMemoPosting),
     /// Customer master data.
     Customer(CustomerRecord),
+    /// A voided invoice; its reversal journal is built from the stored invoice when planned.
+    Void(VoidPosting),
+    /// A refund of (part of) a payment's unapplied cash, and its journal.
+    Refund(RefundPosting),
 }
 
 impl Posting {
@@ -111,7 +119,8 @@ impl Posting {
             Self::Invoice(p) => Some(&p.journal),
             Self::Payment(p) => Some(&p.journal),
             Self::CreditMemo(p) => Some(&p.journal),
-            Self::Customer(_) => None,
+            Self::Refund(p) => Some(&p.journal),
+            Self::Customer(_) | Self::Void(_) => None,
         }
     }
 }
@@ -180,6 +189,41 @@ pub struct CreditMemoPosting {
     /// The receivable account credited.
     pub receivable_account: String,
     /// The reversal journal.
+    pub journal: JournalEntry,
+}
+
+/// A voided invoice. The reversal journal needs the invoice's journal lines, which are stored
+/// state, so it is built in the planning step; see [`crate::settle`] for when a void is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoidPosting {
+    /// Invoice voided.
+    pub invoice_id: String,
+    /// Why.
+    pub reason: String,
+    /// Accounting date of the reversal (micros).
+    pub voided_at: i64,
+}
+
+/// A refund of a captured payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundPosting {
+    /// Refund id.
+    pub refund_id: String,
+    /// Payment refunded.
+    pub payment_id: String,
+    /// Invoice named by the event, if any (the payment's invoice is what counts).
+    pub invoice_id: Option<String>,
+    /// Currency (must be the payment's).
+    pub currency: Currency,
+    /// Amount returned to the customer in minor units.
+    pub amount_minor: i64,
+    /// Processor fee given back in minor units.
+    pub fee_refund_minor: i64,
+    /// Refund time (micros).
+    pub refunded_at: i64,
+    /// The unapplied cash account debited.
+    pub unapplied_account: String,
+    /// The refund journal.
     pub journal: JournalEntry,
 }
 
@@ -261,6 +305,8 @@ pub fn map_event(envelope: &Envelope, tenant: &TenantConfig) -> Result<ErpEffect
         Event::InvoiceFinalized(e) => Posting::Invoice(map_invoice(envelope, tenant, e)?),
         Event::PaymentCaptured(e) => Posting::Payment(map_payment(envelope, tenant, e)?),
         Event::CreditMemoIssued(e) => Posting::CreditMemo(map_credit_memo(envelope, tenant, e)?),
+        Event::InvoiceVoided(e) => Posting::Void(map_void(e)),
+        Event::PaymentRefunded(e) => Posting::Refund(map_refund(envelope, tenant, e)?),
         Event::CustomerUpserted(e) => Posting::Customer(CustomerRecord {
             customer_id: e.customer_id.clone(),
             name: e.name.clone(),
@@ -403,6 +449,50 @@ fn map_credit_memo(
     })
 }
 
+fn map_void(e: &InvoiceVoided) -> VoidPosting {
+    VoidPosting {
+        invoice_id: e.invoice_id.clone(),
+        reason: e.reason.clone(),
+        voided_at: e.voided_at,
+    }
+}
+
+fn map_refund(
+    env: &Envelope,
+    tenant: &TenantConfig,
+    e: &PaymentRefunded,
+) -> Result<RefundPosting, Failure> {
+    let accounts = &tenant.accounts;
+    let cur = currency(&e.currency)?;
+    // validate() guarantees 0 < amount and 0 <= fee given back <= amount.
+    let fee = e.fee_refund_minor.unwrap_or(0);
+    let lines = vec![
+        JournalLine::debit(&accounts.unapplied_cash, e.amount_minor),
+        JournalLine::credit(&accounts.cash_clearing, e.amount_minor - fee),
+        JournalLine::credit(&accounts.payment_fees, fee),
+    ];
+    let journal = entry(
+        env,
+        JournalKind::Refund,
+        cur,
+        e.refunded_at,
+        ("refund", &e.refund_id),
+        format!("refund {} of payment {}", e.refund_id, e.payment_id),
+        lines,
+    )?;
+    Ok(RefundPosting {
+        refund_id: e.refund_id.clone(),
+        payment_id: e.payment_id.clone(),
+        invoice_id: e.invoice_id.clone(),
+        currency: cur,
+        amount_minor: e.amount_minor,
+        fee_refund_minor: fee,
+        refunded_at: e.refunded_at,
+        unapplied_account: accounts.unapplied_cash.clone(),
+        journal,
+    })
+}
+
 impl ConsumerLogic for ErpReceivables {
     type Effect = ErpEffect;
 
@@ -417,6 +507,8 @@ impl ConsumerLogic for ErpReceivables {
                 | EventType::PaymentCaptured
                 | EventType::CreditMemoIssued
                 | EventType::CustomerUpserted
+                | EventType::InvoiceVoided
+                | EventType::PaymentRefunded
         )
     }
 
@@ -641,6 +733,97 @@ pub(crate) mod tests {
         })
     }
 
+    pub(crate) fn void(event_id: &str, invoice_id: &str) -> Event {
+        Event::InvoiceVoided(InvoiceVoided {
+            event_id: event_id.into(),
+            tenant_id: "acme".into(),
+            occurred_at: 1_700_000_300_000_000,
+            correlation_id: "c".into(),
+            causation_id: None,
+            source: "billing-api".into(),
+            invoice_id: invoice_id.into(),
+            reason: "issued_in_error".into(),
+            voided_at: 1_700_000_300_000_000,
+        })
+    }
+
+    pub(crate) fn refund(
+        event_id: &str,
+        refund_id: &str,
+        payment_id: &str,
+        amount: i64,
+        fee_back: Option<i64>,
+    ) -> Event {
+        Event::PaymentRefunded(PaymentRefunded {
+            event_id: event_id.into(),
+            tenant_id: "acme".into(),
+            occurred_at: 1_700_000_400_000_000,
+            correlation_id: "c".into(),
+            causation_id: None,
+            source: "payments-service".into(),
+            refund_id: refund_id.into(),
+            payment_id: payment_id.into(),
+            invoice_id: None,
+            currency: "USD".into(),
+            amount_minor: amount,
+            fee_refund_minor: fee_back,
+            refunded_at: 1_700_000_400_000_000,
+        })
+    }
+
+    #[test]
+    fn refund_debits_unapplied_cash_and_credits_clearing_and_fees_exactly() {
+        let effect = map_event(
+            &envelope(refund(E2, "rf-1", "pay-1", 10_001, Some(29))),
+            &tenant("acme", Some(ErpKind::Netsuite)),
+        )
+        .unwrap();
+        let Posting::Refund(p) = &effect.posting else {
+            panic!("{:?}", effect.posting)
+        };
+        assert_eq!(p.journal.kind, JournalKind::Refund);
+        assert_eq!(
+            lines_of(&p.journal),
+            [("2400", 10_001, 0), ("1010", 0, 9_972), ("6100", 0, 29)]
+        );
+        assert_eq!(p.journal.total_debit(), 10_001);
+        assert_eq!(p.journal.document_type, "refund");
+        assert_eq!(p.journal.document_id, "rf-1");
+        assert!(p.journal.memo.contains("pay-1"));
+        assert_eq!(p.journal.posted_at, 1_700_000_400_000_000);
+        // No fee given back: no fee line.
+        let effect = map_event(
+            &envelope(refund(E2, "rf-1", "pay-1", 500, None)),
+            &tenant("acme", None),
+        )
+        .unwrap();
+        assert_eq!(
+            lines_of(effect.posting.journal().unwrap()),
+            [("2400", 500, 0), ("1010", 0, 500)]
+        );
+        // A fee given back above the amount is bad data.
+        let err = map_event(
+            &envelope(refund(E2, "rf-1", "pay-1", 500, Some(501))),
+            &tenant("acme", None),
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), Some(ReasonCode::Validation));
+    }
+
+    #[test]
+    fn void_maps_to_a_void_posting_without_a_journal_yet() {
+        let effect = map_event(&envelope(void(E2, "inv-1")), &tenant("acme", None)).unwrap();
+        assert_eq!(
+            effect.posting,
+            Posting::Void(VoidPosting {
+                invoice_id: "inv-1".into(),
+                reason: "issued_in_error".into(),
+                voided_at: 1_700_000_300_000_000,
+            })
+        );
+        assert!(effect.posting.journal().is_none());
+    }
+
     const E1: &str = "00000000-0000-4000-8000-000000000001";
     const E2: &str = "00000000-0000-4000-8000-000000000002";
 
@@ -843,7 +1026,9 @@ pub(crate) mod tests {
                 EventType::CustomerUpserted,
                 EventType::InvoiceFinalized,
                 EventType::PaymentCaptured,
-                EventType::CreditMemoIssued
+                EventType::CreditMemoIssued,
+                EventType::InvoiceVoided,
+                EventType::PaymentRefunded
             ]
         );
         assert_eq!(ConsumerLogic::name(&c), "erp-receivables");

@@ -782,7 +782,7 @@ struct StoredJournal {
 }
 
 fn document_type(name: &str) -> Option<&'static str> {
-    ["invoice", "payment", "credit_memo"]
+    ["invoice", "payment", "credit_memo", "refund"]
         .into_iter()
         .find(|t| *t == name)
 }
@@ -849,7 +849,7 @@ async fn load_journal(pool: &AnyPool, id: &str) -> Result<Option<StoredJournal>,
 
     // The customer, and the invoice the document refers to.
     let (customer_id, invoice_id): (String, Option<String>) = match kind {
-        JournalKind::Invoice | JournalKind::CreditMemo => {
+        JournalKind::Invoice | JournalKind::CreditMemo | JournalKind::InvoiceVoid => {
             let row = one(
                 pool,
                 "SELECT customer_id, applies_to FROM erp_ar_documents WHERE journal_id = $1",
@@ -871,6 +871,21 @@ async fn load_journal(pool: &AnyPool, id: &str) -> Result<Option<StoredJournal>,
             {
                 Some(r) => (text(&r, 0)?, Some(text(&r, 1)?)),
                 None => return Err(ErpError::Corrupt(format!("journal {id} has no payment"))),
+            }
+        }
+        JournalKind::Refund => {
+            match one(
+                pool,
+                "SELECT d.customer_id, p.invoice_id FROM erp_ar_documents d
+                 LEFT JOIN erp_payments p ON p.tenant_id = d.tenant_id
+                      AND p.payment_id = d.applies_to
+                 WHERE d.journal_id = $1",
+                id,
+            )
+            .await?
+            {
+                Some(r) => (text(&r, 0)?, opt_text(&r, 1)?),
+                None => return Err(ErpError::Corrupt(format!("journal {id} has no refund"))),
             }
         }
         JournalKind::Application => {

@@ -82,11 +82,13 @@ fn kind_code(kind: JournalKind) -> &'static str {
         JournalKind::Receipt => "rct",
         JournalKind::Application => "app",
         JournalKind::CreditMemo => "cm",
+        JournalKind::InvoiceVoid => "void",
+        JournalKind::Refund => "rfd",
     }
 }
 
 /// The external id of the document a journal becomes in the ERP:
-/// `lf-{tenant}-{event id}-{inv|rct|app|cm}`.
+/// `lf-{tenant}-{event id}-{inv|rct|app|cm|void|rfd}`.
 ///
 /// It depends only on the tenant, the causing event and the journal's role, so a replay, a
 /// re-derivation or a re-send always produces the same one, and it uses only letters, digits
@@ -94,6 +96,23 @@ fn kind_code(kind: JournalKind) -> &'static str {
 /// requires of external ids and every other ERP accepts in its reference fields.
 pub fn external_id(tenant: &str, event_id: &EventId, kind: JournalKind) -> String {
     format!("lf-{tenant}-{event_id}-{}", kind_code(kind))
+}
+
+/// The postings a journal waits for because of its kind: a void's reversal waits for the
+/// voided invoice's posting (the ERP must hold the original before its reversal arrives).
+/// Every adapter adds these to what its own documents need.
+pub(crate) fn kind_dependencies(input: &crate::adapter::RenderInput<'_>) -> Vec<String> {
+    match (input.journal.kind, input.invoice.and_then(|i| i.event_id)) {
+        (JournalKind::InvoiceVoid, Some(invoice)) => {
+            vec![
+                input
+                    .posting_of(&invoice, JournalKind::Invoice)
+                    .0
+                    .to_string(),
+            ]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// Whether `id` is usable as an external id everywhere: non-empty, letters, digits, `_`, `-`.
@@ -215,7 +234,12 @@ mod tests {
         let mut unique = ids.clone();
         unique.sort();
         unique.dedup();
-        assert_eq!(unique.len(), 4);
+        assert_eq!(unique.len(), JournalKind::ALL.len());
+        assert_eq!(
+            ids[4], "lf-t_01-x-6f1c2d7e-8a4b-4c3d-9e2f-0a1b2c3d4e5f-void",
+            "pinned"
+        );
+        assert_eq!(ids[5], "lf-t_01-x-6f1c2d7e-8a4b-4c3d-9e2f-0a1b2c3d4e5f-rfd");
         assert!(!is_portable_external_id("lf-a b"));
         assert!(!is_portable_external_id("lf-a.b"));
         assert!(!is_portable_external_id(""));
@@ -226,6 +250,8 @@ mod tests {
             "inv" => "invoice",
             "rct" => "receipt",
             "app" => "application",
+            "void" => "invoice_void",
+            "rfd" => "refund",
             _ => "credit_memo",
         }
         .to_owned()

@@ -10,7 +10,24 @@
 //! - a payment whose invoice is known applies `min(unapplied, open)` when the currencies match
 //!   and the invoice is open; the rest stays unapplied (over-payment: a customer credit). A
 //!   payment whose invoice is unknown is held; a currency mismatch is never applied;
-//! - a credit memo reduces its invoice's open balance, or waits for the invoice.
+//! - a credit memo reduces its invoice's open balance, or waits for the invoice;
+//! - a void of an invoice that is known (stored or earlier in the batch) and untouched (open
+//!   balance = total: nothing applied, nothing credited) posts the reversal of the invoice's
+//!   journal (its lines with debit and credit swapped, kind `invoice_void`, memo naming the
+//!   original journal's external id) and a void document; the open balance goes to 0. A void
+//!   is **refused** (recorded in `erp_conflicts` with `existing_event_id` `refused:<reason>`,
+//!   nothing posted, the event counts as handled) when the invoice is unknown
+//!   (`refused:invoice_unknown`; the invoice and its void share a partition, so the invoice
+//!   can only be missing if it was dead-lettered or never sent), when something was applied
+//!   or credited (`refused:invoice_settled`: reverse a paid invoice with a credit memo, then
+//!   refund the customer credit), or when the invoice was voided before (a conflict naming
+//!   the earlier void's event). Later payments of a voided invoice stay unapplied cash;
+//! - a refund draws on its payment's **unapplied** cash (over-payment, a payment whose invoice
+//!   was credited before it applied, or a held payment): Dr unapplied cash, Cr cash clearing
+//!   and fees, and the payment's unapplied amount goes down by the refund. It is refused when
+//!   the payment is unknown (`refused:payment_unknown`), in another currency
+//!   (`refused:currency_mismatch`) or has less unapplied than the refund
+//!   (`refused:exceeds_unapplied`); a second refund with the same refund id is a conflict.
 //!
 //! A payment is applied at most once (its only chance is the first moment both it and its
 //! invoice are known, and an invoice's open balance never grows), which is what lets the
@@ -21,8 +38,9 @@ use std::collections::{HashMap, HashSet};
 use ledgerflow_core::{Currency, EventId};
 
 use crate::adapter::InvoiceRef;
-use crate::journal::{JournalEntry, JournalKind, JournalLine, journal_id};
+use crate::journal::{JournalEntry, JournalKind, JournalLine, journal_id, reversed_lines};
 use crate::mapping::{ErpEffect, ErpRoute, Posting};
+use crate::posting::external_id;
 
 /// (tenant id, business id).
 pub(crate) type Key = (String, String);
@@ -40,6 +58,17 @@ pub(crate) struct StoredInvoice {
     pub(crate) open: i128,
     pub(crate) receivable_account: String,
     pub(crate) issued_at: i64,
+    pub(crate) total: i128,
+    pub(crate) number: String,
+}
+
+/// A stored payment a refund of the batch draws on.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredPayment {
+    pub(crate) invoice_id: String,
+    pub(crate) customer_id: String,
+    pub(crate) currency: String,
+    pub(crate) unapplied: i128,
 }
 
 /// A payment not applied yet (stored and held, or new in this batch).
@@ -54,7 +83,7 @@ pub(crate) struct HeldPayment {
 }
 
 /// What the writer loaded before planning.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Stored {
     /// Invoices referenced by the batch that exist.
     pub(crate) invoices: HashMap<Key, StoredInvoice>,
@@ -66,6 +95,44 @@ pub(crate) struct Stored {
     pub(crate) held: HashMap<Key, Vec<HeldPayment>>,
     /// Sum of stored credit memos of invoices posted in this batch, by invoice.
     pub(crate) credits: HashMap<Key, i128>,
+    /// Journal lines of stored invoices the batch voids, by invoice.
+    pub(crate) invoice_lines: HashMap<Key, Vec<JournalLine>>,
+    /// Event id of stored voids, by invoice.
+    pub(crate) voids: HashMap<Key, String>,
+    /// Event id of stored refunds, by refund id.
+    pub(crate) refunds: HashMap<Key, String>,
+    /// Stored payments the batch refunds, by payment.
+    pub(crate) refunded_payments: HashMap<Key, StoredPayment>,
+}
+
+/// A void document: the reversal of an invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VoidDoc {
+    pub(crate) tenant_id: String,
+    pub(crate) invoice_id: String,
+    pub(crate) number: String,
+    pub(crate) customer_id: String,
+    pub(crate) currency: String,
+    pub(crate) total: i64,
+    pub(crate) receivable_account: String,
+    pub(crate) voided_at: i64,
+    pub(crate) event_id: String,
+    pub(crate) journal_id: String,
+}
+
+/// A refund document: money of a payment's unapplied cash returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RefundDoc {
+    pub(crate) tenant_id: String,
+    pub(crate) refund_id: String,
+    pub(crate) payment_id: String,
+    pub(crate) customer_id: String,
+    pub(crate) currency: String,
+    pub(crate) amount: i64,
+    pub(crate) unapplied_account: String,
+    pub(crate) refunded_at: i64,
+    pub(crate) event_id: String,
+    pub(crate) journal_id: String,
 }
 
 /// One application of a payment to its invoice.
@@ -110,6 +177,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) journals: Vec<PlannedJournal>,
     pub(crate) applications: Vec<Application>,
     pub(crate) conflicts: Vec<Conflict>,
+    pub(crate) voids: Vec<VoidDoc>,
+    pub(crate) refunds: Vec<RefundDoc>,
     /// Open balance after the batch of every invoice the batch posted or changed.
     pub(crate) invoice_open: HashMap<Key, i128>,
     /// Unapplied amount after the batch of every payment the batch posted or applied.
@@ -129,6 +198,20 @@ struct OpenInvoice {
     open: i128,
     receivable_account: String,
     issued_at: i64,
+    total: i128,
+    number: String,
+    /// The invoice journal's lines (loaded only for stored invoices the batch voids).
+    lines: Vec<JournalLine>,
+}
+
+/// A payment a refund may draw on (stored, or accepted earlier in the batch).
+#[derive(Debug, Clone)]
+struct KnownPayment {
+    invoice_id: String,
+    customer_id: String,
+    currency: String,
+    /// Unapplied amount when loaded or accepted; later changes are in `payment_unapplied`.
+    unapplied: i128,
 }
 
 /// Plans the batch. See the module docs for the rules.
@@ -150,10 +233,30 @@ pub(crate) fn plan<'a>(
                     open: v.open,
                     receivable_account: v.receivable_account.clone(),
                     issued_at: v.issued_at,
+                    total: v.total,
+                    number: v.number.clone(),
+                    lines: stored.invoice_lines.remove(k).unwrap_or_default(),
                 },
             )
         })
         .collect();
+    let mut payments: HashMap<Key, KnownPayment> = stored
+        .refunded_payments
+        .iter()
+        .map(|(k, p)| {
+            (
+                k.clone(),
+                KnownPayment {
+                    invoice_id: p.invoice_id.clone(),
+                    customer_id: p.customer_id.clone(),
+                    currency: p.currency.clone(),
+                    unapplied: p.unapplied,
+                },
+            )
+        })
+        .collect();
+    let mut void_events = std::mem::take(&mut stored.voids);
+    let mut refund_events = std::mem::take(&mut stored.refunds);
     // Business ids seen so far (stored or earlier in the batch) -> event id.
     let mut invoice_events: HashMap<Key, String> = stored
         .invoices
@@ -196,6 +299,9 @@ pub(crate) fn plan<'a>(
                     open: i128::from(p.total_minor) - credited,
                     receivable_account: p.receivable_account.clone(),
                     issued_at: p.issued_at,
+                    total: i128::from(p.total_minor),
+                    number: p.number.clone(),
+                    lines: p.journal.lines.clone(),
                 };
                 let mut held = stored.held.remove(&k).unwrap_or_default();
                 held.sort_by(|a, b| {
@@ -234,7 +340,16 @@ pub(crate) fn plan<'a>(
                     captured_at: p.captured_at,
                     unapplied_account: p.unapplied_account.clone(),
                 };
-                out.payment_unapplied.insert(pk, payment.unapplied);
+                out.payment_unapplied.insert(pk.clone(), payment.unapplied);
+                payments.insert(
+                    pk,
+                    KnownPayment {
+                        invoice_id: p.invoice_id.clone(),
+                        customer_id: p.customer_id.clone(),
+                        currency: p.currency.code().to_owned(),
+                        unapplied: payment.unapplied,
+                    },
+                );
                 let ik = key(tenant, &p.invoice_id);
                 match invoices.get_mut(&ik) {
                     Some(invoice) => {
@@ -271,6 +386,151 @@ pub(crate) fn plan<'a>(
                     }
                     None => *stored.credits.entry(ik).or_insert(0) += i128::from(p.total_minor),
                 }
+            }
+            Posting::Void(v) => {
+                let ik = key(tenant, &v.invoice_id);
+                if let Some(existing) = void_events.get(&ik) {
+                    out.conflict(effect, "invoice_voided", &v.invoice_id, existing)?;
+                    continue;
+                }
+                let Some(invoice) = invoices.get_mut(&ik) else {
+                    out.refuse(effect, "invoice_voided", &v.invoice_id, "invoice_unknown");
+                    continue;
+                };
+                if invoice.open != invoice.total {
+                    out.refuse(effect, "invoice_voided", &v.invoice_id, "invoice_settled");
+                    continue;
+                }
+                let lines = reversed_lines(&invoice.lines);
+                let reversed_credit: i128 = lines
+                    .iter()
+                    .filter(|l| l.account == invoice.receivable_account)
+                    .map(|l| i128::from(l.credit_minor) - i128::from(l.debit_minor))
+                    .sum();
+                if reversed_credit != invoice.total {
+                    return Err(PlanError(format!(
+                        "invoice {} of tenant {tenant}: its journal's receivable line ({reversed_credit}) is not its total ({})",
+                        v.invoice_id, invoice.total
+                    )));
+                }
+                let currency = Currency::parse(&invoice.currency).map_err(PlanError)?;
+                let original = invoice
+                    .event_id
+                    .map(|e| external_id(tenant, &e, JournalKind::Invoice))
+                    .unwrap_or_default();
+                let journal = JournalEntry {
+                    id: journal_id(&effect.event_id, JournalKind::InvoiceVoid),
+                    tenant_id: tenant.to_owned(),
+                    event_id: effect.event_id,
+                    kind: JournalKind::InvoiceVoid,
+                    currency,
+                    posted_at: v.voided_at,
+                    document_type: "invoice",
+                    document_id: v.invoice_id.clone(),
+                    memo: format!(
+                        "void of invoice {} (reverses {original}): {}",
+                        invoice.number, v.reason
+                    ),
+                    lines,
+                };
+                journal
+                    .check_balanced()
+                    .map_err(|f| PlanError(f.to_string()))?;
+                let total = i64::try_from(invoice.total).map_err(|_| {
+                    PlanError(format!("void of {} does not fit 64 bits", invoice.total))
+                })?;
+                void_events.insert(ik.clone(), event.clone());
+                out.accepted.push(effect);
+                out.voids.push(VoidDoc {
+                    tenant_id: tenant.to_owned(),
+                    invoice_id: v.invoice_id.clone(),
+                    number: invoice.number.clone(),
+                    customer_id: invoice.customer_id.clone(),
+                    currency: invoice.currency.clone(),
+                    total,
+                    receivable_account: invoice.receivable_account.clone(),
+                    voided_at: v.voided_at,
+                    event_id: event.clone(),
+                    journal_id: journal.id.to_string(),
+                });
+                out.journals.push(PlannedJournal {
+                    journal,
+                    route: effect.route.clone(),
+                    customer_id: invoice.customer_id.clone(),
+                    invoice: Some(InvoiceRef {
+                        invoice_id: v.invoice_id.clone(),
+                        event_id: invoice.event_id,
+                    }),
+                });
+                invoice.open -= invoice.total;
+                out.invoice_open.insert(ik, invoice.open);
+            }
+            Posting::Refund(r) => {
+                let rk = key(tenant, &r.refund_id);
+                if let Some(existing) = refund_events.get(&rk) {
+                    out.conflict(effect, "payment_refunded", &r.refund_id, existing)?;
+                    continue;
+                }
+                let pk = key(tenant, &r.payment_id);
+                let Some(payment) = payments.get(&pk) else {
+                    out.refuse(effect, "payment_refunded", &r.refund_id, "payment_unknown");
+                    continue;
+                };
+                if payment.currency != r.currency.code() {
+                    out.refuse(
+                        effect,
+                        "payment_refunded",
+                        &r.refund_id,
+                        "currency_mismatch",
+                    );
+                    continue;
+                }
+                let unapplied = out
+                    .payment_unapplied
+                    .get(&pk)
+                    .copied()
+                    .unwrap_or(payment.unapplied);
+                let amount = i128::from(r.amount_minor);
+                if amount > unapplied {
+                    out.refuse(
+                        effect,
+                        "payment_refunded",
+                        &r.refund_id,
+                        "exceeds_unapplied",
+                    );
+                    continue;
+                }
+                refund_events.insert(rk, event.clone());
+                out.accepted.push(effect);
+                out.payment_unapplied.insert(pk.clone(), unapplied - amount);
+                // A held payment (its invoice not posted yet) applies only what is left.
+                let ik = key(tenant, &payment.invoice_id);
+                if let Some(held) = stored.held.get_mut(&ik) {
+                    for h in held.iter_mut().filter(|h| h.payment_id == r.payment_id) {
+                        h.unapplied -= amount;
+                    }
+                }
+                out.refunds.push(RefundDoc {
+                    tenant_id: tenant.to_owned(),
+                    refund_id: r.refund_id.clone(),
+                    payment_id: r.payment_id.clone(),
+                    customer_id: payment.customer_id.clone(),
+                    currency: payment.currency.clone(),
+                    amount: r.amount_minor,
+                    unapplied_account: r.unapplied_account.clone(),
+                    refunded_at: r.refunded_at,
+                    event_id: event.clone(),
+                    journal_id: r.journal.id.to_string(),
+                });
+                out.journals.push(PlannedJournal {
+                    journal: r.journal.clone(),
+                    route: effect.route.clone(),
+                    customer_id: payment.customer_id.clone(),
+                    invoice: Some(InvoiceRef {
+                        invoice_id: payment.invoice_id.clone(),
+                        event_id: invoices.get(&ik).and_then(|i| i.event_id),
+                    }),
+                });
             }
         }
     }
@@ -310,6 +570,34 @@ impl Plan<'_> {
             existing_event_id: existing_event_id.to_owned(),
         });
         Ok(())
+    }
+
+    /// Records an event that posts nothing because the stored state does not allow it (see
+    /// the module docs): a row in `erp_conflicts` whose `existing_event_id` is
+    /// `refused:<reason>`, visible to the operator and to reconcile.
+    fn refuse(
+        &mut self,
+        effect: &ErpEffect,
+        event_type: &'static str,
+        document_id: &str,
+        reason: &'static str,
+    ) {
+        let event = effect.event_id.to_string();
+        tracing::warn!(
+            tenant = %effect.tenant_id,
+            event_id = %event,
+            event_type,
+            document_id,
+            reason,
+            "correction refused; nothing posted for it"
+        );
+        self.conflicts.push(Conflict {
+            tenant_id: effect.tenant_id.clone(),
+            event_id: event,
+            event_type,
+            document_id: document_id.to_owned(),
+            existing_event_id: format!("refused:{reason}"),
+        });
     }
 
     /// Applies `payment` to `invoice` as far as possible.
@@ -384,7 +672,9 @@ mod tests {
 
     use super::*;
     use crate::mapping::map_event;
-    use crate::mapping::tests::{credit_memo, envelope, invoice, line, payment, tenant};
+    use crate::mapping::tests::{
+        credit_memo, envelope, invoice, line, payment, refund, tenant, void,
+    };
 
     fn eid(n: u32) -> String {
         format!("00000000-0000-4000-8000-{n:012}")
@@ -494,6 +784,8 @@ mod tests {
                 open: 1000,
                 receivable_account: "1100".into(),
                 issued_at: 0,
+                total: 1000,
+                number: "N-i1".into(),
             },
         );
         let mut eur = pay(4, "p3", "i1", 50);
@@ -592,5 +884,150 @@ mod tests {
         let plan_c = plan(&refs, Stored::default()).unwrap();
         assert_eq!(plan_c.accepted.len(), 1);
         assert_eq!(plan_c.conflicts.len(), 1);
+    }
+
+    #[test]
+    fn a_void_reverses_the_invoice_journal_exactly_and_names_the_original() {
+        let invoice_effect = effect(invoice(
+            &eid(1),
+            "i1",
+            vec![line("a", "platform", 3, 3333), line("b", "support", 1, 1)],
+            725,
+        ));
+        let effects = [invoice_effect, effect(void(&eid(2), "i1"))];
+        let refs: Vec<_> = effects.iter().collect();
+        let plan_a = plan(&refs, Stored::default()).unwrap();
+        assert_eq!(plan_a.invoice_open[&k("i1")], 0);
+        let original = &plan_a.journals[0].journal;
+        let planned = &plan_a.journals[1];
+        let reversal = &planned.journal;
+        assert_eq!(reversal.kind, JournalKind::InvoiceVoid);
+        assert_eq!(
+            reversal.id,
+            journal_id(&effects[1].event_id, JournalKind::InvoiceVoid)
+        );
+        reversal.check_balanced().unwrap();
+        assert_eq!(reversal.total_debit(), original.total_debit());
+        assert_eq!(reversal.total_debit(), 9_999 + 1 + 725);
+        for (o, r) in original.lines.iter().zip(&reversal.lines) {
+            assert_eq!(
+                (&o.account, o.debit_minor, o.credit_minor),
+                (&r.account, r.credit_minor, r.debit_minor)
+            );
+        }
+        assert_eq!(reversal.lines.len(), original.lines.len());
+        assert_eq!(
+            (reversal.document_type, reversal.document_id.as_str()),
+            ("invoice", "i1")
+        );
+        assert!(
+            reversal.memo.contains(&external_id(
+                "acme",
+                &effects[0].event_id,
+                JournalKind::Invoice
+            )),
+            "{}",
+            reversal.memo
+        );
+        assert_eq!(reversal.posted_at, 1_700_000_300_000_000);
+        let referenced = planned.invoice.as_ref().unwrap();
+        assert_eq!(referenced.event_id, Some(effects[0].event_id));
+        assert_eq!(plan_a.voids.len(), 1);
+        assert_eq!(plan_a.voids[0].total, 10_725);
+        // A payment after the void is not applied to the voided invoice.
+        let effects = [
+            effects[0].clone(),
+            effects[1].clone(),
+            pay(3, "p1", "i1", 100),
+        ];
+        let refs: Vec<_> = effects.iter().collect();
+        let plan_b = plan(&refs, Stored::default()).unwrap();
+        assert!(plan_b.applications.is_empty());
+        assert_eq!(plan_b.payment_unapplied[&k("p1")], 100);
+    }
+
+    #[test]
+    fn a_void_of_a_stored_invoice_uses_its_stored_lines() {
+        let mut stored = Stored::default();
+        stored.invoices.insert(
+            k("i1"),
+            StoredInvoice {
+                event_id: eid(1),
+                customer_id: "cus-1".into(),
+                currency: "JPY".into(),
+                open: 1000,
+                receivable_account: "1100".into(),
+                issued_at: 0,
+                total: 1000,
+                number: "N-i1".into(),
+            },
+        );
+        stored.invoice_lines.insert(
+            k("i1"),
+            vec![
+                JournalLine::debit("1100", 1000),
+                JournalLine::credit("4000", 910),
+                JournalLine::credit("2200", 90),
+            ],
+        );
+        let effects = [effect(void(&eid(2), "i1"))];
+        let refs: Vec<_> = effects.iter().collect();
+        let plan_a = plan(&refs, stored.clone()).unwrap();
+        let j = &plan_a.journals[0].journal;
+        assert_eq!(j.currency.code(), "JPY");
+        assert_eq!(
+            j.lines,
+            [
+                JournalLine::credit("1100", 1000),
+                JournalLine::debit("4000", 910),
+                JournalLine::debit("2200", 90),
+            ]
+        );
+        assert_eq!(plan_a.invoice_open[&k("i1")], 0);
+
+        // Partly paid or credited: refused, nothing planned.
+        let mut settled = stored.clone();
+        settled.invoices.get_mut(&k("i1")).unwrap().open = 999;
+        let plan_b = plan(&refs, settled).unwrap();
+        assert!(plan_b.journals.is_empty() && plan_b.accepted.is_empty());
+        assert_eq!(
+            plan_b.conflicts[0].existing_event_id,
+            "refused:invoice_settled"
+        );
+
+        // Lines that do not carry the total: an invariant violation, never a wrong reversal.
+        let mut broken = stored;
+        broken.invoice_lines.remove(&k("i1"));
+        assert!(plan(&refs, broken).is_err());
+    }
+
+    #[test]
+    fn refunds_draw_on_unapplied_cash_only() {
+        let effects = [
+            inv(1, "i1", 1000),
+            pay(2, "p1", "i1", 1200),
+            effect(refund(&eid(3), "r1", "p1", 150, Some(5))),
+            effect(refund(&eid(4), "r2", "p1", 51, None)),
+            effect(refund(&eid(5), "r3", "p1", 50, None)),
+        ];
+        let refs: Vec<_> = effects.iter().collect();
+        let p = plan(&refs, Stored::default()).unwrap();
+        assert_eq!(p.payment_unapplied[&k("p1")], 0);
+        assert_eq!(
+            p.refunds
+                .iter()
+                .map(|r| (r.refund_id.as_str(), r.amount))
+                .collect::<Vec<_>>(),
+            [("r1", 150), ("r3", 50)]
+        );
+        assert_eq!(p.conflicts.len(), 1);
+        assert_eq!(p.conflicts[0].document_id, "r2");
+        assert_eq!(
+            p.conflicts[0].existing_event_id,
+            "refused:exceeds_unapplied"
+        );
+        let refund_journal = &p.journals.last().unwrap().journal;
+        assert_eq!(refund_journal.kind, JournalKind::Refund);
+        assert_eq!(p.journals.last().unwrap().customer_id, "cus-1");
     }
 }

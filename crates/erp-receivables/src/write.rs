@@ -26,9 +26,12 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::adapter::{Document, RenderInput, Rendered};
+use crate::journal::JournalLine;
 use crate::mapping::{CustomerRecord, ErpEffect, Posting};
 use crate::posting::{PostingState, external_id};
-use crate::settle::{self, HeldPayment, Key, Plan, PlannedJournal, Stored, StoredInvoice};
+use crate::settle::{
+    self, HeldPayment, Key, Plan, PlannedJournal, Stored, StoredInvoice, StoredPayment,
+};
 use crate::{adapters, payloads, schema};
 
 /// Advisory lock class of the per-tenant write lock (`pg_advisory_xact_lock(int, int)`, a key
@@ -140,6 +143,9 @@ async fn load(
     let mut new_invoices = Vec::new();
     let mut payment_ids = Vec::new();
     let mut memo_ids = Vec::new();
+    let mut void_refs = Vec::new();
+    let mut refund_ids = Vec::new();
+    let mut refunded_payments = Vec::new();
     for e in effects {
         let t = e.tenant_id.clone();
         match &e.posting {
@@ -155,6 +161,14 @@ async fn load(
                 invoice_refs.push((t.clone(), p.invoice_id.clone()));
                 memo_ids.push((t, p.credit_memo_id.clone()));
             }
+            Posting::Void(p) => {
+                invoice_refs.push((t.clone(), p.invoice_id.clone()));
+                void_refs.push((t, p.invoice_id.clone()));
+            }
+            Posting::Refund(p) => {
+                refund_ids.push((t.clone(), p.refund_id.clone()));
+                refunded_payments.push((t, p.payment_id.clone()));
+            }
             Posting::Customer(_) => {}
         }
     }
@@ -166,7 +180,7 @@ async fn load(
         backend,
         action,
         "SELECT tenant_id, doc_id, event_id, currency, open_minor, receivable_account, issued_at,
-                customer_id
+                customer_id, total_minor, doc_number
          FROM erp_ar_documents WHERE doc_type = 'invoice' AND (tenant_id, doc_id) IN (",
         ")",
         &dedup(invoice_refs),
@@ -186,9 +200,20 @@ async fn load(
                 receivable_account: row.try_get(5).map_err(corrupt(action))?,
                 issued_at: row.try_get(6).map_err(corrupt(action))?,
                 customer_id: row.try_get(7).map_err(corrupt(action))?,
+                total: i128::from(row.try_get::<i64, _>(8).map_err(corrupt(action))?),
+                number: row.try_get(9).map_err(corrupt(action))?,
             },
         );
     }
+    load_corrections(
+        conn,
+        backend,
+        &mut stored,
+        dedup(void_refs),
+        dedup(refund_ids),
+        dedup(refunded_payments),
+    )
+    .await?;
 
     let action = "loading the batch's payments";
     for row in fetch_by_keys(
@@ -291,6 +316,110 @@ async fn load(
         );
     }
     Ok(stored)
+}
+
+/// Loads what the batch's voids and refunds need: the journal lines of the stored invoices
+/// voided, earlier voids of them, earlier refunds with the same ids, and the refunded payments.
+async fn load_corrections(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    stored: &mut Stored,
+    voided: Vec<Key>,
+    refunds: Vec<Key>,
+    payments: Vec<Key>,
+) -> Result<(), StoreError> {
+    let action = "loading the journal lines of voided invoices";
+    for row in fetch_by_keys(
+        conn,
+        backend,
+        action,
+        "SELECT d.tenant_id, d.doc_id, l.account, l.debit_minor, l.credit_minor
+         FROM erp_ar_documents d JOIN erp_journal_lines l ON l.entry_id = d.journal_id
+         WHERE d.doc_type = 'invoice' AND (d.tenant_id, d.doc_id) IN (",
+        ") ORDER BY d.tenant_id, d.doc_id, l.line_no",
+        &voided,
+    )
+    .await?
+    {
+        stored
+            .invoice_lines
+            .entry((
+                row.try_get(0).map_err(corrupt(action))?,
+                row.try_get(1).map_err(corrupt(action))?,
+            ))
+            .or_default()
+            .push(JournalLine {
+                account: row.try_get(2).map_err(corrupt(action))?,
+                debit_minor: row.try_get(3).map_err(corrupt(action))?,
+                credit_minor: row.try_get(4).map_err(corrupt(action))?,
+            });
+    }
+    let action = "loading earlier voids";
+    for row in fetch_by_keys(
+        conn,
+        backend,
+        action,
+        "SELECT tenant_id, doc_id, event_id FROM erp_ar_documents
+         WHERE doc_type = 'invoice_void' AND (tenant_id, doc_id) IN (",
+        ")",
+        &voided,
+    )
+    .await?
+    {
+        stored.voids.insert(
+            (
+                row.try_get(0).map_err(corrupt(action))?,
+                row.try_get(1).map_err(corrupt(action))?,
+            ),
+            row.try_get(2).map_err(corrupt(action))?,
+        );
+    }
+    let action = "loading earlier refunds";
+    for row in fetch_by_keys(
+        conn,
+        backend,
+        action,
+        "SELECT tenant_id, doc_id, event_id FROM erp_ar_documents
+         WHERE doc_type = 'refund' AND (tenant_id, doc_id) IN (",
+        ")",
+        &refunds,
+    )
+    .await?
+    {
+        stored.refunds.insert(
+            (
+                row.try_get(0).map_err(corrupt(action))?,
+                row.try_get(1).map_err(corrupt(action))?,
+            ),
+            row.try_get(2).map_err(corrupt(action))?,
+        );
+    }
+    let action = "loading refunded payments";
+    for row in fetch_by_keys(
+        conn,
+        backend,
+        action,
+        "SELECT tenant_id, payment_id, invoice_id, customer_id, currency, unapplied_minor
+         FROM erp_payments WHERE (tenant_id, payment_id) IN (",
+        ")",
+        &payments,
+    )
+    .await?
+    {
+        stored.refunded_payments.insert(
+            (
+                row.try_get(0).map_err(corrupt(action))?,
+                row.try_get(1).map_err(corrupt(action))?,
+            ),
+            StoredPayment {
+                invoice_id: row.try_get(2).map_err(corrupt(action))?,
+                customer_id: row.try_get(3).map_err(corrupt(action))?,
+                currency: row.try_get(4).map_err(corrupt(action))?,
+                unapplied: i128::from(row.try_get::<i64, _>(5).map_err(corrupt(action))?),
+            },
+        );
+    }
+    Ok(())
 }
 
 async fn insert_customers(
@@ -408,8 +537,44 @@ async fn insert_documents(
                 event: e.event_id.to_string(),
                 journal: p.journal.id.to_string(),
             }),
-            Posting::Payment(_) | Posting::Customer(_) => {}
+            Posting::Payment(_) | Posting::Customer(_) | Posting::Void(_) | Posting::Refund(_) => {}
         }
+    }
+    // Corrections: their own document types, `applies_to` naming what they correct (a void's
+    // invoice, a refund's payment), `open_minor` 0.
+    for v in &plan.voids {
+        docs.push(Doc {
+            tenant: &v.tenant_id,
+            doc_type: "invoice_void",
+            id: &v.invoice_id,
+            number: &v.number,
+            customer: &v.customer_id,
+            currency: &v.currency,
+            total: v.total,
+            open: 0,
+            applies_to: Some(&v.invoice_id),
+            receivable: &v.receivable_account,
+            issued_at: v.voided_at,
+            event: v.event_id.clone(),
+            journal: v.journal_id.clone(),
+        });
+    }
+    for r in &plan.refunds {
+        docs.push(Doc {
+            tenant: &r.tenant_id,
+            doc_type: "refund",
+            id: &r.refund_id,
+            number: &r.refund_id,
+            customer: &r.customer_id,
+            currency: &r.currency,
+            total: r.amount,
+            open: 0,
+            applies_to: Some(&r.payment_id),
+            receivable: &r.unapplied_account,
+            issued_at: r.refunded_at,
+            event: r.event_id.clone(),
+            journal: r.journal_id.clone(),
+        });
     }
     insert_rows(
         conn,
@@ -814,18 +979,23 @@ async fn insert_outbox(
     .await
 }
 
-/// Open balance of an invoice recomputed from its source rows (`d` is the invoice).
+/// Open balance of an invoice recomputed from its source rows (`d` is the invoice): total less
+/// applications, credit memos and a void.
 const INVOICE_OPEN: &str = "d.total_minor
     - COALESCE((SELECT CAST(SUM(a.amount_minor) AS BIGINT) FROM erp_applications a
                 WHERE a.tenant_id = d.tenant_id AND a.invoice_id = d.doc_id), 0)
     - COALESCE((SELECT CAST(SUM(c.total_minor) AS BIGINT) FROM erp_ar_documents c
-                WHERE c.tenant_id = d.tenant_id AND c.doc_type = 'credit_memo'
+                WHERE c.tenant_id = d.tenant_id AND c.doc_type IN ('credit_memo', 'invoice_void')
                   AND c.applies_to = d.doc_id), 0)";
 
-/// Unapplied amount of a payment recomputed from its applications (`d` is the payment).
+/// Unapplied amount of a payment recomputed from its applications and refunds (`d` is the
+/// payment).
 const PAYMENT_UNAPPLIED: &str = "d.amount_minor
     - COALESCE((SELECT CAST(SUM(a.amount_minor) AS BIGINT) FROM erp_applications a
-                WHERE a.tenant_id = d.tenant_id AND a.payment_id = d.payment_id), 0)";
+                WHERE a.tenant_id = d.tenant_id AND a.payment_id = d.payment_id), 0)
+    - COALESCE((SELECT CAST(SUM(r.total_minor) AS BIGINT) FROM erp_ar_documents r
+                WHERE r.tenant_id = d.tenant_id AND r.doc_type = 'refund'
+                  AND r.applies_to = d.payment_id), 0)";
 
 /// Recomputes balances from the source rows and checks them against the plan; then stores
 /// the planned balance where the stored one differs (invoices and payments that existed

@@ -11,7 +11,8 @@ use ledgerflow_erp_receivables::{
 use ledgerflow_tenants::{ErpKind, ErpMode, SecretRef};
 
 /// (title, kind, mode, journal): the example invoice (event 1), its payment (event 2, applied
-/// in full), a credit memo (event 3).
+/// in full), a credit memo (event 3), a void of the invoice (event 4: its journal reversed) and
+/// a refund of 5.00 of the payment with 0.15 of the fee given back (event 5).
 const EXAMPLES: &[(&str, ErpKind, ErpMode, JournalKind)] = &[
     (
         "netsuite journal: invoice",
@@ -91,7 +92,56 @@ const EXAMPLES: &[(&str, ErpKind, ErpMode, JournalKind)] = &[
         ErpMode::Subledger,
         JournalKind::CreditMemo,
     ),
+    (
+        "netsuite journal: invoice void",
+        ErpKind::Netsuite,
+        ErpMode::Journal,
+        JournalKind::InvoiceVoid,
+    ),
+    (
+        "netsuite subledger: refund",
+        ErpKind::Netsuite,
+        ErpMode::Subledger,
+        JournalKind::Refund,
+    ),
+    (
+        "dynamics365 subledger: invoice void",
+        ErpKind::Dynamics365,
+        ErpMode::Subledger,
+        JournalKind::InvoiceVoid,
+    ),
+    (
+        "s4hana journal: refund",
+        ErpKind::S4hana,
+        ErpMode::Journal,
+        JournalKind::Refund,
+    ),
+    (
+        "oracle_fusion subledger: invoice void",
+        ErpKind::OracleFusion,
+        ErpMode::Subledger,
+        JournalKind::InvoiceVoid,
+    ),
 ];
+
+/// The refund of the example: 5.00 of payment pay-1, 0.15 of the fee given back.
+fn refund() -> ledgerflow_core::Event {
+    ledgerflow_core::Event::PaymentRefunded(ledgerflow_core::PaymentRefunded {
+        event_id: eid(5),
+        tenant_id: "acme".into(),
+        occurred_at: 1_700_000_500_000_000,
+        correlation_id: "c".into(),
+        causation_id: None,
+        source: "payments-service".into(),
+        refund_id: "rf-1".into(),
+        payment_id: "pay-1".into(),
+        invoice_id: Some("inv-1".into()),
+        currency: "USD".into(),
+        amount_minor: 500,
+        fee_refund_minor: Some(15),
+        refunded_at: 1_700_000_500_000_000,
+    })
+}
 
 fn render(kind: ErpKind, mode: ErpMode, journal_kind: JournalKind) -> String {
     let mut t = tenant(
@@ -110,7 +160,8 @@ fn render(kind: ErpKind, mode: ErpMode, journal_kind: JournalKind) -> String {
         }
     }
     let event = match journal_kind {
-        JournalKind::Invoice => invoice("acme", 1, "inv-1", 2_550, 266),
+        JournalKind::Invoice | JournalKind::InvoiceVoid => invoice("acme", 1, "inv-1", 2_550, 266),
+        JournalKind::Refund => refund(),
         JournalKind::Receipt | JournalKind::Application => {
             payment("acme", 2, "pay-1", "inv-1", 2_816, 82)
         }
@@ -127,6 +178,25 @@ fn render(kind: ErpKind, mode: ErpMode, journal_kind: JournalKind) -> String {
             ledgerflow_erp_receivables::JournalLine::debit("2400", 2_816),
             ledgerflow_erp_receivables::JournalLine::credit("1100", 2_816),
         ];
+    }
+    if journal_kind == JournalKind::InvoiceVoid {
+        // What the writer plans for the void (event 4) of the stored invoice: its lines with
+        // debit and credit swapped, dated at the void, naming the original's external id.
+        let original = external_id("acme", &journal.event_id, JournalKind::Invoice);
+        journal.kind = JournalKind::InvoiceVoid;
+        journal.event_id = ledgerflow_core::EventId::parse(&eid(4)).unwrap();
+        journal.id = ledgerflow_erp_receivables::journal_id(&journal.event_id, journal.kind);
+        journal.posted_at = 1_700_000_400_000_000;
+        journal.memo = format!("void of invoice INV-inv-1 (reverses {original}): issued_in_error");
+        journal.lines = journal
+            .lines
+            .iter()
+            .map(|l| ledgerflow_erp_receivables::JournalLine {
+                account: l.account.clone(),
+                debit_minor: l.credit_minor,
+                credit_minor: l.debit_minor,
+            })
+            .collect();
     }
     let invoice_ref = InvoiceRef {
         invoice_id: "inv-1".into(),

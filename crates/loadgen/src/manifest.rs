@@ -195,7 +195,10 @@ fn event_currency(event: &Event) -> Option<Currency> {
         Event::InvoiceFinalized(e) => &e.currency,
         Event::PaymentCaptured(e) => &e.currency,
         Event::CreditMemoIssued(e) => &e.currency,
-        Event::SubscriptionCanceled(_) | Event::UsageAggregated(_) => return None,
+        Event::PaymentRefunded(e) => &e.currency,
+        Event::SubscriptionCanceled(_) | Event::UsageAggregated(_) | Event::InvoiceVoided(_) => {
+            return None;
+        }
     };
     Currency::parse(code).ok()
 }

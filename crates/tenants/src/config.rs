@@ -152,7 +152,9 @@ impl NotificationKind {
             EventType::CreditMemoIssued => Some(Self::CreditIssued),
             EventType::CustomerUpserted
             | EventType::SubscriptionCanceled
-            | EventType::UsageAggregated => None,
+            | EventType::UsageAggregated
+            | EventType::InvoiceVoided
+            | EventType::PaymentRefunded => None,
         }
     }
 

@@ -38,7 +38,7 @@ use crate::adapter::{
 };
 use crate::journal::{JournalEntry, JournalKind};
 use crate::payloads::date_of;
-use crate::posting::ErpPosting;
+use crate::posting::{ErpPosting, kind_dependencies};
 
 /// Document kinds and their entity sets.
 const LEDGER: (&str, &str, &str) = (
@@ -231,11 +231,14 @@ impl ErpAdapter for Dynamics365 {
         let accounts = &input.route.accounts;
         let (kind, body) = match (input.route.target.mode, input.journal.kind) {
             (ErpMode::Journal, _) => (LEDGER.0, journal(input, &m.journal_name, area, None)),
-            (ErpMode::Subledger, JournalKind::Invoice | JournalKind::CreditMemo) => (
+            (
+                ErpMode::Subledger,
+                JournalKind::Invoice | JournalKind::CreditMemo | JournalKind::InvoiceVoid,
+            ) => (
                 LEDGER.0,
                 journal(input, &m.journal_name, area, Some(&accounts.receivable)),
             ),
-            (ErpMode::Subledger, JournalKind::Receipt) => {
+            (ErpMode::Subledger, JournalKind::Receipt | JournalKind::Refund) => {
                 let name = m.payment_journal_name.as_deref().ok_or_else(|| {
                     ErpError::Mapping(
                         "subledger mode needs dynamics365.payment_journal_name".into(),
@@ -255,7 +258,7 @@ impl ErpAdapter for Dynamics365 {
         Ok(Rendered::Document(Document {
             kind: kind.into(),
             body,
-            depends_on: Vec::new(),
+            depends_on: kind_dependencies(input),
         }))
     }
 

@@ -64,7 +64,7 @@ use crate::adapter::{
 };
 use crate::auth::encode;
 use crate::journal::{JournalEntry, JournalKind};
-use crate::posting::ErpPosting;
+use crate::posting::{ErpPosting, kind_dependencies};
 
 /// Document kind of a journal import posting.
 pub const GL_KIND: &str = "GlJournal";
@@ -1147,10 +1147,12 @@ impl ErpAdapter for Fusion {
                     depends_on,
                 }
             }
+            // Receipts, applications and corrections (a void's reversal, a refund) are GL
+            // journals in both modes.
             _ => Document {
                 kind: GL_KIND.into(),
                 body: json!({ "rows": gl_rows(input, m) }),
-                depends_on: Vec::new(),
+                depends_on: kind_dependencies(input),
             },
         };
         Ok(Rendered::Document(document))

@@ -35,7 +35,7 @@ use crate::adapter::{
 };
 use crate::journal::{JournalEntry, JournalKind};
 use crate::payloads::date_of;
-use crate::posting::ErpPosting;
+use crate::posting::{ErpPosting, kind_dependencies};
 
 /// Record type of a payment application: the receipt's customer payment, updated.
 const APPLICATION: &str = "customerPayment";
@@ -178,6 +178,13 @@ fn subledger(input: &RenderInput<'_>, m: &NetsuiteMapping) -> Result<Document, E
                 depends_on: Vec::new(),
             })
         }
+        // Corrections are journal entries in subledger mode too: a void reverses the invoice's
+        // lines on the same accounts, a refund moves unapplied cash back to clearing.
+        JournalKind::InvoiceVoid | JournalKind::Refund => Ok(Document {
+            kind: "journalEntry".into(),
+            body: journal_entry(input, m),
+            depends_on: kind_dependencies(input),
+        }),
         JournalKind::Application => {
             let invoice = input.invoice.and_then(|i| i.event_id).ok_or_else(|| {
                 ErpError::Mapping(format!("application {} without its invoice", j.id))
@@ -480,7 +487,7 @@ impl ErpAdapter for NetSuite {
             ErpMode::Journal => Document {
                 kind: "journalEntry".into(),
                 body: journal_entry(input, m),
-                depends_on: Vec::new(),
+                depends_on: kind_dependencies(input),
             },
             ErpMode::Subledger => subledger(input, m)?,
         };
@@ -532,7 +539,7 @@ mod tests {
 
     use super::*;
     use crate::adapter::InvoiceRef;
-    use crate::mapping::tests::{credit_memo, envelope, invoice, line, payment, tenant};
+    use crate::mapping::tests::{credit_memo, envelope, invoice, line, payment, refund, tenant};
     use crate::mapping::{ErpRoute, map_event};
 
     fn rendered(kind: JournalKind, mode: ErpMode) -> Document {
@@ -555,7 +562,14 @@ mod tests {
                 1000,
                 72,
             ),
-            JournalKind::Invoice => invoice(
+            JournalKind::Refund => refund(
+                "00000000-0000-4000-8000-000000000004",
+                "rf-1",
+                "pay-1",
+                2_000,
+                Some(20),
+            ),
+            JournalKind::Invoice | JournalKind::InvoiceVoid => invoice(
                 "00000000-0000-4000-8000-000000000001",
                 "inv-1",
                 vec![
@@ -575,6 +589,13 @@ mod tests {
                 crate::journal::JournalLine::debit("2400", 10_000),
                 crate::journal::JournalLine::credit("1100", 10_000),
             ];
+        }
+        if kind == JournalKind::InvoiceVoid {
+            // The void of that invoice, by event 5: its lines reversed.
+            journal.event_id =
+                ledgerflow_core::EventId::parse("00000000-0000-4000-8000-000000000005").unwrap();
+            journal.kind = kind;
+            journal.lines = crate::journal::reversed_lines(&journal.lines);
         }
         let invoice_ref = InvoiceRef {
             invoice_id: "inv-1".into(),
@@ -684,5 +705,27 @@ mod tests {
         assert!(is_duplicate("DUP_RCRD", ""));
         assert!(is_duplicate("", "Error: This record already exists."));
         assert!(!is_duplicate("USER_ERROR", "out of balance"));
+    }
+
+    #[test]
+    fn corrections_are_journal_entries_and_a_void_waits_for_its_invoice() {
+        for mode in [ErpMode::Journal, ErpMode::Subledger] {
+            let void = rendered(JournalKind::InvoiceVoid, mode);
+            assert_eq!(void.kind, "journalEntry");
+            let invoice =
+                ledgerflow_core::EventId::parse("00000000-0000-4000-8000-000000000001").unwrap();
+            assert_eq!(
+                void.depends_on,
+                [crate::journal::journal_id(&invoice, JournalKind::Invoice).to_string()]
+            );
+            let lines = &void.body["line"]["items"];
+            assert_eq!(lines[0]["account"]["id"], "1100");
+            assert_eq!(lines[0]["credit"], "28.16");
+            let refund = rendered(JournalKind::Refund, mode);
+            assert_eq!(refund.kind, "journalEntry");
+            assert!(refund.depends_on.is_empty());
+            assert_eq!(refund.body["line"]["items"][0]["debit"], "20.00");
+            assert_eq!(refund.body["line"]["items"][2]["credit"], "0.20");
+        }
     }
 }

@@ -52,7 +52,7 @@ use crate::adapter::{
 };
 use crate::journal::{JournalEntry, JournalKind};
 use crate::payloads::{SOURCE_NAME, date_of};
-use crate::posting::ErpPosting;
+use crate::posting::{ErpPosting, kind_dependencies};
 
 /// The document kind of every S/4HANA posting.
 pub const DOCUMENT_KIND: &str = "JournalEntry";
@@ -732,10 +732,13 @@ impl ErpAdapter for S4Hana {
         let accounts = &input.route.accounts;
         let debtor = match (input.route.target.mode, input.journal.kind) {
             (ErpMode::Journal, _) => None,
-            (ErpMode::Subledger, JournalKind::Invoice | JournalKind::CreditMemo) => {
-                Some(accounts.receivable.as_str())
+            (
+                ErpMode::Subledger,
+                JournalKind::Invoice | JournalKind::CreditMemo | JournalKind::InvoiceVoid,
+            ) => Some(accounts.receivable.as_str()),
+            (ErpMode::Subledger, JournalKind::Receipt | JournalKind::Refund) => {
+                Some(accounts.unapplied_cash.as_str())
             }
-            (ErpMode::Subledger, JournalKind::Receipt) => Some(accounts.unapplied_cash.as_str()),
             (ErpMode::Subledger, JournalKind::Application) => {
                 return Ok(Rendered::NotPosted {
                     reason: "s4hana clears a payment against its invoice on the customer account",
@@ -745,7 +748,7 @@ impl ErpAdapter for S4Hana {
         Ok(Rendered::Document(Document {
             kind: DOCUMENT_KIND.into(),
             body: journal_entry(input, m, debtor),
-            depends_on: Vec::new(),
+            depends_on: kind_dependencies(input),
         }))
     }
 
