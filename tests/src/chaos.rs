@@ -14,17 +14,24 @@
 //! - money: per tenant and currency the journals and the warehouse equal the oracle to the minor
 //!   unit; reconcile against the manifest is clean;
 //! - the audit chain verifies; positions of record equal the group's committed offsets;
+//! - the ERPs: every scenario's tenants are spread over the four ERPs of one
+//!   `ledgerflow-erp-sim` (started by the suite with 10% injected faults of every kind, 5xx,
+//!   429, slow and commit-then-drop, seeded from the scenario's seed), so the erp-receivables
+//!   consumer's dispatcher delivers every posting to it while the faults hit. After the drain
+//!   the suite waits until the ERP outbox is drained; then no document may be stored twice in
+//!   an ERP (the simulator's `duplicates`), the ERPs must hold exactly one document per
+//!   confirmed posting, and every posting must be confirmed (none failed or left pending);
 //! - no panics in any process log.
 //!
 //! The schedule (what happened when) and the recovery times go into the report; a seed replays
-//! the same schedule (the machine's timing still varies). The ERP-simulator side (duplicate
-//! documents in the ERPs' own stores) joins the invariants when the ERP adapters drive the
-//! simulators; until then its column reads `n/a`.
+//! the same schedule (the machine's timing still varies).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write as _};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ledgerflow_codec::contracts::CONTRACTS;
@@ -36,6 +43,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{
     EventProducer, KafkaCluster, Ledger, PgDatabase, RawRecord, Running, Stack, block_on, generate,
+    ledgerflow_bin,
 };
 
 /// How big a run is.
@@ -57,18 +65,33 @@ impl Profile {
         }
     }
 
+    /// Events the producer sends. Every event of the ERP types becomes a posting the ERPs must
+    /// confirm before the scenario is counted (about 0.7 per event); on the 2-core development
+    /// machine a debug build delivers some 35 to 70 postings a second through the faults (the
+    /// shared NetSuite account of the two busiest tenants allows 3 requests in flight), so the
+    /// short profile produces no faster than that.
     fn events(self, scenario: Kind) -> u64 {
         match (self, scenario) {
-            (Self::Short, _) => 12_000,
+            (Self::Short, Kind::Kills) => 5_000,
+            (Self::Short, _) => 4_000,
             (Self::Full, Kind::Kills | Kind::Combined) => 1_000_000,
             (Self::Full, _) => 200_000,
         }
     }
 
+    /// kill -9s of the kill scenario (every other one at a failpoint, the three in turn).
     fn kills(self) -> usize {
         match self {
-            Self::Short => 4,
+            Self::Short => 6,
             Self::Full => 20,
+        }
+    }
+
+    /// How long the `erp` scenario keeps one ERP down.
+    fn erp_down(self) -> u64 {
+        match self {
+            Self::Short => 20,
+            Self::Full => 60,
         }
     }
 }
@@ -92,13 +115,17 @@ pub enum Kind {
     Registry,
     /// Every kind of bad bytes, schema and payload mixed into the stream.
     Malformed,
+    /// The ERPs: one of the four down (503 + Retry-After) for 60 s while ledgerflow is aborted
+    /// at the `erp.after_send` failpoint (a request sent, its outcome not recorded) and killed
+    /// -9 mid-delivery; the 10% injected ERP faults of every scenario run throughout.
+    Erp,
     /// Everything above in one run.
     Combined,
 }
 
 impl Kind {
     /// Every scenario, in run order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Malformed,
         Kind::Registry,
         Kind::Kills,
@@ -106,6 +133,7 @@ impl Kind {
         Kind::RebalanceKip848,
         Kind::Brokers,
         Kind::Postgres,
+        Kind::Erp,
         Kind::Combined,
     ];
 
@@ -119,6 +147,7 @@ impl Kind {
             Kind::Postgres => "postgres",
             Kind::Registry => "registry",
             Kind::Malformed => "malformed",
+            Kind::Erp => "erp",
             Kind::Combined => "combined",
         }
     }
@@ -150,8 +179,13 @@ pub struct Invariants {
     /// Offsets decided twice, documents journaled or warehoused twice, and dead letters no
     /// bad record was designed to cause.
     pub duplicate_effects: i64,
-    /// Documents stored twice in an ERP simulator (`None`: no simulator in this run).
+    /// Documents stored twice in an ERP (the simulator's `duplicates`; `None`: no simulator
+    /// in this run).
     pub duplicate_erp_documents: Option<i64>,
+    /// |documents the ERPs hold - postings confirmed in the outbox|.
+    pub erp_documents_mismatch: Option<i64>,
+    /// Postings of the ERP outbox not confirmed once it drained (failed, or still pending).
+    pub postings_not_confirmed: Option<i64>,
     /// Sum over tenants, currencies and document kinds of |ledger - oracle|, in minor units,
     /// for the journals and for the warehouse facts.
     pub money_difference: i64,
@@ -171,6 +205,8 @@ impl Invariants {
         self.lost == 0
             && self.duplicate_effects == 0
             && self.duplicate_erp_documents.unwrap_or(0) == 0
+            && self.erp_documents_mismatch.unwrap_or(0) == 0
+            && self.postings_not_confirmed.unwrap_or(0) == 0
             && self.money_difference == 0
             && self.reconcile_dirty == 0
             && self.broken_chains == 0
@@ -209,6 +245,135 @@ const PARTITIONS: u32 = 12;
 /// Exact re-sends in the produced stream, by design.
 const DUPLICATES: f64 = 0.05;
 const TENANTS: u32 = 16;
+/// The simulator's injected fault rate and kinds in every scenario (`drop`: the ERP stores the
+/// document, then closes the connection without answering).
+const ERP_FAULT_RATE: &str = "0.1";
+const ERP_FAULT_KINDS: &str = "5xx,429,slow,drop";
+/// The four ERPs, by their simulator names.
+const ERPS: [&str; 4] = ["netsuite", "d365", "s4hana", "fusion"];
+/// Dispatcher pacing for the suite's members: short backoff and polls, and a lease that a
+/// killed member's claims outlive by seconds, not minutes (it must exceed the request timeout).
+/// A down ERP answers 503 with `Retry-After`, which the dispatcher honours, so a 60 s window
+/// costs a posting one attempt, not ten.
+const ERP_ENV: [(&str, &str); 4] = [
+    ("LEDGERFLOW_ERP_BACKOFF_BASE_MS", "100"),
+    ("LEDGERFLOW_ERP_POLL_MS", "50"),
+    ("LEDGERFLOW_ERP_REQUEST_TIMEOUT_MS", "3000"),
+    ("LEDGERFLOW_ERP_LEASE_MS", "4000"),
+];
+/// The failpoints a kill can be armed with: inside the batch transaction, between the database
+/// commit and the Kafka offset mirror, and between an ERP request and its recorded outcome.
+const FAILPOINTS: [&str; 3] = [
+    "store.before_commit",
+    "erp.after_send",
+    "runtime.before_offset_commit",
+];
+
+/// `ledgerflow-erp-sim` as a child process (beside the `ledgerflow` binary, or
+/// `LEDGERFLOW_ERP_SIM_BIN`), killed on drop.
+struct ErpSim {
+    child: Child,
+    url: String,
+}
+
+impl ErpSim {
+    /// Starts the simulator with its state in `state`, its log in `log`, and the suite's
+    /// faults drawn from `seed`.
+    fn start(state: &str, log: &str, seed: u64) -> Self {
+        let bin = std::env::var_os("LEDGERFLOW_ERP_SIM_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| ledgerflow_bin().with_file_name("ledgerflow-erp-sim"));
+        let log = std::fs::File::create(log).expect("simulator log");
+        let mut child = Command::new(&bin)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--state",
+                state,
+                "--faults",
+                ERP_FAULT_RATE,
+                "--fault-kinds",
+                ERP_FAULT_KINDS,
+                "--slow-ms",
+                "300",
+                "--job-delay-ms",
+                "300",
+                "--seed",
+                &seed.to_string(),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting {} (cargo build -p ledgerflow-erp-sim): {e}",
+                    bin.display()
+                )
+            });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("simulator stdout"))
+            .read_line(&mut line)
+            .expect("reading the simulator's address");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("the simulator did not start: {line:?}"))
+            .to_owned();
+        Self { child, url }
+    }
+
+    /// One request to the admin API; the JSON answer.
+    fn call(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
+        let addr = self.url.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(addr).expect("connect to the simulator");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("request to the simulator");
+        let mut raw = String::new();
+        stream
+            .read_to_string(&mut raw)
+            .expect("answer of the simulator");
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        assert!(head.starts_with("HTTP/1.1 200"), "{method} {path}: {head}");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path} JSON ({e}): {body}"))
+    }
+
+    /// `GET /_sim/report`.
+    fn report(&self) -> serde_json::Value {
+        self.call("GET", "/_sim/report", "")
+    }
+
+    /// Documents one ERP holds.
+    fn documents(&self, erp: &str) -> i64 {
+        self.report()["erps"][erp]["documents"]
+            .as_i64()
+            .unwrap_or(0)
+    }
+
+    /// `POST /_sim/down`: every request to `erp` answers 503 for `seconds`.
+    fn down(&self, erp: &str, seconds: u64) {
+        self.call(
+            "POST",
+            "/_sim/down",
+            &serde_json::json!({ "erp": erp, "seconds": seconds }).to_string(),
+        );
+    }
+}
+
+impl Drop for ErpSim {
+    fn drop(&mut self) {
+        let _killed = self.child.kill();
+        let _reaped = self.child.wait();
+    }
+}
 
 /// The scenario's seed: the run's seed mixed with the scenario's name, so every scenario has
 /// its own schedule and `--scenario X --seed S` replays the one of a full run.
@@ -284,6 +449,8 @@ struct Scenario<'a> {
     protocol: &'static str,
     /// Events the producer sends.
     events: u64,
+    /// The ERPs the tenants post to.
+    erp: ErpSim,
 }
 
 impl<'a> Scenario<'a> {
@@ -296,6 +463,12 @@ impl<'a> Scenario<'a> {
             .create_topic_with(&topic, PARTITIONS, &[("max.message.bytes", "2097152")]);
         let manifest = stack.path(&format!("{}-manifest.json", kind.name()));
         let tenants = stack.path(&format!("{}-tenants.toml", kind.name()));
+        let erp_log = stack.path(&format!("{}-erp-sim.log", kind.name()));
+        let erp = ErpSim::start(
+            &stack.path(&format!("{}-erp-sim", kind.name())),
+            &erp_log,
+            seed,
+        );
         Self {
             db: PgDatabase::create(&format!("lf_chaos_{}", kind.name().replace('-', "_"))),
             stack,
@@ -310,7 +483,7 @@ impl<'a> Scenario<'a> {
             schedule: Vec::new(),
             recoveries: Vec::new(),
             designed: BTreeMap::new(),
-            logs: Vec::new(),
+            logs: vec![erp_log],
             members: Vec::new(),
             spawned: 0,
             notes: Vec::new(),
@@ -320,6 +493,7 @@ impl<'a> Scenario<'a> {
                 "classic"
             },
             events: profile.events(kind),
+            erp,
         }
     }
 
@@ -393,13 +567,15 @@ impl<'a> Scenario<'a> {
         args
     }
 
-    /// Starts a member (with `env`, e.g. a failpoint).
+    /// Starts a member (with `env`, e.g. a failpoint, besides the ERP pacing).
     fn spawn_member(&mut self, extra: &[String], env: &[(&str, &str)]) -> usize {
         let args = self.member_args(extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut env_all = ERP_ENV.to_vec();
+        env_all.extend_from_slice(env);
         self.spawned += 1;
         let name = format!("{}-member-{}", self.kind.name(), self.spawned);
-        let member = self.stack.spawn_with_env(&args, &name, env);
+        let member = self.stack.spawn_with_env(&args, &name, &env_all);
         self.logs.push(self.stack.path(&format!("{name}.log")));
         self.members.push(member);
         self.members.len() - 1
@@ -425,6 +601,8 @@ impl<'a> Scenario<'a> {
             &self.manifest,
             "--tenants-file",
             &self.tenants,
+            "--erp-url",
+            &self.erp.url,
         ];
         let producer = self
             .stack
@@ -466,7 +644,7 @@ impl<'a> Scenario<'a> {
             (Profile::Full, Kind::Kills | Kind::Combined) => 400,
             (Profile::Full, _) => 120,
         };
-        let rate = (events / seconds).max(100);
+        let rate = (events / seconds).max(20);
         let mut producer = self.spawn_producer(events, rate);
         self.log(format!("producing {events} events at {rate}/s"));
         let ledger = self.ledger();
@@ -479,6 +657,7 @@ impl<'a> Scenario<'a> {
             Kind::Postgres => self.postgres(&ledger, &mut producer),
             Kind::Registry => self.registry_outage(&ledger, &mut producer),
             Kind::Malformed => self.malformed(&ledger, &mut producer),
+            Kind::Erp => self.erp_outage(&ledger, &mut producer),
             Kind::Combined => self.combined(&ledger, &mut producer),
         }
         let status = producer
@@ -492,6 +671,7 @@ impl<'a> Scenario<'a> {
             self.send_bad(&late);
         }
         self.drain(&ledger);
+        self.drain_erp(&ledger);
         let invariants = self.check(&ledger);
         if !invariants.hold() || std::env::var_os("CHAOS_KEEP_LOGS").is_some() {
             let dir = self.keep_logs();
@@ -528,11 +708,10 @@ impl<'a> Scenario<'a> {
         dir
     }
 
-    /// kill -9 at random moments; every other one is a failpoint inside a commit window: the
-    /// working member hands over (SIGTERM) to one armed to abort itself at its n-th pass
-    /// through the window.
+    /// kill -9 at random moments; every other one is a failpoint inside a commit window (the
+    /// three of [`FAILPOINTS`] in turn): the working member hands over (SIGTERM) to one armed to
+    /// abort itself at its n-th pass through the window.
     fn kills(&mut self, ledger: &Ledger, producer: &mut Running) {
-        const FAILPOINTS: [&str; 2] = ["store.before_commit", "runtime.before_offset_commit"];
         let mut current = self.spawn_member(&[], &[]);
         for i in 0..self.profile.kills() {
             if producer.try_wait().is_some() {
@@ -760,8 +939,91 @@ impl<'a> Scenario<'a> {
         self.members[0].sigterm(Duration::from_secs(40));
     }
 
+    /// One ERP down (503 with `Retry-After`) for the profile's window; meanwhile a member is
+    /// aborted at the `erp.after_send` failpoint (a request sent, the ERP may have stored the
+    /// document, the outcome not recorded) and another killed -9 mid-delivery. The recovery is
+    /// the time from the window's end to the next document that ERP stores.
+    fn erp_outage(&mut self, ledger: &Ledger, producer: &mut Running) {
+        let mut current = self.spawn_member(&[], &[]);
+        self.wait_progress(ledger, 0, Duration::from_secs(120));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.erp.report()["documents"].as_i64().unwrap_or(0) == 0 && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let erp = ERPS[self.rng.random_range(0..ERPS.len())];
+        let seconds = self.profile.erp_down();
+        self.erp.down(erp, seconds);
+        let down = Instant::now();
+        self.log(format!(
+            "{erp} down for {seconds} s (503 + Retry-After); {} ERP documents so far",
+            self.erp.report()["documents"]
+        ));
+        let nth = self.rng.random_range(2..12);
+        self.members[current].sigterm(Duration::from_secs(40));
+        let spec = format!("erp.after_send=nth:{nth}");
+        current = self.spawn_member(&[], &[("LEDGERFLOW_FAILPOINTS", spec.as_str())]);
+        match self.members[current].wait_timeout(Duration::from_secs(90)) {
+            Some(status) => self.log(format!(
+                "member {} aborted itself at failpoint erp.after_send (pass {nth}; {status})",
+                current + 1
+            )),
+            None => {
+                self.members[current].sigkill();
+                self.log(format!(
+                    "failpoint erp.after_send did not fire within 90 s; kill -9 of member {}",
+                    current + 1
+                ));
+            }
+        }
+        // While it is down the ERP stores nothing (the requests in flight at the start have
+        // ended by now).
+        let before = self.erp.documents(erp);
+        let killed = Instant::now();
+        let at = self.committed(ledger);
+        current = self.spawn_member(&[], &[]);
+        if let Some(took) = self.wait_progress(ledger, at, Duration::from_secs(120)) {
+            self.recoveries.push((
+                "erp.after_send abort".to_owned(),
+                killed.elapsed().max(took),
+            ));
+        }
+        if producer.try_wait().is_none() {
+            std::thread::sleep(Duration::from_millis(self.rng.random_range(300..2500)));
+            self.members[current].sigkill();
+            self.log(format!("kill -9 of member {} mid-delivery", current + 1));
+            let killed = Instant::now();
+            let at = self.committed(ledger);
+            current = self.spawn_member(&[], &[]);
+            if let Some(took) = self.wait_progress(ledger, at, Duration::from_secs(120)) {
+                self.recoveries
+                    .push(("kill -9".to_owned(), killed.elapsed().max(took)));
+            }
+        }
+        let window = Duration::from_secs(seconds);
+        if let Some(left) = window.checked_sub(down.elapsed()) {
+            std::thread::sleep(left);
+        }
+        self.log(format!(
+            "{erp}'s down window over ({before} documents there)"
+        ));
+        let back = down + window;
+        while back.elapsed() < Duration::from_secs(120) {
+            if self.erp.documents(erp) > before {
+                self.recoveries.push((
+                    format!("{erp} up again (window end to its next document)"),
+                    back.elapsed(),
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.members[current].sigterm(Duration::from_secs(40));
+    }
+
     fn combined(&mut self, ledger: &Ledger, producer: &mut Running) {
         self.kills(ledger, producer);
+        self.erp_outage(ledger, producer);
         self.broker_kills(ledger, producer);
         self.postgres(ledger, producer);
         self.registry_outage(ledger, producer);
@@ -885,6 +1147,94 @@ impl<'a> Scenario<'a> {
         ));
     }
 
+    /// Postings the ERP dispatcher may still deliver.
+    fn open_postings(ledger: &Ledger) -> i64 {
+        ledger.scalar(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM erp_outbox \
+             WHERE status IN ('pending', 'accepted')",
+            &[],
+        )
+    }
+
+    /// Waits until the ERP outbox is drained. The final run delivers what is due for up to a
+    /// minute after its consumers drained; while postings are left (a backoff or a job still
+    /// running), further `--exit-when-idle` runs take over, as long as each makes progress
+    /// (each delivers for up to a minute), for an hour at most.
+    fn drain_erp(&mut self, ledger: &Ledger) {
+        let started = Instant::now();
+        let mut open = Self::open_postings(ledger);
+        let mut runs = 0;
+        while open > 0 && started.elapsed() < Duration::from_secs(3600) {
+            runs += 1;
+            let index = self.spawn_member(
+                &[
+                    "--exit-when-idle".to_owned(),
+                    "3s".to_owned(),
+                    "--max-wait".to_owned(),
+                    "30m".to_owned(),
+                ],
+                &[],
+            );
+            let status = self.members[index]
+                .wait_timeout(Duration::from_secs(3600))
+                .expect("the ERP drain run ends");
+            assert!(
+                status.success(),
+                "the ERP drain run (exit {status}):\n{}",
+                self.members[index].log()
+            );
+            let left = Self::open_postings(ledger);
+            if left >= open {
+                self.notes.push(format!(
+                    "{left} ERP postings still open after {runs} runs past the drain"
+                ));
+                break;
+            }
+            open = left;
+        }
+        self.log(format!(
+            "ERP outbox drained {:.1} s after the final run ({runs} more runs, {open} open)",
+            started.elapsed().as_secs_f64()
+        ));
+    }
+
+    /// The ERP side: the simulator's report against the outbox.
+    fn check_erp(&mut self, ledger: &Ledger, inv: &mut Invariants) {
+        let count = |sql: &str| ledger.scalar(sql, &[]);
+        let postings = count("SELECT CAST(COUNT(*) AS BIGINT) FROM erp_outbox");
+        let confirmed =
+            count("SELECT CAST(COUNT(*) AS BIGINT) FROM erp_outbox WHERE status = 'confirmed'");
+        let failed =
+            count("SELECT CAST(COUNT(*) AS BIGINT) FROM erp_outbox WHERE status = 'failed'");
+        // Confirmed by a lookup: the answer to a send was lost (a dropped connection, a
+        // timeout, a kill), so the next attempt asked the ERP first.
+        let found = count(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM erp_outbox WHERE history LIKE '%\"found\"%'",
+        );
+        let report = self.erp.report();
+        let documents = report["documents"].as_i64().unwrap_or(-1);
+        inv.duplicate_erp_documents = Some(report["duplicates"].as_i64().unwrap_or(-1));
+        inv.erp_documents_mismatch = Some((documents - confirmed).abs());
+        inv.postings_not_confirmed = Some(if postings == 0 {
+            self.notes.push("no ERP postings were written".to_owned());
+            1
+        } else {
+            postings - confirmed
+        });
+        self.notes.push(format!(
+            "ERP: {postings} postings, {confirmed} confirmed ({found} by a lookup after a lost \
+             answer), {failed} failed; the simulator holds {documents} documents, {} \
+             duplicates; {} requests, injected faults {}, 503s while down {}",
+            report["duplicates"], report["requests"], report["faults"], report["down"]
+        ));
+        if inv.duplicate_erp_documents != Some(0) {
+            self.notes.push(format!(
+                "ERP duplicate keys: {}",
+                truncate(&report["duplicate_keys"].to_string(), 600)
+            ));
+        }
+    }
+
     fn check(&mut self, ledger: &Ledger) -> Invariants {
         let kafka = self.stack.kafka();
         let hw = kafka.high_watermarks(&self.topic);
@@ -1004,6 +1354,7 @@ impl<'a> Scenario<'a> {
                     .count() as i64
             })
             .sum();
+        self.check_erp(ledger, &mut inv);
         inv
     }
 }
@@ -1402,7 +1753,8 @@ pub fn markdown(
     let _w = writeln!(
         md,
         "3-node Apache Kafka cluster (replication factor 3, min.insync.replicas 2), Postgres, the \
-         ledgerflow registry; consumers erp-receivables and warehouse. {} scenarios in {:.0} s. \
+         ledgerflow registry, the ERP simulator (10% injected faults: 5xx, 429, slow, \
+         commit-then-drop); consumers erp-receivables and warehouse. {} scenarios in {:.0} s. \
          Re-run one with `make chaos CHAOS_SEED={seed} CHAOS_SCENARIO=<name>`.\n",
         reports.len(),
         elapsed.as_secs_f64()
@@ -1410,24 +1762,25 @@ pub fn markdown(
     let _w = writeln!(md, "## Invariants\n");
     let _w = writeln!(
         md,
-        "| scenario | seed | events | lost | duplicate effects | duplicate ERP documents | money difference (minor units) | reconcile differences | broken chains | positions != Kafka | panics | verdict |"
+        "| scenario | seed | events | lost | duplicate effects | duplicate ERP documents | ERP documents != confirmed postings | postings not confirmed | money difference (minor units) | reconcile differences | broken chains | positions != Kafka | panics | verdict |"
     );
     let _w = writeln!(
         md,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     );
     for r in reports {
         let i = &r.invariants;
         let _w = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.kind.name(),
             r.seed,
             i.events,
             i.lost,
             i.duplicate_effects,
-            i.duplicate_erp_documents
-                .map_or("n/a".to_owned(), |d| d.to_string()),
+            or_na(i.duplicate_erp_documents),
+            or_na(i.erp_documents_mismatch),
+            or_na(i.postings_not_confirmed),
             i.money_difference,
             i.reconcile_dirty,
             i.broken_chains,
@@ -1465,6 +1818,11 @@ pub fn markdown(
         }
     }
     md
+}
+
+/// A count, or `n/a` when the run had no ERP simulator.
+fn or_na(count: Option<i64>) -> String {
+    count.map_or("n/a".to_owned(), |n| n.to_string())
 }
 
 /// Writes the report to `dir/<date>.md` (`<date>-<seed>.md` when that exists) and returns the path.

@@ -17,7 +17,7 @@ use ledgerflow_e2e::chaos::{self, Kind, Profile};
 const USAGE: &str = "usage: ledgerflow-chaos [--seed N] [--profile short|full] \
                      [--scenario NAME ...] [--out DIR]\n\
                      scenarios: malformed registry kills rebalance-classic rebalance-kip848 \
-                     brokers postgres combined (default: all)";
+                     brokers postgres erp combined (default: all)";
 
 fn main() -> ExitCode {
     let mut seed = None;
