@@ -87,11 +87,11 @@ bench: setup-system setup-tools setup-kafka setup-connect setup-apicurio setup-p
 # The chaos suite, full profile, on the release binary: seeded fault scenarios on a 3-broker
 # cluster; writes chaos/results/<date>.md. CHAOS_SEED=N replays a run's schedule,
 # CHAOS_SCENARIO=name runs one scenario (malformed, registry, kills, rebalance-classic,
-# rebalance-kip848, brokers, postgres, combined). It restarts and pauses the local Postgres.
+# rebalance-kip848, brokers, postgres, erp, combined). It restarts and pauses the local Postgres.
 CHAOS_SEED ?=
 CHAOS_SCENARIO ?=
 chaos: setup-system setup-tools setup-kafka setup-postgres
-	$(CARGO) build --release -p ledgerflow-cli -p ledgerflow-e2e --bins
+	$(CARGO) build --release -p ledgerflow-cli -p ledgerflow-erp-sim -p ledgerflow-e2e --bins
 	LEDGERFLOW_BIN=$(CURDIR)/target/release/ledgerflow target/release/ledgerflow-chaos --profile full \
 		$(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) $(if $(CHAOS_SCENARIO),--scenario $(CHAOS_SCENARIO))
 
