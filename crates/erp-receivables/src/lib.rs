@@ -58,12 +58,12 @@ pub use error::ErpError;
 pub use journal::{JournalEntry, JournalKind, JournalLine, journal_id};
 pub use mapping::{
     CONSUMER_NAME, CreditMemoPosting, CustomerRecord, ErpEffect, ErpReceivables, ErpRoute,
-    InvoicePosting, PaymentPosting, Posting, map_event,
+    InvoicePosting, PaymentPosting, Posting, RefundPosting, VoidPosting, map_event,
 };
 pub use posting::{Dependency, ErpPosting, PostingState, Route, external_id};
 pub use readback::{ReadbackOptions, ReadbackProgress, ReadbackReport, read_back};
 pub use reconcile::{
     AmountSummary, DocumentReconciliation, DoublePosting, ErpReconciliation, FailedDelivery,
     Manifest, ManifestDocuments, ManifestPayments, ManifestTenant, ReconcileOptions,
-    ReconcileReport, ReconcileSource, TenantReconciliation, reconcile,
+    ReconcileReport, ReconcileSource, RefusedCorrection, TenantReconciliation, reconcile,
 };

@@ -4,22 +4,39 @@
 //! Expected documents come from one of two sources:
 //!
 //! - [`ReconcileSource::AuditLog`]: the store's `audit_log`. Every event of type
-//!   `invoice_finalized`, `payment_captured` or `credit_memo_issued` with decision `applied` for
-//!   consumer `erp-receivables` must have exactly one journal of its kind (`invoice`, `receipt`,
-//!   `credit_memo`) and no such journal may exist without that event. Lists are event ids.
+//!   `invoice_finalized`, `payment_captured`, `credit_memo_issued`, `invoice_voided` or
+//!   `payment_refunded` with decision `applied` for consumer `erp-receivables` must have exactly
+//!   one journal of its kind (`invoice`, `receipt`, `credit_memo`, `invoice_void`, `refund`)
+//!   unless it was refused (a row in `erp_conflicts`), and no such journal may exist without
+//!   that event or for an event that was refused. Lists are event ids; voids are listed with
+//!   the invoices and refunds with the payments (their `expected_count` counts only the
+//!   invoices, payments and credit memos themselves).
 //! - [`ReconcileSource::Manifest`]: the JSON manifest a `produce` run wrote: counts and exact
 //!   totals per tenant and document type are compared (the manifest has no ids).
 //! - [`ReconcileSource::Billing`]: the billing platform's document export
 //!   ([`crate::billing`]): every document by id; lists are document ids (missing from the
 //!   ledger, posted but not exported, posted with another currency, amount or fee).
 //!
-//! Whatever the source, the ledger is also checked on its own terms: documents whose journal
-//! is missing or disagrees with them, open balances and unapplied amounts that differ from what
-//! their applications and credit memos say (**mismatched**), more than one journal per (event,
-//! kind) or per document, and documents re-sent under a new event id (**double**), journals
-//! whose debits differ from their credits (**unbalanced**). Payments not applied because their
-//! currency differs from the invoice's, payments still waiting for their invoice and journals
-//! of ERP tenants without an outbox row are reported but do not make the report unclean.
+//! The manifest and the billing export know nothing of corrections: void and refund documents
+//! are not in any `posted_count` or `posted_total`.
+//!
+//! Whatever the source, the ledger is also checked on its own terms: documents (voids and
+//! refunds included) whose journal is missing or disagrees with them, open balances that differ
+//! from total - applications - credit memos - void, unapplied amounts that differ from amount -
+//! applications - refunds (**mismatched**), more than one journal per (event, kind) or per
+//! document, and documents re-sent under a new event id (**double**), journals whose debits
+//! differ from their credits (**unbalanced**). Payments not applied because their currency
+//! differs from the invoice's, payments still waiting for their invoice and journals of ERP
+//! tenants without an outbox row are reported but do not make the report unclean.
+//!
+//! Corrections the stored state does not allow (a void of an unknown, paid or credited
+//! invoice; a refund of an unknown payment, in another currency or beyond its unapplied cash)
+//! are refused by the writer: a row in `erp_conflicts` whose `existing_event_id` is
+//! `refused:<reason>`, nothing posted. That is the designed answer, not a ledger defect, so
+//! such rows are listed under **refused** (event, document, reason) and do not make the
+//! report unclean; the refused event is not missing its journal. Whether the correction
+//! should be re-issued (a credit memo instead of a void, a smaller refund) is for the billing
+//! side to decide.
 //!
 //! A journal is not done until its ERP has it: a posting that is `failed`, or still `pending`
 //! or `accepted` longer than [`ReconcileOptions::stuck_after`] after it was written
@@ -174,7 +191,7 @@ pub struct ReconcileReport {
 impl ReconcileReport {
     /// True iff nothing is missing, extra, mismatched, double, unbalanced or undelivered, in
     /// any tenant, and (with a read-back) no confirmed document is missing in its ERP,
-    /// disagrees with its journal or went unanswered.
+    /// disagrees with its journal or went unanswered. Refused corrections do not count.
     pub fn is_clean(&self) -> bool {
         self.tenants.values().all(TenantReconciliation::is_clean)
             && self
@@ -212,6 +229,11 @@ pub struct TenantReconciliation {
     /// More than one journal per (event, kind) or per document, or a document re-sent under
     /// another event id.
     pub double_postings: Vec<DoublePosting>,
+    /// Corrections (voids, refunds) the writer refused because the stored state did not allow
+    /// them; nothing was posted for them. Informational: they do not make the report unclean.
+    pub refused: Vec<RefusedCorrection>,
+    /// All refused, listed or not.
+    pub refused_count: u64,
     /// Journals whose debits differ from their credits (or from their recorded total).
     pub unbalanced_journals: Vec<String>,
     /// Posted vs ERP.
@@ -251,16 +273,18 @@ pub struct DocumentReconciliation {
     pub count_matches: Option<bool>,
     /// Manifest: whether the totals (and fees) agree.
     pub total_matches: Option<bool>,
-    /// Expected but not posted (event ids, audit source).
+    /// Expected but not posted (event ids, audit source; with the invoices, also voids; with
+    /// the payments, also refunds).
     pub missing: Vec<String>,
     /// All missing, listed or not.
     pub missing_count: u64,
-    /// Posted without an expected event (event ids).
+    /// Posted without an expected event, or for an event that was refused (event ids).
     pub extra: Vec<String>,
     /// All extra.
     pub extra_count: u64,
-    /// Posted but inconsistent: journal missing or disagreeing with the document, balances
-    /// that do not follow from applications and credit memos (document ids).
+    /// Posted but inconsistent: journal missing or disagreeing with the document (a void's
+    /// or refund's included), balances that do not follow from applications, credit memos,
+    /// voids and refunds (document ids; a void's is its invoice's).
     pub mismatched: Vec<String>,
     /// All mismatched.
     pub mismatched_count: u64,
@@ -298,6 +322,20 @@ pub struct DoublePosting {
     pub journals: u64,
     /// What kind of double.
     pub detail: String,
+}
+
+/// A correction the writer refused (`erp_conflicts.existing_event_id` = `refused:<reason>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusedCorrection {
+    /// Event type (`invoice_voided`, `payment_refunded`).
+    pub event_type: String,
+    /// The refused event.
+    pub event_id: String,
+    /// The document it named: the invoice voided, or the refund id.
+    pub document_id: String,
+    /// Why (`invoice_unknown`, `invoice_settled`, `payment_unknown`, `currency_mismatch`,
+    /// `exceeds_unapplied`).
+    pub reason: String,
 }
 
 /// Posted vs ERP for one tenant.
@@ -441,6 +479,7 @@ enum DocType {
 }
 
 impl DocType {
+    /// The document type of an original document, its journal kind or its event type.
     fn from_kind(kind: &str) -> Option<Self> {
         match kind {
             "invoice" | "invoice_finalized" => Some(Self::Invoice),
@@ -448,6 +487,17 @@ impl DocType {
             "credit_memo" | "credit_memo_issued" => Some(Self::CreditMemo),
             _ => None,
         }
+    }
+
+    /// Like [`DocType::from_kind`], and a correction (document type, journal kind or event
+    /// type) is listed with what it corrects: a void with the invoices, a refund with the
+    /// payments. Not for counts and totals, which are of the originals only.
+    fn listed_with(kind: &str) -> Option<Self> {
+        Self::from_kind(kind).or(match kind {
+            "invoice_void" | "invoice_voided" => Some(Self::Invoice),
+            "refund" | "payment_refunded" => Some(Self::Payment),
+            _ => None,
+        })
     }
 
     fn of(self, t: &mut TenantReconciliation) -> &mut DocumentReconciliation {
@@ -459,9 +509,14 @@ impl DocType {
     }
 }
 
+/// `erp_conflicts.existing_event_id` of a refused correction starts with this; the reason
+/// follows.
+const REFUSED_PREFIX: &str = "refused:";
+
 /// Maps an audit event type to the journal kind it must produce, in SQL.
 const KIND_OF_EVENT_TYPE: &str = "CASE a.event_type WHEN 'invoice_finalized' THEN 'invoice'
-    WHEN 'payment_captured' THEN 'receipt' WHEN 'credit_memo_issued' THEN 'credit_memo' END";
+    WHEN 'payment_captured' THEN 'receipt' WHEN 'credit_memo_issued' THEN 'credit_memo'
+    WHEN 'invoice_voided' THEN 'invoice_void' WHEN 'payment_refunded' THEN 'refund' END";
 
 /// Compares the ledger with the expected documents. See the module docs.
 pub async fn reconcile(
@@ -610,14 +665,16 @@ async fn mismatches(
     tenants: &mut BTreeMap<String, TenantReconciliation>,
 ) -> Result<(), ErpError> {
     // Documents: the journal exists, is in the document's currency, its receivable line
-    // carries the document total, and an invoice's open balance is total - applied - credited.
+    // carries the document total (an invoice and a refund debit it: the receivable, unapplied
+    // cash; a credit memo and a void credit it), an invoice's open balance is total - applied
+    // - credited - voided, and a void or refund applies to a stored invoice or payment.
     let (clause, params) = scope.clause("d.tenant_id", Some("d.issued_at"));
     let sql = format!(
         "SELECT d.tenant_id, d.doc_type, d.doc_id FROM erp_ar_documents d
          LEFT JOIN erp_journal_entries j ON j.id = d.journal_id
          WHERE (j.id IS NULL OR j.currency <> d.currency OR j.tenant_id <> d.tenant_id
             OR d.total_minor <> COALESCE((
-                SELECT CAST(SUM(CASE WHEN d.doc_type = 'invoice' THEN l.debit_minor
+                SELECT CAST(SUM(CASE WHEN d.doc_type IN ('invoice', 'refund') THEN l.debit_minor
                                      ELSE l.credit_minor END) AS BIGINT)
                 FROM erp_journal_lines l
                 WHERE l.entry_id = d.journal_id AND l.account = d.receivable_account), 0)
@@ -625,13 +682,21 @@ async fn mismatches(
                 - COALESCE((SELECT CAST(SUM(a.amount_minor) AS BIGINT) FROM erp_applications a
                             WHERE a.tenant_id = d.tenant_id AND a.invoice_id = d.doc_id), 0)
                 - COALESCE((SELECT CAST(SUM(c.total_minor) AS BIGINT) FROM erp_ar_documents c
-                            WHERE c.tenant_id = d.tenant_id AND c.doc_type = 'credit_memo'
-                              AND c.applies_to = d.doc_id), 0))){clause}
+                            WHERE c.tenant_id = d.tenant_id
+                              AND c.doc_type IN ('credit_memo', 'invoice_void')
+                              AND c.applies_to = d.doc_id), 0))
+            OR (d.doc_type = 'invoice_void' AND NOT EXISTS (
+                SELECT 1 FROM erp_ar_documents i
+                WHERE i.tenant_id = d.tenant_id AND i.doc_type = 'invoice'
+                  AND i.doc_id = d.applies_to))
+            OR (d.doc_type = 'refund' AND NOT EXISTS (
+                SELECT 1 FROM erp_payments p
+                WHERE p.tenant_id = d.tenant_id AND p.payment_id = d.applies_to))){clause}
          ORDER BY d.tenant_id, d.doc_type, d.doc_id"
     );
     for row in fetch(pool, "checking documents against journals", &sql, params).await? {
         let tenant = tenants.entry(text(&row, 0)?).or_default();
-        let Some(doc) = DocType::from_kind(&text(&row, 1)?) else {
+        let Some(doc) = DocType::listed_with(&text(&row, 1)?) else {
             continue;
         };
         let d = doc.of(tenant);
@@ -644,7 +709,7 @@ async fn mismatches(
     }
 
     // Payments: the receipt journal credits the amount to unapplied cash, unapplied = amount -
-    // applied, never negative; an application's journal carries its amount.
+    // applied - refunded, never negative; an application's journal carries its amount.
     let (clause, params) = scope.clause("p.tenant_id", Some("p.captured_at"));
     let sql = format!(
         "SELECT p.tenant_id, p.payment_id FROM erp_payments p
@@ -657,6 +722,9 @@ async fn mismatches(
             OR p.unapplied_minor <> p.amount_minor
                 - COALESCE((SELECT CAST(SUM(a.amount_minor) AS BIGINT) FROM erp_applications a
                             WHERE a.tenant_id = p.tenant_id AND a.payment_id = p.payment_id), 0)
+                - COALESCE((SELECT CAST(SUM(r.total_minor) AS BIGINT) FROM erp_ar_documents r
+                            WHERE r.tenant_id = p.tenant_id AND r.doc_type = 'refund'
+                              AND r.applies_to = p.payment_id), 0)
             OR EXISTS (SELECT 1 FROM erp_applications a
                        LEFT JOIN erp_journal_entries aj ON aj.id = a.journal_id
                        WHERE a.tenant_id = p.tenant_id AND a.payment_id = p.payment_id
@@ -730,8 +798,22 @@ async fn doubles(
         "SELECT tenant_id, event_type, event_id, document_id, existing_event_id
          FROM erp_conflicts WHERE 1 = 1{clause} ORDER BY tenant_id, event_id"
     );
-    for row in fetch(pool, "listing refused re-sent documents", &sql, params).await? {
+    for row in fetch(pool, "listing conflicts and refusals", &sql, params).await? {
         let tenant = tenants.entry(text(&row, 0)?).or_default();
+        let existing = text(&row, 4)?;
+        // A refused correction: the designed answer, not a second posting.
+        if let Some(reason) = existing.strip_prefix(REFUSED_PREFIX) {
+            tenant.refused_count += 1;
+            if tenant.refused.len() < limit {
+                tenant.refused.push(RefusedCorrection {
+                    event_type: text(&row, 1)?,
+                    event_id: text(&row, 2)?,
+                    document_id: text(&row, 3)?,
+                    reason: reason.to_owned(),
+                });
+            }
+            continue;
+        }
         if tenant.double_postings.len() < limit {
             tenant.double_postings.push(DoublePosting {
                 kind: text(&row, 1)?,
@@ -739,8 +821,7 @@ async fn doubles(
                 document_id: Some(text(&row, 3)?),
                 journals: 1,
                 detail: format!(
-                    "document already posted by event {}; this event was not posted",
-                    text(&row, 4)?
+                    "document already posted by event {existing}; this event was not posted"
                 ),
             });
         }
@@ -925,7 +1006,8 @@ async fn against_audit(
     let applied = format!(
         "(SELECT DISTINCT tenant_id, event_type, event_id FROM audit_log
           WHERE consumer = '{CONSUMER_NAME}' AND decision = 'applied'
-            AND event_type IN ('invoice_finalized', 'payment_captured', 'credit_memo_issued'))"
+            AND event_type IN ('invoice_finalized', 'payment_captured', 'credit_memo_issued',
+                               'invoice_voided', 'payment_refunded'))"
     );
     // Expected: applied events whose journal is in the window, or that have none.
     let (clause, params) = scope.clause("a.tenant_id", None);
@@ -954,7 +1036,8 @@ async fn against_audit(
         }
     }
 
-    // Missing: applied, no journal of the kind, and not refused as a re-sent document.
+    // Missing: applied, no journal of the kind, and not refused (a re-sent document, or a
+    // correction the stored state did not allow: posting nothing was the answer).
     let (clause, params) = scope.clause("a.tenant_id", None);
     let sql = format!(
         "SELECT a.tenant_id, a.event_type, a.event_id FROM {applied} a
@@ -974,22 +1057,24 @@ async fn against_audit(
     .await?
     {
         let tenant = tenants.entry(text(&row, 0)?).or_default();
-        let Some(doc) = DocType::from_kind(&text(&row, 1)?) else {
+        let Some(doc) = DocType::listed_with(&text(&row, 1)?) else {
             continue;
         };
         let d = doc.of(tenant);
         listed(&mut d.missing, &mut d.missing_count, text(&row, 2)?, limit);
     }
 
-    // Extra: a document journal without its applied event; an application journal without
-    // its application row or its payment's receipt journal.
+    // Extra: a document journal without its applied event or for an event that was refused;
+    // an application journal without its application row or its payment's receipt journal.
     let (clause, params) = scope.clause("j.tenant_id", Some("j.posted_at"));
     let sql = format!(
         "SELECT j.tenant_id, j.kind, j.event_id FROM erp_journal_entries j
-         WHERE ((j.kind IN ('invoice', 'receipt', 'credit_memo')
-                 AND NOT EXISTS (SELECT 1 FROM {applied} a
-                                 WHERE a.tenant_id = j.tenant_id AND a.event_id = j.event_id
-                                   AND {KIND_OF_EVENT_TYPE} = j.kind))
+         WHERE ((j.kind IN ('invoice', 'receipt', 'credit_memo', 'invoice_void', 'refund')
+                 AND (NOT EXISTS (SELECT 1 FROM {applied} a
+                                  WHERE a.tenant_id = j.tenant_id AND a.event_id = j.event_id
+                                    AND {KIND_OF_EVENT_TYPE} = j.kind)
+                      OR EXISTS (SELECT 1 FROM erp_conflicts c
+                                 WHERE c.tenant_id = j.tenant_id AND c.event_id = j.event_id)))
              OR (j.kind = 'application'
                  AND (NOT EXISTS (SELECT 1 FROM erp_applications x WHERE x.journal_id = j.id)
                       OR NOT EXISTS (SELECT 1 FROM erp_journal_entries r
@@ -1006,7 +1091,7 @@ async fn against_audit(
     .await?
     {
         let tenant = tenants.entry(text(&row, 0)?).or_default();
-        let Some(doc) = DocType::from_kind(&text(&row, 1)?) else {
+        let Some(doc) = DocType::listed_with(&text(&row, 1)?) else {
             continue;
         };
         let d = doc.of(tenant);

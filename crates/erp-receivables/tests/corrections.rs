@@ -6,7 +6,10 @@ mod common;
 
 use common::*;
 use ledgerflow_core::{Event, InvoiceVoided, PaymentRefunded};
-use ledgerflow_erp_receivables::{JournalKind, external_id, journal_id};
+use ledgerflow_erp_receivables::{
+    JournalKind, ReconcileOptions, ReconcileReport, ReconcileSource, RefusedCorrection,
+    external_id, journal_id, reconcile,
+};
 use ledgerflow_store::Backend;
 use ledgerflow_tenants::{ErpKind, SecretRef};
 use sqlx::Row;
@@ -15,6 +18,7 @@ per_backend!(
     invoice_payment_refund_void_balance_and_post,
     refusals_are_recorded_and_post_nothing,
     a_void_in_the_batch_of_its_invoice_and_a_refund_of_a_held_payment,
+    reconcile_counts_voids_and_refunds_and_lists_refusals,
 );
 
 fn void(n: u64, invoice_id: &str) -> Event {
@@ -378,5 +382,139 @@ async fn a_void_in_the_batch_of_its_invoice_and_a_refund_of_a_held_payment(backe
             .await,
         1
     );
+    db.drop_db().await;
+}
+
+async fn audit_report(db: &TestDb) -> ReconcileReport {
+    reconcile(
+        &db.pool,
+        db.backend,
+        &ReconcileOptions::new(ReconcileSource::AuditLog),
+    )
+    .await
+    .expect("reconcile")
+}
+
+/// Reconcile against the audit log knows the corrections: a void takes the invoice's open
+/// balance to 0, a refund the payment's unapplied cash down, both must have their journal, and
+/// a refused correction is listed as refused (not as a double posting, not as missing) without
+/// making the report unclean. Tampering with a correction's rows is found.
+async fn reconcile_counts_voids_and_refunds_and_lists_refusals(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let t = [netsuite_tenant()];
+    let events = [
+        // inv-1 10,725 over-paid by pay-1 120.00: 1,275 unapplied.
+        invoice("acme", 1, "inv-1", 10_000, 725),
+        payment("acme", 2, "pay-1", "inv-1", 12_000, 300),
+        invoice("acme", 3, "inv-2", 2_000, 145),
+        // 10.00 of the customer credit refunded, inv-2 voided.
+        refund(4, "rf-1", "pay-1", 1_000, Some(30)),
+        void(5, "inv-2"),
+        // inv-1 is paid: its void is refused.
+        void(6, "inv-1"),
+        // Beyond the 2.75 left: refused.
+        refund(7, "rf-2", "pay-1", 276, None),
+    ];
+    db.write(&events[..3], &t).await.unwrap();
+    db.write(&events[3..], &t).await.unwrap();
+    db.audit_applied(&events).await;
+    assert_eq!(db.open_balance("acme", "inv-2").await, 0);
+    assert_eq!(db.unapplied("acme", "pay-1").await, 275);
+
+    let report = audit_report(&db).await;
+    assert!(report.is_clean(), "{report:#?}");
+    assert!(report.clean);
+    let acme = &report.tenants["acme"];
+    for d in [&acme.invoices, &acme.payments, &acme.credit_memos] {
+        assert_eq!(
+            (d.missing_count, d.extra_count, d.mismatched_count),
+            (0, 0, 0),
+            "{acme:#?}"
+        );
+    }
+    assert!(acme.double_postings.is_empty(), "{acme:#?}");
+    assert_eq!(
+        acme.refused,
+        [
+            RefusedCorrection {
+                event_type: "invoice_voided".into(),
+                event_id: eid(6),
+                document_id: "inv-1".into(),
+                reason: "invoice_settled".into(),
+            },
+            RefusedCorrection {
+                event_type: "payment_refunded".into(),
+                event_id: eid(7),
+                document_id: "rf-2".into(),
+                reason: "exceeds_unapplied".into(),
+            },
+        ]
+    );
+    assert_eq!(acme.refused_count, 2);
+    // Counts and totals are of the originals: the void and the refund are not invoices or
+    // payments of their own.
+    assert_eq!(acme.invoices.expected_count, Some(2));
+    assert_eq!(acme.invoices.posted_count, 2);
+    assert_eq!(acme.invoices.posted_total["USD"], "128.70");
+    assert_eq!(acme.payments.expected_count, Some(1));
+    assert_eq!(acme.payments.posted_count, 1);
+    assert_eq!(acme.unapplied_cash["USD"], "2.75");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(
+        json["tenants"]["acme"]["refused"][0]["reason"],
+        "invoice_settled"
+    );
+
+    // The void's journal disappears: the void event misses its journal and the void document
+    // points at nothing.
+    let void_journal = id(5, JournalKind::InvoiceVoid);
+    for sql in [
+        "DELETE FROM erp_journal_lines WHERE entry_id = $1",
+        "DELETE FROM erp_journal_entries WHERE id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(void_journal.clone())
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let report = audit_report(&db).await;
+    assert!(!report.is_clean());
+    let acme = &report.tenants["acme"];
+    assert_eq!(acme.invoices.missing, [eid(5)], "{acme:#?}");
+    assert_eq!(acme.invoices.mismatched, ["inv-2"], "{acme:#?}");
+    assert_eq!(acme.payments.mismatched_count, 0, "{acme:#?}");
+    assert_eq!(acme.refused_count, 2);
+
+    // The refund's document disappears: pay-1's unapplied cash no longer follows.
+    sqlx::query("DELETE FROM erp_ar_documents WHERE doc_type = 'refund' AND doc_id = 'rf-1'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // The refund's event disappears from the audit log: its journal is extra.
+    sqlx::query("DELETE FROM audit_log WHERE event_id = $1")
+        .bind(eid(4))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // A journal appears for the refused void of inv-1: posted although refused.
+    sqlx::query(
+        "INSERT INTO erp_journal_entries (id, tenant_id, event_id, kind, currency, posted_at,
+             document_type, document_id, memo, total_minor, line_count)
+         SELECT 'forged', tenant_id, $1, 'invoice_void', currency, posted_at, document_type,
+                document_id, memo, 0, 0
+         FROM erp_journal_entries WHERE id = $2",
+    )
+    .bind(eid(6))
+    .bind(id(1, JournalKind::Invoice))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let report = audit_report(&db).await;
+    let acme = &report.tenants["acme"];
+    assert_eq!(acme.payments.mismatched, ["pay-1"], "{acme:#?}");
+    assert_eq!(acme.payments.extra, [eid(4)], "{acme:#?}");
+    assert_eq!(acme.invoices.extra, [eid(6)], "{acme:#?}");
+    assert!(!report.is_clean());
     db.drop_db().await;
 }
