@@ -27,8 +27,6 @@ import yaml
 DEPLOY = pathlib.Path(__file__).resolve().parent
 ROOT = DEPLOY.parent
 CONSUMERS = ["erp-receivables", "warehouse", "notifications"]
-# Written by `ledgerflow reconcile` / `ledgerflow audit verify` runs (textfile or Pushgateway).
-EXTERNAL = {"ledgerflow_reconcile_differences", "ledgerflow_audit_verify_broken_chains"}
 ERP_KINDS = {"netsuite", "dynamics365", "s4hana", "oracle_fusion"}
 SECRETS_MOUNT = "/var/run/secrets/ledgerflow/"
 CONFIG_KEYS = {"brokers", "schema_registry_url", "database_url", "topics", "tenants_file",
@@ -64,6 +62,11 @@ for path in [DEPLOY / "ledgerflow.toml", DEPLOY / "tenants.example.toml"]:
 catalogue = set(re.findall(r'pub const \w+: &str = "(ledgerflow_\w+)";',
                            (ROOT / "crates/telemetry/src/lib.rs").read_text()))
 check(len(catalogue) >= 10, f"catalogue not found: {catalogue}")
+# Written by `ledgerflow reconcile` / `ledgerflow audit verify` runs (textfile or Pushgateway):
+# their names are defined in crates/telemetry/src/textfile.rs.
+EXTERNAL = set(re.findall(r'pub const \w+: &str = "(ledgerflow_\w+)";',
+                          (ROOT / "crates/telemetry/src/textfile.rs").read_text()))
+check(len(EXTERNAL) >= 4, f"textfile gauges not found: {EXTERNAL}")
 queried = set()
 exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
 exprs += [r["expr"] for g in parsed[DEPLOY / "prometheus/alerts.yml"][0]["groups"] for r in g["rules"]]
