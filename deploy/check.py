@@ -4,7 +4,7 @@
 - every YAML file parses; the dashboard is valid JSON; the TOML configs parse;
 - every ledgerflow_* metric the dashboard and the alert rules query is defined in the
   catalogue (crates/telemetry/src/lib.rs), except the gauges written by scheduled
-  reconcile / audit runs, listed in EXTERNAL;
+  reconcile / audit runs (crates/telemetry/src/textfile.rs);
 - compose runs Kafka in KRaft mode, the registry, Postgres, ledgerflow with metrics on
   0.0.0.0:9464, Prometheus and Grafana;
 - Kubernetes has a StatefulSet per consumer with `--consumer NAME`, the pod name as its static
