@@ -83,6 +83,7 @@ fn try_spawn_registry(dir: &Path, listen: &str) -> Result<(Proc, String), String
         .spawn()
         .map_err(|e| format!("starting {}: {e}", ledgerflow_bin().display()))?;
     let stdout = registry.stdout.take().ok_or("registry stdout")?;
+    watch_owner(registry.id());
     let registry = Proc(registry);
     let mut line = String::new();
     BufReader::new(stdout)
@@ -94,6 +95,24 @@ fn try_spawn_registry(dir: &Path, listen: &str) -> Result<(Proc, String), String
         .ok_or_else(|| format!("the registry did not start on {listen}: {line:?}"))?
         .to_owned();
     Ok((registry, url))
+}
+
+/// Stops the registry `pid` once this test process has ended: a registry held in a `static`
+/// (one per test binary) is never dropped, so without the watch it would outlive the binary.
+/// The check of its command line keeps a reused pid safe.
+fn watch_owner(pid: u32) {
+    let owner = std::process::id();
+    let script = format!(
+        "while kill -0 {owner} 2>/dev/null; do sleep 1; done; \
+         grep -q registry /proc/{pid}/cmdline 2>/dev/null && kill {pid}"
+    );
+    // Without a shell the registry may outlive the binary; nothing else depends on the watch.
+    let _watcher = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }
 
 /// A child process killed on drop.

@@ -247,6 +247,19 @@ fn print_report(report: &ledgerflow_erp_receivables::ReconcileReport) {
                 println!("      {} {}", d.kind, d.detail);
             }
         }
+        if t.refused_count > 0 {
+            // Informational: a correction the stored state does not allow, refused by design.
+            println!(
+                "  corrections refused (nothing posted): {}",
+                t.refused_count
+            );
+            for r in t.refused.iter().take(5) {
+                println!(
+                    "      {} {} ({}): {}",
+                    r.event_type, r.event_id, r.document_id, r.reason
+                );
+            }
+        }
         if !t.unbalanced_journals.is_empty() {
             println!("  UNBALANCED JOURNALS: {:?}", t.unbalanced_journals);
         }
