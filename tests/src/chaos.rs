@@ -28,10 +28,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write as _};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ledgerflow_codec::contracts::CONTRACTS;
@@ -41,9 +39,9 @@ use ledgerflow_loadgen::{GeneratedEvent, Workload, WorkloadConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::erp_sim::ErpSim;
 use crate::{
     EventProducer, KafkaCluster, Ledger, PgDatabase, RawRecord, Running, Stack, block_on, generate,
-    ledgerflow_bin,
 };
 
 /// How big a run is.
@@ -269,110 +267,40 @@ const FAILPOINTS: [&str; 3] = [
     "runtime.before_offset_commit",
 ];
 
-/// `ledgerflow-erp-sim` as a child process (beside the `ledgerflow` binary, or
-/// `LEDGERFLOW_ERP_SIM_BIN`), killed on drop.
-struct ErpSim {
-    child: Child,
-    url: String,
+/// The suite's simulator: its faults drawn from the scenario's seed, its log in a file.
+fn start_erp_sim(state: &str, log: &str, seed: u64) -> ErpSim {
+    let log = std::fs::File::create(log).expect("simulator log");
+    let seed = seed.to_string();
+    ErpSim::start(
+        state,
+        &[
+            "--faults",
+            ERP_FAULT_RATE,
+            "--fault-kinds",
+            ERP_FAULT_KINDS,
+            "--slow-ms",
+            "300",
+            "--job-delay-ms",
+            "300",
+            "--seed",
+            &seed,
+        ],
+        log.into(),
+    )
 }
 
-impl ErpSim {
-    /// Starts the simulator with its state in `state`, its log in `log`, and the suite's
-    /// faults drawn from `seed`.
-    fn start(state: &str, log: &str, seed: u64) -> Self {
-        let bin = std::env::var_os("LEDGERFLOW_ERP_SIM_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| ledgerflow_bin().with_file_name("ledgerflow-erp-sim"));
-        let log = std::fs::File::create(log).expect("simulator log");
-        let mut child = Command::new(&bin)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--state",
-                state,
-                "--faults",
-                ERP_FAULT_RATE,
-                "--fault-kinds",
-                ERP_FAULT_KINDS,
-                "--slow-ms",
-                "300",
-                "--job-delay-ms",
-                "300",
-                "--seed",
-                &seed.to_string(),
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting {} (cargo build -p ledgerflow-erp-sim): {e}",
-                    bin.display()
-                )
-            });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("simulator stdout"))
-            .read_line(&mut line)
-            .expect("reading the simulator's address");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("the simulator did not start: {line:?}"))
-            .to_owned();
-        Self { child, url }
-    }
-
-    /// One request to the admin API; the JSON answer.
-    fn call(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
-        let addr = self.url.trim_start_matches("http://");
-        let mut stream = TcpStream::connect(addr).expect("connect to the simulator");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("read timeout");
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .expect("request to the simulator");
-        let mut raw = String::new();
-        stream
-            .read_to_string(&mut raw)
-            .expect("answer of the simulator");
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        assert!(head.starts_with("HTTP/1.1 200"), "{method} {path}: {head}");
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path} JSON ({e}): {body}"))
-    }
-
-    /// `GET /_sim/report`.
-    fn report(&self) -> serde_json::Value {
-        self.call("GET", "/_sim/report", "")
-    }
-
-    /// Documents one ERP holds.
-    fn documents(&self, erp: &str) -> i64 {
-        self.report()["erps"][erp]["documents"]
-            .as_i64()
-            .unwrap_or(0)
-    }
-
-    /// `POST /_sim/down`: every request to `erp` answers 503 for `seconds`.
-    fn down(&self, erp: &str, seconds: u64) {
-        self.call(
-            "POST",
-            "/_sim/down",
-            &serde_json::json!({ "erp": erp, "seconds": seconds }).to_string(),
-        );
-    }
+/// Documents one ERP of the simulator holds.
+fn erp_documents(sim: &ErpSim, erp: &str) -> i64 {
+    sim.report()["erps"][erp]["documents"].as_i64().unwrap_or(0)
 }
 
-impl Drop for ErpSim {
-    fn drop(&mut self) {
-        let _killed = self.child.kill();
-        let _reaped = self.child.wait();
-    }
+/// `POST /_sim/down`: every request to `erp` answers 503 for `seconds`.
+fn erp_down(sim: &ErpSim, erp: &str, seconds: u64) {
+    sim.call(
+        "POST",
+        "/_sim/down",
+        Some(&serde_json::json!({ "erp": erp, "seconds": seconds })),
+    );
 }
 
 /// The scenario's seed: the run's seed mixed with the scenario's name, so every scenario has
@@ -464,7 +392,7 @@ impl<'a> Scenario<'a> {
         let manifest = stack.path(&format!("{}-manifest.json", kind.name()));
         let tenants = stack.path(&format!("{}-tenants.toml", kind.name()));
         let erp_log = stack.path(&format!("{}-erp-sim.log", kind.name()));
-        let erp = ErpSim::start(
+        let erp = start_erp_sim(
             &stack.path(&format!("{}-erp-sim", kind.name())),
             &erp_log,
             seed,
@@ -602,7 +530,7 @@ impl<'a> Scenario<'a> {
             "--tenants-file",
             &self.tenants,
             "--erp-url",
-            &self.erp.url,
+            self.erp.url(),
         ];
         let producer = self
             .stack
@@ -953,7 +881,7 @@ impl<'a> Scenario<'a> {
         }
         let erp = ERPS[self.rng.random_range(0..ERPS.len())];
         let seconds = self.profile.erp_down();
-        self.erp.down(erp, seconds);
+        erp_down(&self.erp, erp, seconds);
         let down = Instant::now();
         self.log(format!(
             "{erp} down for {seconds} s (503 + Retry-After); {} ERP documents so far",
@@ -978,7 +906,7 @@ impl<'a> Scenario<'a> {
         }
         // While it is down the ERP stores nothing (the requests in flight at the start have
         // ended by now).
-        let before = self.erp.documents(erp);
+        let before = erp_documents(&self.erp, erp);
         let killed = Instant::now();
         let at = self.committed(ledger);
         current = self.spawn_member(&[], &[]);
@@ -1009,7 +937,7 @@ impl<'a> Scenario<'a> {
         ));
         let back = down + window;
         while back.elapsed() < Duration::from_secs(120) {
-            if self.erp.documents(erp) > before {
+            if erp_documents(&self.erp, erp) > before {
                 self.recoveries.push((
                     format!("{erp} up again (window end to its next document)"),
                     back.elapsed(),

@@ -16,6 +16,7 @@
 //! them from plain `#[test]` functions, not from inside a tokio runtime.
 
 pub mod chaos;
+pub mod erp_sim;
 pub mod postgres;
 
 use std::collections::BTreeMap;

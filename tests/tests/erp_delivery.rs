@@ -33,13 +33,13 @@
 //! faults test takes 32 to 46 s, the kills test 36 to 45 s (kills after ~70 to ~130 further
 //! documents each), the binary ~45 s in all.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ledgerflow_e2e::{Ledger, Running, Stack, free_port, ledgerflow_bin};
+use ledgerflow_e2e::erp_sim::ErpSim;
+use ledgerflow_e2e::{Ledger, Running, Stack, free_port};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
@@ -69,90 +69,30 @@ const RUN_ENV: [(&str, &str); 4] = [
     ("LEDGERFLOW_ERP_LEASE_MS", "4000"),
 ];
 
-/// `ledgerflow-erp-sim` as a child process, killed on drop.
-struct ErpSim {
-    child: Child,
-    url: String,
+/// Starts the simulator with its state in `state` and the test's faults.
+fn start_sim(state: &str, seed: u64) -> ErpSim {
+    let seed = seed.to_string();
+    ErpSim::start(
+        state,
+        &[
+            "--faults",
+            FAULT_RATE,
+            "--fault-kinds",
+            FAULT_KINDS,
+            "--slow-ms",
+            "300",
+            "--job-delay-ms",
+            "300",
+            "--seed",
+            &seed,
+        ],
+        Stdio::null(),
+    )
 }
 
-impl ErpSim {
-    fn binary() -> PathBuf {
-        std::env::var_os("LEDGERFLOW_ERP_SIM_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| ledgerflow_bin().with_file_name("ledgerflow-erp-sim"))
-    }
-
-    /// Starts the simulator with its state in `state` and the test's faults.
-    fn start(state: &str, seed: u64) -> Self {
-        let bin = Self::binary();
-        let mut child = Command::new(&bin)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--state",
-                state,
-                "--faults",
-                FAULT_RATE,
-                "--fault-kinds",
-                FAULT_KINDS,
-                "--slow-ms",
-                "300",
-                "--job-delay-ms",
-                "300",
-                "--seed",
-                &seed.to_string(),
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting {} (cargo build -p ledgerflow-erp-sim): {e}",
-                    bin.display()
-                )
-            });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("simulator stdout"))
-            .read_line(&mut line)
-            .expect("reading the simulator's address");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("the simulator did not start: {line:?}"))
-            .to_owned();
-        Self { child, url }
-    }
-
-    /// `GET /_sim/report`.
-    fn report(&self) -> Value {
-        let addr = self.url.trim_start_matches("http://");
-        let mut stream = TcpStream::connect(addr).expect("connect to the simulator");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("read timeout");
-        write!(
-            stream,
-            "GET /_sim/report HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .expect("request the report");
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw).expect("read the report");
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        assert!(head.starts_with("HTTP/1.1 200"), "report: {head}");
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("report JSON ({e}): {body}"))
-    }
-
-    fn documents(&self) -> u64 {
-        self.report()["documents"].as_u64().unwrap_or(0)
-    }
-}
-
-impl Drop for ErpSim {
-    fn drop(&mut self) {
-        let _killed = self.child.kill();
-        let _reaped = self.child.wait();
-    }
+/// Documents the simulator holds, all ERPs together.
+fn documents(sim: &ErpSim) -> u64 {
+    sim.report()["documents"].as_u64().unwrap_or(0)
 }
 
 /// A stack with its topic produced to, the simulator holding the tenants' accounts, and the
@@ -169,7 +109,7 @@ impl Setup {
     fn new(topic: &'static str, seed: u64) -> Self {
         let stack = Stack::start();
         stack.create_topic(topic, 3);
-        let sim = ErpSim::start(&stack.path("erp-sim"), seed);
+        let sim = start_sim(&stack.path("erp-sim"), seed);
         let tenants = stack.path("tenants.toml");
         let db = format!("sqlite://{}", stack.path("ledger.db"));
         let produced = stack.ledgerflow_ok(&[
@@ -185,7 +125,7 @@ impl Setup {
             "--tenants-file",
             &tenants,
             "--erp-url",
-            &sim.url,
+            sim.url(),
         ]);
         let said = String::from_utf8_lossy(&produced.stderr);
         // Six tenants, five accounts: t001 and t002 share one.
@@ -400,11 +340,11 @@ fn sigkilled_mid_delivery_three_times_then_run_to_idle_posts_each_document_once(
         let mut run = setup.spawn(&format!("run-{i}"), &metrics);
         // The kill point: this many more documents stored by the ERPs since the start of this
         // run (the first run also has to consume first), plus a few milliseconds.
-        let from = setup.sim.documents();
+        let from = documents(&setup.sim);
         let more = rng.random_range(40..140u64);
         let extra_ms = rng.random_range(0..250u64);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while setup.sim.documents() < from + more {
+        while documents(&setup.sim) < from + more {
             assert!(
                 run.try_wait().is_none(),
                 "run-{i} exited on its own:\n{}",
@@ -426,7 +366,7 @@ fn sigkilled_mid_delivery_three_times_then_run_to_idle_posts_each_document_once(
         }
         let before = setup.sim.report();
         assert!(run.sigkill(), "run-{i} was not running at its kill");
-        let at = setup.sim.documents();
+        let at = documents(&setup.sim);
         let in_flight: u64 = before["accounts"]
             .as_array()
             .map(|a| a.iter().filter_map(|a| a["in_flight"].as_u64()).sum())

@@ -29,13 +29,11 @@
 //! The first run drains in 15-16 s, the second in 3.5 s; the test takes 31-35 s.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ledgerflow_e2e::{Ledger, Stack, ledgerflow_bin};
+use ledgerflow_e2e::erp_sim::ErpSim;
+use ledgerflow_e2e::{Ledger, Stack};
 use serde_json::Value;
 
 const TOPIC: &str = "e2e.erp-remediation";
@@ -61,92 +59,17 @@ const RUN_ENV: [(&str, &str); 3] = [
     ("LEDGERFLOW_ERP_REQUEST_TIMEOUT_MS", "3000"),
 ];
 
-/// `ledgerflow-erp-sim` as a child process, killed on drop.
-struct ErpSim {
-    child: Child,
-    url: String,
+/// Injected faults from now on (`POST /_sim/faults`).
+fn set_faults(sim: &ErpSim, config: &Value) {
+    sim.call("POST", "/_sim/faults", Some(config));
 }
 
-impl ErpSim {
-    fn start(state: &str) -> Self {
-        let bin = std::env::var_os("LEDGERFLOW_ERP_SIM_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| ledgerflow_bin().with_file_name("ledgerflow-erp-sim"));
-        let mut child = Command::new(&bin)
-            .args(["--listen", "127.0.0.1:0", "--state", state])
-            .args(["--job-delay-ms", "300"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting {} (cargo build -p ledgerflow-erp-sim): {e}",
-                    bin.display()
-                )
-            });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("simulator stdout"))
-            .read_line(&mut line)
-            .expect("reading the simulator's address");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("the simulator did not start: {line:?}"))
-            .to_owned();
-        Self { child, url }
-    }
-
-    /// `GET path` of the admin API, as JSON.
-    fn get(&self, path: &str) -> Value {
-        self.call("GET", path, None)
-    }
-
-    /// One admin API call with an optional JSON body; the answer as JSON.
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        let addr = self.url.trim_start_matches("http://");
-        let mut stream = TcpStream::connect(addr).expect("connect to the simulator");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("read timeout");
-        let body = body.map(Value::to_string).unwrap_or_default();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .expect("request");
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw).expect("read the answer");
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path} JSON ({e}): {body}"))
-    }
-
-    /// Injected faults from now on (`POST /_sim/faults`).
-    fn faults(&self, config: &Value) {
-        self.call("POST", "/_sim/faults", Some(config));
-    }
-
-    fn report(&self) -> Value {
-        self.get("/_sim/report")
-    }
-
-    /// The top-level documents of one account.
-    fn documents(&self, erp: &str, account: &str) -> Vec<Value> {
-        self.get(&format!("/_sim/documents?erp={erp}&account={account}"))["documents"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for ErpSim {
-    fn drop(&mut self) {
-        let _killed = self.child.kill();
-        let _reaped = self.child.wait();
-    }
+/// The top-level documents of one account.
+fn account_documents(sim: &ErpSim, erp: &str, account: &str) -> Vec<Value> {
+    sim.get(&format!("/_sim/documents?erp={erp}&account={account}"))["documents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The last lines of a log.
@@ -237,7 +160,11 @@ fn a_tenant_mapping_error_fails_its_postings_and_a_re_rendered_requeue_delivers_
     let started = Instant::now();
     let stack = Stack::start();
     stack.create_topic(TOPIC, 3);
-    let sim = ErpSim::start(&stack.path("erp-sim"));
+    let sim = ErpSim::start(
+        &stack.path("erp-sim"),
+        &["--job-delay-ms", "300"],
+        Stdio::null(),
+    );
     let tenants = stack.path("tenants.toml");
     let db = format!("sqlite://{}", stack.path("ledger.db"));
     let produced = stack.ledgerflow_ok(&[
@@ -253,7 +180,7 @@ fn a_tenant_mapping_error_fails_its_postings_and_a_re_rendered_requeue_delivers_
         "--tenants-file",
         &tenants,
         "--erp-url",
-        &sim.url,
+        sim.url(),
     ]);
     let said = String::from_utf8_lossy(&produced.stderr);
     assert!(said.contains("provisioned 5 erp accounts"), "{said}");
@@ -299,7 +226,7 @@ fn a_tenant_mapping_error_fails_its_postings_and_a_re_rendered_requeue_delivers_
     // D365 stored nothing of them; everything else reached its ERP once.
     let report = sim.report();
     assert!(
-        sim.documents("d365", BROKEN_ACCOUNT).is_empty(),
+        account_documents(&sim, "d365", BROKEN_ACCOUNT).is_empty(),
         "{report:#}"
     );
     assert_eq!(report["duplicates"], 0, "{report:#}");
@@ -373,9 +300,12 @@ fn a_tenant_mapping_error_fails_its_postings_and_a_re_rendered_requeue_delivers_
     // The requeued journals go out while D365 answers a tenth of the requests with a 500, or
     // stores the journal and drops the connection before answering: the lookup before each
     // send keeps it to one document per posting.
-    sim.faults(&serde_json::json!({
-        "rate": 0.1, "kinds": ["5xx", "drop"], "erp": "d365", "seed": 3
-    }));
+    set_faults(
+        &sim,
+        &serde_json::json!({
+            "rate": 0.1, "kinds": ["5xx", "drop"], "erp": "d365", "seed": 3
+        }),
+    );
     let second = run_to_idle(&stack, &tenants, &db, "run-fixed");
 
     // Every posting confirmed; one document each, no duplicate.
@@ -402,7 +332,7 @@ fn a_tenant_mapping_error_fails_its_postings_and_a_re_rendered_requeue_delivers_
     );
     assert!(found > 0, "no requeued posting was confirmed by a lookup");
     // Each refused document stored once, in the corrected company, under its external id.
-    let stored = sim.documents("d365", BROKEN_ACCOUNT);
+    let stored = account_documents(&sim, "d365", BROKEN_ACCOUNT);
     let mut by_ref: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
     for doc in &stored {
         by_ref
