@@ -318,6 +318,32 @@ async fn load(
     Ok(stored)
 }
 
+/// The event id of every stored document of `doc_type` among `keys` ((tenant, document id)):
+/// earlier voids of the batch's invoices, earlier refunds under the batch's refund ids.
+async fn load_event_ids_of(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    action: &'static str,
+    doc_type: &'static str,
+    keys: &[Key],
+) -> Result<HashMap<Key, String>, StoreError> {
+    let prefix = format!(
+        "SELECT tenant_id, doc_id, event_id FROM erp_ar_documents
+         WHERE doc_type = '{doc_type}' AND (tenant_id, doc_id) IN ("
+    );
+    let mut found = HashMap::new();
+    for row in fetch_by_keys(conn, backend, action, &prefix, ")", keys).await? {
+        found.insert(
+            (
+                row.try_get(0).map_err(corrupt(action))?,
+                row.try_get(1).map_err(corrupt(action))?,
+            ),
+            row.try_get(2).map_err(corrupt(action))?,
+        );
+    }
+    Ok(found)
+}
+
 /// Loads what the batch's voids and refunds need: the journal lines of the stored invoices
 /// voided, earlier voids of them, earlier refunds with the same ids, and the refunded payments.
 async fn load_corrections(
@@ -354,46 +380,16 @@ async fn load_corrections(
                 credit_minor: row.try_get(4).map_err(corrupt(action))?,
             });
     }
-    let action = "loading earlier voids";
-    for row in fetch_by_keys(
+    stored.voids = load_event_ids_of(
         conn,
         backend,
-        action,
-        "SELECT tenant_id, doc_id, event_id FROM erp_ar_documents
-         WHERE doc_type = 'invoice_void' AND (tenant_id, doc_id) IN (",
-        ")",
+        "loading earlier voids",
+        "invoice_void",
         &voided,
     )
-    .await?
-    {
-        stored.voids.insert(
-            (
-                row.try_get(0).map_err(corrupt(action))?,
-                row.try_get(1).map_err(corrupt(action))?,
-            ),
-            row.try_get(2).map_err(corrupt(action))?,
-        );
-    }
-    let action = "loading earlier refunds";
-    for row in fetch_by_keys(
-        conn,
-        backend,
-        action,
-        "SELECT tenant_id, doc_id, event_id FROM erp_ar_documents
-         WHERE doc_type = 'refund' AND (tenant_id, doc_id) IN (",
-        ")",
-        &refunds,
-    )
-    .await?
-    {
-        stored.refunds.insert(
-            (
-                row.try_get(0).map_err(corrupt(action))?,
-                row.try_get(1).map_err(corrupt(action))?,
-            ),
-            row.try_get(2).map_err(corrupt(action))?,
-        );
-    }
+    .await?;
+    stored.refunds =
+        load_event_ids_of(conn, backend, "loading earlier refunds", "refund", &refunds).await?;
     let action = "loading refunded payments";
     for row in fetch_by_keys(
         conn,
