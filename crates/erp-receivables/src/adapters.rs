@@ -36,3 +36,58 @@ pub fn builtin(kind: ErpKind) -> Option<&'static dyn ErpAdapter> {
         ErpKind::OracleFusion => Some(&FUSION),
     }
 }
+
+/// What the adapters' unit tests share: rendering one event's journal for tenant `acme`.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use ledgerflow_tenants::{ErpKind, ErpMode};
+
+    use crate::adapter::{ErpAdapter, RenderInput, Rendered};
+    use crate::journal::JournalKind;
+    use crate::mapping::tests::{envelope, tenant};
+    use crate::mapping::{ErpRoute, map_event};
+
+    /// Maps `event` for tenant `acme` routed to `kind` in `mode` and renders its journal (its
+    /// kind replaced by `journal_kind` when given) through `adapter`, external id
+    /// `lf-acme-x-inv`, customer `cus-1`, no invoice reference.
+    pub(crate) fn render_with(
+        adapter: &dyn ErpAdapter,
+        kind: ErpKind,
+        event: ledgerflow_core::Event,
+        mode: ErpMode,
+        journal_kind: Option<JournalKind>,
+    ) -> Rendered {
+        let mut t = tenant("acme", Some(kind));
+        if let Some(erp) = &mut t.erp {
+            erp.mode = mode;
+        }
+        let effect = map_event(&envelope(event), &t).unwrap();
+        let route: ErpRoute = effect.route.unwrap();
+        let mut journal = effect.posting.journal().unwrap().clone();
+        if let Some(k) = journal_kind {
+            journal.kind = k;
+        }
+        let input = RenderInput {
+            journal: &journal,
+            route: &route,
+            external_id: "lf-acme-x-inv",
+            customer_id: "cus-1",
+            invoice: None,
+        };
+        adapter.render(&input).unwrap()
+    }
+
+    /// The body of the first fenced block of `fence` after `heading` in a markdown text.
+    pub(crate) fn code_block(doc: &str, heading: &str, fence: &str) -> String {
+        let at = doc
+            .find(heading)
+            .unwrap_or_else(|| panic!("no {heading:?}"));
+        let rest = &doc[at..];
+        let start = rest
+            .find(fence)
+            .unwrap_or_else(|| panic!("no {fence} after {heading:?}"))
+            + fence.len();
+        let end = rest[start..].find("```").unwrap();
+        rest[start..start + end].trim().to_owned()
+    }
+}

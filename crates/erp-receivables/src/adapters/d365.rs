@@ -365,28 +365,16 @@ impl ErpAdapter for Dynamics365 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::tests::{envelope, invoice, line, payment, tenant};
-    use crate::mapping::{ErpRoute, map_event};
+    use crate::mapping::tests::{invoice, line, payment};
 
     fn render(event: ledgerflow_core::Event, mode: ErpMode, kind: Option<JournalKind>) -> Rendered {
-        let mut t = tenant("acme", Some(ErpKind::Dynamics365));
-        if let Some(erp) = &mut t.erp {
-            erp.mode = mode;
-        }
-        let effect = map_event(&envelope(event), &t).unwrap();
-        let route: ErpRoute = effect.route.unwrap();
-        let mut journal = effect.posting.journal().unwrap().clone();
-        if let Some(kind) = kind {
-            journal.kind = kind;
-        }
-        let input = RenderInput {
-            journal: &journal,
-            route: &route,
-            external_id: "lf-acme-x-inv",
-            customer_id: "cus-1",
-            invoice: None,
-        };
-        Dynamics365.render(&input).unwrap()
+        crate::adapters::test_support::render_with(
+            &Dynamics365,
+            ErpKind::Dynamics365,
+            event,
+            mode,
+            kind,
+        )
     }
 
     fn inv() -> ledgerflow_core::Event {

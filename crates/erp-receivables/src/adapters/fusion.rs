@@ -1207,6 +1207,7 @@ mod tests {
 
     use super::*;
     use crate::adapter::InvoiceRef;
+    use crate::adapters::test_support::code_block;
     use crate::mapping::tests::{credit_memo, envelope, invoice, line, payment, tenant};
     use crate::mapping::{ErpRoute, map_event};
 
@@ -1479,20 +1480,6 @@ mod tests {
         let single = Fusion::new().with_batching(Duration::ZERO, 1);
         assert!(single.join("k", member("a")).1.is_some());
         assert!(single.join("k", member("b")).1.is_some());
-    }
-
-    /// The body of the first fenced block of `fence` after `heading` in a markdown text.
-    fn code_block(doc: &str, heading: &str, fence: &str) -> String {
-        let at = doc
-            .find(heading)
-            .unwrap_or_else(|| panic!("no {heading:?}"));
-        let rest = &doc[at..];
-        let start = rest
-            .find(fence)
-            .unwrap_or_else(|| panic!("no {fence} after {heading:?}"))
-            + fence.len();
-        let end = rest[start..].find("```").unwrap();
-        rest[start..start + end].trim().to_owned()
     }
 
     /// ADAPTERS.md's `GlInterface.csv` is the file uploaded for its journal example alone.

@@ -795,28 +795,18 @@ impl ErpAdapter for S4Hana {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::test_support::code_block;
     use crate::mapping::tests::{envelope as event_envelope, invoice, line, payment, tenant};
     use crate::mapping::{ErpRoute, map_event};
 
     fn render(event: ledgerflow_core::Event, mode: ErpMode, kind: Option<JournalKind>) -> Rendered {
-        let mut t = tenant("acme", Some(ErpKind::S4hana));
-        if let Some(erp) = &mut t.erp {
-            erp.mode = mode;
-        }
-        let effect = map_event(&event_envelope(event), &t).unwrap();
-        let route: ErpRoute = effect.route.unwrap();
-        let mut journal = effect.posting.journal().unwrap().clone();
-        if let Some(kind) = kind {
-            journal.kind = kind;
-        }
-        let input = RenderInput {
-            journal: &journal,
-            route: &route,
-            external_id: "lf-acme-x-inv",
-            customer_id: "cus-1",
-            invoice: None,
-        };
-        S4Hana::new().render(&input).unwrap()
+        crate::adapters::test_support::render_with(
+            &S4Hana::new(),
+            ErpKind::S4hana,
+            event,
+            mode,
+            kind,
+        )
     }
 
     fn inv() -> ledgerflow_core::Event {
@@ -1001,20 +991,6 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(confirmation_entries("<a><b/></a>").is_err());
-    }
-
-    /// The body of the first fenced block of `fence` after `heading` in a markdown text.
-    fn code_block(doc: &str, heading: &str, fence: &str) -> String {
-        let at = doc
-            .find(heading)
-            .unwrap_or_else(|| panic!("no {heading:?}"));
-        let rest = &doc[at..];
-        let start = rest
-            .find(fence)
-            .unwrap_or_else(|| panic!("no {fence} after {heading:?}"))
-            + fence.len();
-        let end = rest[start..].find("```").unwrap();
-        rest[start..start + end].trim().to_owned()
     }
 
     /// ADAPTERS.md's SOAP message is the one sent for its JSON example (lines joined without
