@@ -245,17 +245,10 @@ impl Stack {
     /// `ledgerflow ARGS` with the stack's broker, registry and group prefix in the environment
     /// (and no other `LEDGERFLOW_*` variable from the developer's shell), not yet started.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(ledgerflow_bin());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("LEDGERFLOW_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.args(args)
-            .env("LEDGERFLOW_BROKERS", &self.brokers)
+        let mut cmd = bare_command(args);
+        cmd.env("LEDGERFLOW_BROKERS", &self.brokers)
             .env("LEDGERFLOW_SCHEMA_REGISTRY_URL", &self.registry)
-            .env("LEDGERFLOW_GROUP_PREFIX", &self.group_prefix)
-            .env("NO_COLOR", "1");
+            .env("LEDGERFLOW_GROUP_PREFIX", &self.group_prefix);
         cmd
     }
     /// Runs `ledgerflow ARGS` with the stack's broker and registry in the environment.
@@ -381,15 +374,33 @@ pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
 
 fn json_command(out: Output, args: &[&str]) -> (i32, serde_json::Value) {
     let code = out.status.code().unwrap_or(-1);
-    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+    (code, output_json(&out, &format!("ledgerflow {args:?}")))
+}
+
+/// `ledgerflow ARGS` with no `LEDGERFLOW_*` variable of the developer's shell and no colour, not
+/// yet started: the base of every command a test runs.
+pub fn bare_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(ledgerflow_bin());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("LEDGERFLOW_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(args).env("NO_COLOR", "1");
+    cmd
+}
+
+/// The JSON a command (`what`) printed on stdout; panics with its exit status, stdout and
+/// stderr when there is none.
+pub fn output_json(out: &Output, what: &str) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "ledgerflow {args:?} ({}) printed no JSON ({e}):\nstdout:\n{}\nstderr:\n{}",
+            "{what} printed no JSON ({e}), {}:\nstdout:\n{}\nstderr:\n{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         )
-    });
-    (code, value)
+    })
 }
 
 /// A `ledgerflow` child process (see [`Stack::spawn`]), SIGKILLed on drop if still running.

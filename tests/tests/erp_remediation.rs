@@ -79,14 +79,7 @@ fn tail(log: &str) -> String {
 }
 
 fn json(out: &std::process::Output, what: &str) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{what} printed no JSON ({e}), {}:\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    ledgerflow_e2e::output_json(out, what)
 }
 
 /// `ledgerflow run --consumer erp-receivables --exit-when-idle` to its end.

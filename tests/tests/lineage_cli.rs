@@ -7,7 +7,7 @@
 #[path = "../../crates/service/tests/support/lineage_fixture.rs"]
 mod fixture;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 
 use fixture::{TENANT, TOPIC, TRACE_ID, eid};
@@ -15,14 +15,7 @@ use ledgerflow_e2e::ledgerflow_bin;
 use ledgerflow_store::{ErasedConsumer, Store};
 
 fn ledgerflow(args: &[&str]) -> Output {
-    let mut cmd = Command::new(ledgerflow_bin());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("LEDGERFLOW_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.args(args)
-        .env("NO_COLOR", "1")
+    ledgerflow_e2e::bare_command(args)
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", ledgerflow_bin().display()))
 }
@@ -32,14 +25,7 @@ fn code(out: &Output) -> i32 {
 }
 
 fn json(out: &Output, what: &str) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{what} printed no JSON ({e}), exit {}:\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    ledgerflow_e2e::output_json(out, what)
 }
 
 #[test]

@@ -8,14 +8,7 @@ use ledgerflow_e2e::{Ledger, Stack};
 const CONSUMER: &str = "erp-receivables";
 
 fn json(out: &Output, what: &str) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{what} printed no JSON ({e}), exit {}:\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    ledgerflow_e2e::output_json(out, what)
 }
 
 /// A topic with a produced workload, run to idle once. Returns the paths it wrote.

@@ -3,22 +3,15 @@
 //! reconcile naming the failed posting. The delivery side (a requeued posting reaches the ERP
 //! once) is tested against the simulator in crates/erp-receivables/tests/postings_ops.rs.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use ledgerflow_e2e::{Ledger, ledgerflow_bin};
 
 const CONSUMER: &str = "erp-receivables";
 
 fn ledgerflow(args: &[&str]) -> Output {
-    let mut cmd = Command::new(ledgerflow_bin());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("LEDGERFLOW_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.args(args)
+    ledgerflow_e2e::bare_command(args)
         .env("LEDGERFLOW_OPERATOR", "ops-bot")
-        .env("NO_COLOR", "1")
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", ledgerflow_bin().display()))
 }
@@ -28,14 +21,7 @@ fn code(out: &Output) -> i32 {
 }
 
 fn json(out: &Output, what: &str) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{what} printed no JSON ({e}), exit {}:\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    ledgerflow_e2e::output_json(out, what)
 }
 
 fn now_micros() -> i64 {

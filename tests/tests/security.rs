@@ -23,19 +23,11 @@ impl Drop for Registry {
 }
 
 fn ledgerflow(env: &[(&str, String)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(ledgerflow_bin());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("LEDGERFLOW_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = ledgerflow_e2e::bare_command(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.env("NO_COLOR", "1")
-        .args(args)
-        .output()
-        .expect("run ledgerflow")
+    cmd.output().expect("run ledgerflow")
 }
 
 fn text(out: &Output) -> String {
