@@ -1,22 +1,9 @@
 //! Kafka arguments of the tools that talk to the broker without a pipeline (tail, stats,
 //! produce).
 
-use std::sync::OnceLock;
-
 use clap::Args;
 use ledgerflow_service::config::{parse_property, vars};
 use ledgerflow_service::{Environment, KafkaClient};
-use rdkafka::ClientConfig;
-
-/// The environment [`KafkaArgs::client_config`] resolves `--brokers` from (set once by
-/// `main`; the other tools pass theirs explicitly to [`KafkaArgs::client`]).
-static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
-
-/// Makes `env` the one [`KafkaArgs::client_config`] reads.
-pub(crate) fn install_environment(env: Environment) {
-    // Set once at start; a second call would carry the same process environment.
-    ENVIRONMENT.set(env).ok();
-}
 
 /// `--brokers` and extra librdkafka properties.
 #[derive(Debug, Clone, Args)]
@@ -43,11 +30,5 @@ impl KafkaArgs {
                 .unwrap_or_else(|| "127.0.0.1:9092".to_owned()),
             properties: self.properties.clone(),
         }
-    }
-
-    /// A client config with the brokers and the user's extra properties applied last.
-    pub(crate) fn client_config(&self) -> ClientConfig {
-        let env = ENVIRONMENT.get_or_init(Environment::default);
-        self.client(env).config("ledgerflow", &[])
     }
 }

@@ -24,7 +24,6 @@ mod replay;
 mod run;
 mod stats;
 mod tail;
-mod tenants_file;
 mod warehouse;
 
 use std::process::ExitCode;
@@ -163,7 +162,7 @@ fn environment() -> Environment {
 async fn dispatch(command: Command, env: &Environment) -> anyhow::Result<ExitCode> {
     match command {
         Command::Registry(cmd) => registry::run(cmd, env).await,
-        Command::Produce(args) => produce::run(args).await,
+        Command::Produce(args) => produce::run(args, env).await,
         Command::Tail(args) => tail::run(args, env).await,
         Command::Run(args) => run::run(args, env).await,
         Command::Stats(args) => stats::run(args, env).await,
@@ -185,7 +184,6 @@ fn main() -> ExitCode {
     sigpipe::reset();
     let cli = Cli::parse();
     let env = environment();
-    kafka::install_environment(env.clone());
     let log_format = match cli.log_format {
         Some(f) => f,
         None => match env.get(vars::LOG_FORMAT) {

@@ -17,6 +17,7 @@ mod error;
 mod kafka;
 pub mod ops;
 mod pipeline;
+pub mod produce;
 mod sampler;
 mod serve;
 pub mod signal;

@@ -61,26 +61,26 @@ const WEBHOOK_ID: &str = "default";
 
 /// What to write.
 #[derive(Debug, Clone)]
-pub(crate) struct TenantsFileSpec<'a> {
+pub struct TenantsFileSpec<'a> {
     /// The tenants file.
-    pub(crate) path: &'a Path,
+    pub path: &'a Path,
     /// The ERP simulator's base URL. None: no ERP routes.
-    pub(crate) erp_url: Option<&'a str>,
+    pub erp_url: Option<&'a str>,
     /// Webhook base URL; tenants get `<url>/<tenant>`. None: no webhooks.
-    pub(crate) webhook_url: Option<&'a str>,
+    pub webhook_url: Option<&'a str>,
     /// Seed of the secrets.
-    pub(crate) seed: u64,
+    pub seed: u64,
 }
 
 /// What was written.
 #[derive(Debug)]
-pub(crate) struct Written {
+pub struct Written {
     /// Tenants in the file (checked by loading it back).
-    pub(crate) tenants: usize,
+    pub tenants: usize,
     /// The secrets directory, if any secret was written.
-    pub(crate) secrets_dir: Option<PathBuf>,
+    pub secrets_dir: Option<PathBuf>,
     /// The simulator accounts the tenants use, as `POST /_sim/accounts` takes them.
-    pub(crate) sim_accounts: Vec<Value>,
+    pub sim_accounts: Vec<Value>,
 }
 
 /// Secrets to write, and the simulator accounts being built, while the tenants are made.
@@ -296,10 +296,7 @@ fn target(kind: ErpKind, account: &str, base_url: String, auth: ErpAuth) -> ErpT
 /// Writes the tenants file (and its secrets) for `profiles`, then loads it back with
 /// [`TenantRegistry::load`] and reads every secret through its reference, so a file that a
 /// consumer could not use is an error here rather than there.
-pub(crate) fn write(
-    spec: &TenantsFileSpec<'_>,
-    profiles: &[TenantProfile],
-) -> anyhow::Result<Written> {
+pub fn write(spec: &TenantsFileSpec<'_>, profiles: &[TenantProfile]) -> anyhow::Result<Written> {
     let stem = spec
         .path
         .file_stem()
@@ -423,7 +420,7 @@ pub(crate) fn write(
 
 /// What [`provision`] achieved.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Provisioned {
+pub enum Provisioned {
     /// The simulator took every account.
     Accounts(usize),
     /// Nothing answered at the URL (not a simulator, or not started): not an error, the
@@ -432,7 +429,7 @@ pub(crate) enum Provisioned {
 }
 
 /// Registers the accounts with the simulator at `erp_url` (`POST /_sim/accounts`).
-pub(crate) async fn provision(erp_url: &str, accounts: &[Value]) -> anyhow::Result<Provisioned> {
+pub async fn provision(erp_url: &str, accounts: &[Value]) -> anyhow::Result<Provisioned> {
     if accounts.is_empty() {
         return Ok(Provisioned::Accounts(0));
     }
