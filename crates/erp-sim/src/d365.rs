@@ -32,6 +32,9 @@ use crate::{Admission, Sim, origin};
 const ERP: Erp = Erp::D365;
 /// Entra ID access tokens of the client-credentials flow live about an hour.
 const TOKEN_TTL_SECS: u64 = 3599;
+/// Length of a journal header's `Description` (LedgerJournalTable.Name, EDT `Description`,
+/// string size 60).
+const DESCRIPTION_LENGTH: usize = 60;
 
 /// (entity set, header set for line sets).
 const ENTITY_SETS: [(&str, Option<&str>); 4] = [
@@ -566,6 +569,15 @@ fn plan_insert(
                 }
                 None => format!("JB{seq:08}"),
             };
+            if let Some(description) = str_field(&body, "Description")
+                && description.chars().count() > DESCRIPTION_LENGTH
+            {
+                return Err(write_failed(format!(
+                    "The value in field 'Description' (Name) is {} characters long; the field \
+                     holds {DESCRIPTION_LENGTH}.",
+                    description.chars().count()
+                )));
+            }
             body.insert("JournalBatchNumber".into(), json!(batch));
             let source_ref = str_field(&body, "Description").map(str::to_owned);
             Ok(NewDoc {

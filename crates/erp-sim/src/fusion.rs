@@ -453,6 +453,42 @@ fn col<'a>(row: &'a Row, name: &str) -> &'a str {
     row.get(name).map_or("", String::as_str)
 }
 
+/// `GL_INTERFACE` key columns and their lengths (the journal and batch names journal import
+/// derives from them are `VARCHAR2(100)`: GL_INTERFACE_GT, Fusion tables reference).
+const GL_LENGTHS: [(&str, usize); 2] = [("REFERENCE1", 100), ("REFERENCE4", 100)];
+
+/// Transaction flexfield segments of `RA_INTERFACE_LINES_ALL` are `VARCHAR2(30)` (Fusion
+/// tables reference, RA_INTERFACE_LINES_ALL: INTERFACE_LINE_ATTRIBUTE1..15), and so are the
+/// link-to and reference flexfields that name another line.
+const FLEXFIELD_LENGTH: usize = 30;
+
+/// The load of an interface row refuses a value longer than its column, as SQL*Loader does
+/// when FBDI loads the CSV into the interface table: the row is rejected with ORA-12899 and
+/// nothing of it is imported (no truncation).
+fn too_long(table: &str, row: &Row, line_no: usize, lengths: &[(String, usize)]) -> Vec<String> {
+    lengths
+        .iter()
+        .filter_map(|(column, max)| {
+            let actual = col(row, column).chars().count();
+            (actual > *max).then(|| {
+                format!(
+                    "row {line_no}: ORA-12899: value too large for column \"FUSION\".\"{table}\".\
+                     \"{column}\" (actual: {actual}, maximum: {max})"
+                )
+            })
+        })
+        .collect()
+}
+
+fn flexfield_lengths() -> Vec<(String, usize)> {
+    ["INTERFACE_LINE", "LINK_TO_LINE", "REFERENCE_LINE"]
+        .iter()
+        .flat_map(|prefix| {
+            (1..=15).map(move |n| (format!("{prefix}_ATTRIBUTE{n}"), FLEXFIELD_LENGTH))
+        })
+        .collect()
+}
+
 /// Journal import: rows grouped into journals by ledger, GROUP_ID, REFERENCE1 (batch),
 /// REFERENCE4 (journal), currency and accounting date; a journal with an invalid row or that
 /// does not balance is rejected as a whole, the others are created. Nothing is deduplicated.
@@ -478,10 +514,15 @@ fn import_journals(
     }
     let (mut documents, mut rejected) = (Vec::new(), Vec::new());
     let _guard = sim.write_lock();
+    let lengths: Vec<(String, usize)> = GL_LENGTHS
+        .iter()
+        .map(|(c, n)| ((*c).to_owned(), *n))
+        .collect();
     for (_, lines) in groups {
         let mut errors = Vec::new();
         let (mut dr, mut cr) = (0i128, 0i128);
         for (line_no, row) in &lines {
+            errors.extend(too_long("GL_INTERFACE", row, *line_no, &lengths));
             if !col(row, "STATUS").eq_ignore_ascii_case("NEW") {
                 errors.push(format!("row {line_no}: STATUS must be NEW"));
             }
@@ -625,6 +666,7 @@ fn import_invoices(
         groups.entry(key).or_default().push((n + 2, row));
     }
     let (mut documents, mut rejected) = (Vec::new(), Vec::new());
+    let lengths = flexfield_lengths();
     for key in order {
         let Some(lines) = groups.remove(&key) else {
             continue;
@@ -633,6 +675,7 @@ fn import_invoices(
         let mut total = 0i128;
         let mut flexfields = Vec::new();
         for (line_no, row) in &lines {
+            errors.extend(too_long("RA_INTERFACE_LINES_ALL", row, *line_no, &lengths));
             for required in [
                 "INTERFACE_LINE_CONTEXT",
                 "INTERFACE_LINE_ATTRIBUTE1",

@@ -34,6 +34,8 @@ use crate::{Admission, Sim, origin};
 const ERP: Erp = Erp::S4Hana;
 const SOAP_ENV: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 const SFIN_NS: &str = "http://sap.com/xi/SAPSCORE/SFIN";
+/// Length of `OriginalReferenceDocument`, the 20-character reference key (AWKEY).
+const ORIGINAL_REFERENCE_LENGTH: usize = 20;
 
 fn soap_fault(status: StatusCode, code: &str, message: &str) -> Response {
     let body = format!(
@@ -188,6 +190,16 @@ fn parse_bulk(text: &str) -> Result<(String, Vec<Value>), String> {
         let entry = create
             .child("JournalEntry")
             .ok_or("JournalEntryCreateRequest without JournalEntry")?;
+        // CHAR(20), the reference key (BKPF-AWKEY): SAP's SOAP runtime refuses a longer value
+        // when it maps the message (no truncation, nothing posted).
+        let reference = entry.text_of("OriginalReferenceDocument");
+        if reference.chars().count() > ORIGINAL_REFERENCE_LENGTH {
+            return Err(format!(
+                "Data loss occurred when converting {reference}: OriginalReferenceDocument is \
+                 {} characters long, at most {ORIGINAL_REFERENCE_LENGTH} are allowed",
+                reference.chars().count()
+            ));
+        }
         let mut json_entry = serde_json::Map::new();
         json_entry.insert("MessageID".into(), json!(sub_id));
         for field in [

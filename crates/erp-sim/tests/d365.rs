@@ -230,6 +230,28 @@ async fn throttling_answers_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_description_longer_than_60_characters_is_refused() {
+    let h = start().await;
+    provision(&h).await;
+    let t = bearer(&h).await;
+    let post = |reference: String| {
+        h.http
+            .post(data(&h, "LedgerJournalHeaders"))
+            .bearer_auth(&t)
+            .json(&json!({ "JournalName": "GenJrn", "Description": reference }))
+            .send()
+    };
+    let resp = post(format!("lf-{}", "t".repeat(58))).await.expect("post");
+    assert_eq!(resp.status(), 400);
+    let refused: Value = resp.json().await.expect("json");
+    let message = refused["error"]["message"].as_str().expect("message");
+    assert!(message.contains("'Description'"), "{refused:#}");
+    assert_eq!(erp(&h.report().await, "d365")["documents"], 0);
+    let resp = post(format!("lf-{}", "t".repeat(57))).await.expect("post");
+    assert_eq!(resp.status(), 201, "60 characters fit");
+}
+
+#[tokio::test]
 async fn a_company_the_environment_does_not_have_is_refused() {
     let h = start().await;
     provision(&h).await;

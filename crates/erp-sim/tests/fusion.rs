@@ -194,3 +194,55 @@ async fn autoinvoice_rejects_a_repeated_transaction_flexfield() {
     assert_eq!(body["count"], 2);
     assert_eq!(body["items"][0]["EnteredAmount"], "100.00");
 }
+
+#[tokio::test]
+async fn a_flexfield_segment_longer_than_30_characters_rejects_its_transaction() {
+    let h = start().await;
+    provision(&h).await;
+    let header = "BUSINESS_UNIT_NAME,BATCH_SOURCE_NAME,CUST_TRX_TYPE_NAME,TRX_DATE,CURRENCY_CODE,\
+                  LINE_TYPE,AMOUNT,INTERFACE_LINE_CONTEXT,INTERFACE_LINE_ATTRIBUTE1,INTERFACE_LINE_ATTRIBUTE2";
+    let long = "lf-acme-00000000-0000-4000-8000-000000000001-inv";
+    let csv = format!(
+        "{header}\nUS1,LEDGERFLOW,Invoice,2025/01/31,USD,LINE,80.00,LEDGERFLOW,{long},1\n\
+         US1,LEDGERFLOW,Invoice,2025/01/31,USD,LINE,20.00,LEDGERFLOW,LFSA5MQTBVRUWDCQYTPR,1\n"
+    );
+    let job = import(&h, AR_JOB, "RaInterfaceLinesAll.csv", &csv).await;
+    assert_eq!(
+        wait(&h, &job).await,
+        "WARNING",
+        "one of two transactions loads"
+    );
+    let report = h.report().await;
+    assert_eq!(erp(&report, "fusion")["documents"], 1);
+    let resp = h
+        .http
+        .get(api(&h, "erpintegrations"))
+        .query(&[(
+            "finder",
+            format!("ESSJobExecutionDetailsRF;requestId={job},fileType=log"),
+        )])
+        .basic_auth("integration.user", Some("pw"))
+        .send()
+        .await
+        .expect("log");
+    let body: Value = resp.json().await.expect("json");
+    let log = unzip_log(body["items"][0]["DocumentContent"].as_str().expect("log"));
+    assert!(log.contains("ORA-12899"), "{log}");
+    assert!(log.contains("INTERFACE_LINE_ATTRIBUTE1"), "{log}");
+    assert!(log.contains("(actual: 48, maximum: 30)"), "{log}");
+}
+
+fn unzip_log(b64: &str) -> String {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("zip");
+    let mut text = String::new();
+    zip.by_index(0)
+        .expect("entry")
+        .read_to_string(&mut text)
+        .expect("text");
+    text
+}

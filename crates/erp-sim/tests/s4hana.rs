@@ -207,3 +207,41 @@ async fn bulk_message_is_confirmed_later_with_partial_failure() {
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0]["source_ref"], "LF-T3-E5");
 }
+
+#[tokio::test]
+async fn a_reference_key_longer_than_20_characters_is_refused_not_truncated() {
+    let h = start().await;
+    provision(&h).await;
+    let long = "lf-acme-00000000-0000-4000-8000-000000000001-inv";
+    let resp = h
+        .http
+        .post(url(&h, SYNC))
+        .basic_auth("COMM_USER", Some("pw"))
+        .body(envelope("M-LONG", &[entry(long, "10.00", "10.00")]))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 500);
+    let text = resp.text().await.expect("body");
+    assert!(text.contains("soap-env:Client"), "{text}");
+    assert!(
+        text.contains("Data loss occurred when converting"),
+        "{text}"
+    );
+    assert_eq!(erp(&h.report().await, "s4hana")["documents"], 0);
+
+    // 20 characters fit.
+    let resp = h
+        .http
+        .post(url(&h, SYNC))
+        .basic_auth("COMM_USER", Some("pw"))
+        .body(envelope(
+            "M-20",
+            &[entry("LFSA5MQTBVRUWDCQYTPR", "10.00", "10.00")],
+        ))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(erp(&h.report().await, "s4hana")["documents"], 1);
+}
