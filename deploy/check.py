@@ -59,12 +59,12 @@ for path in [DEPLOY / "ledgerflow.toml", DEPLOY / "tenants.example.toml"]:
     tomllib.loads(path.read_text())
 
 # Metric names against the catalogue.
-catalogue = set(re.findall(r'pub const \w+: &str = "(ledgerflow_\w+)";',
+catalogue = set(re.findall(r'pub const \w+: &str =\s+"(ledgerflow_\w+)";',
                            (ROOT / "crates/telemetry/src/lib.rs").read_text()))
 check(len(catalogue) >= 10, f"catalogue not found: {catalogue}")
 # Written by `ledgerflow reconcile` / `ledgerflow audit verify` runs (textfile or Pushgateway):
 # their names are defined in crates/telemetry/src/textfile.rs.
-EXTERNAL = set(re.findall(r'pub const \w+: &str = "(ledgerflow_\w+)";',
+EXTERNAL = set(re.findall(r'pub const \w+: &str =\s+"(ledgerflow_\w+)";',
                           (ROOT / "crates/telemetry/src/textfile.rs").read_text()))
 check(len(EXTERNAL) >= 4, f"textfile gauges not found: {EXTERNAL}")
 queried = set()

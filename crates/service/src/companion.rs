@@ -54,6 +54,15 @@ impl Dispatcher {
         }
     }
 
+    /// Whether an outbox row in `status` still needs delivery or an operator: an ERP posting
+    /// until it is confirmed or resolved, a webhook until it is delivered.
+    pub fn unfinished(self, status: &str) -> bool {
+        match self {
+            Self::Erp => !matches!(status, "confirmed" | "resolved"),
+            Self::Webhooks => status != "delivered",
+        }
+    }
+
     /// The consumer whose outbox it is.
     pub fn consumer(self) -> &'static str {
         match self {

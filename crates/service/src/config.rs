@@ -77,6 +77,8 @@ pub mod vars {
     pub const LAG_INTERVAL_MS: &str = "LEDGERFLOW_LAG_INTERVAL_MS";
     /// Tenants with their own metric label.
     pub const METRICS_TENANTS: &str = ledgerflow_telemetry::TENANTS_ENV;
+    /// How many tenants, those with the most delivery lag, get their own lag series.
+    pub const METRICS_LAG_TENANTS: &str = "LEDGERFLOW_METRICS_LAG_TENANTS";
 
     /// The variables that name a setting of a command-line flag, each listed in that flag's
     /// `--help` (the dispatcher, sampler and metrics tuning variables have no flag).

@@ -21,6 +21,7 @@ pub mod produce;
 mod sampler;
 mod serve;
 pub mod signal;
+pub mod tenant_lag;
 
 pub use config::{Environment, Settings, SettingsLayer};
 pub use consumer::{ConsumerKind, Gauge, Spec};

@@ -17,7 +17,8 @@
 //!   caught up);
 //! - open dead letters by consumer and reason; outbox rows by status (ERP postings and webhook
 //!   deliveries also by bounded tenant label), skipping an outbox table that does not exist yet;
-//!   the age of the oldest ERP posting still pending, accepted or failed;
+//!   the age of the oldest ERP posting still pending, accepted or failed; per-tenant delivery
+//!   lag for the most lagging tenants ([`crate::tenant_lag`]);
 //!   which of these a consumer has is its [`ConsumerKind::spec`]'s `gauges`.
 //!
 //! The broker calls block, so they run on the blocking pool; a tick never overlaps the next.
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledgerflow_core::now_micros;
-use ledgerflow_store::{PositionRow, Store};
+use ledgerflow_store::{PositionRow, Store, TenantStatusCount};
 use ledgerflow_telemetry::{self as tm, Readiness, TenantLabels};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -74,6 +75,15 @@ pub(crate) fn start(
     let interval = interval_from(env.get(vars::LAG_INTERVAL_MS))?;
     let tenants =
         TenantLabels::from_setting(env.get(vars::METRICS_TENANTS)).map_err(ServiceError::Config)?;
+    let lag_tenants = match env.get(vars::METRICS_LAG_TENANTS) {
+        None => crate::tenant_lag::DEFAULT_LAG_TENANTS,
+        Some(raw) => raw.trim().parse().map_err(|_| {
+            ServiceError::Config(format!(
+                "{}={raw:?} is not a number of tenants",
+                vars::METRICS_LAG_TENANTS
+            ))
+        })?,
+    };
     let named: Vec<String> = settings
         .topics
         .iter()
@@ -94,8 +104,10 @@ pub(crate) fn start(
         consumers: consumers.to_vec(),
         named,
         tenants,
+        lag_tenants,
         dead_letter_series: BTreeSet::new(),
         tenant_series: BTreeSet::new(),
+        lag_series: BTreeSet::new(),
         failing: BTreeSet::new(),
     };
     tokio::spawn(sampler.run(interval, stop));
@@ -334,6 +346,10 @@ struct Sampler {
     dead_letter_series: BTreeSet<(String, String)>,
     /// (gauge, tenant label, status).
     tenant_series: BTreeSet<(&'static str, String, String)>,
+    /// How many tenants get their own delivery lag series ([`crate::tenant_lag`]).
+    lag_tenants: usize,
+    /// (consumer, tenant) delivery lag series set before, zeroed when a tenant leaves the top.
+    lag_series: BTreeSet<(&'static str, String)>,
     /// Sources failing right now (logged once per outage, counted every time).
     failing: BTreeSet<&'static str>,
 }
@@ -466,7 +482,7 @@ impl Sampler {
 
     /// Sets the backlog gauges of one outbox and adds its rows by tenant to `by_tenant`.
     async fn sample_outbox(
-        &self,
+        &mut self,
         dispatcher: Dispatcher,
         by_tenant: &mut BTreeMap<(&'static str, String, String), i64>,
     ) -> Result<(), String> {
@@ -477,6 +493,7 @@ impl Sampler {
         else {
             return Ok(());
         };
+        self.sample_tenant_lag(dispatcher, &rows);
         let mut backlog: BTreeMap<&str, i64> = [("pending", 0), ("failed", 0)].into();
         for row in rows {
             if let Some(total) = backlog.get_mut(row.status.as_str()) {
@@ -495,6 +512,44 @@ impl Sampler {
                 .set(n as f64);
         }
         Ok(())
+    }
+
+    /// The per-tenant delivery lag of one outbox: the most lagging tenants, the rest as
+    /// `other`, and the median ([`crate::tenant_lag`]).
+    fn sample_tenant_lag(&mut self, dispatcher: Dispatcher, rows: &[TenantStatusCount]) {
+        let consumer = dispatcher.consumer();
+        let sample = crate::tenant_lag::sample(
+            rows,
+            |status| dispatcher.unfinished(status),
+            self.lag_tenants,
+            now_micros(),
+        );
+        let mut now = BTreeSet::new();
+        for lag in sample.top.iter().chain(std::iter::once(&sample.other)) {
+            metrics::gauge!(tm::TENANT_DELIVERY_LAG_SECONDS, "consumer" => consumer, "tenant" => lag.tenant.clone())
+                .set(lag.seconds);
+            metrics::gauge!(tm::TENANT_DELIVERY_LAG_EVENTS, "consumer" => consumer, "tenant" => lag.tenant.clone())
+                .set(lag.events as f64);
+            now.insert((consumer, lag.tenant.clone()));
+        }
+        let before: Vec<_> = self
+            .lag_series
+            .iter()
+            .filter(|(c, _)| *c == consumer)
+            .cloned()
+            .collect();
+        for key in before {
+            if !now.contains(&key) {
+                metrics::gauge!(tm::TENANT_DELIVERY_LAG_SECONDS, "consumer" => consumer, "tenant" => key.1.clone())
+                    .set(0.0);
+                metrics::gauge!(tm::TENANT_DELIVERY_LAG_EVENTS, "consumer" => consumer, "tenant" => key.1.clone())
+                    .set(0.0);
+                self.lag_series.remove(&key);
+            }
+        }
+        self.lag_series.extend(now);
+        metrics::gauge!(tm::TENANT_DELIVERY_LAG_MEDIAN_SECONDS, "consumer" => consumer)
+            .set(sample.median_seconds);
     }
 
     fn outcome(&mut self, source: &'static str, error: Option<&String>) {

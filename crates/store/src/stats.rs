@@ -42,6 +42,8 @@ pub struct TenantStatusCount {
     pub status: String,
     /// Rows.
     pub count: i64,
+    /// When the oldest of them was written (micros), if the table says.
+    pub oldest_created_at: Option<i64>,
 }
 
 impl Store {
@@ -70,7 +72,8 @@ impl Store {
         ))
     }
 
-    /// Rows of an outbox-shaped table (`tenant_id` and `status` columns) by tenant and status;
+    /// Rows of an outbox-shaped table (`tenant_id`, `status` and `created_at` columns) by tenant
+    /// and status, with the oldest row's `created_at`;
     /// `None` when the table does not exist yet (its consumer never ran here). The crate that
     /// owns the table names it.
     pub async fn rows_by_tenant_and_status(
@@ -81,8 +84,8 @@ impl Store {
             return Ok(None);
         }
         let rows = sqlx::query(&format!(
-            "SELECT tenant_id, status, CAST(COUNT(*) AS BIGINT) AS n FROM {table} \
-             GROUP BY tenant_id, status ORDER BY tenant_id, status"
+            "SELECT tenant_id, status, CAST(COUNT(*) AS BIGINT) AS n, \
+             MIN(created_at) AS oldest FROM {table} GROUP BY tenant_id, status ORDER BY tenant_id, status"
         ))
         .fetch_all(self.pool())
         .await
@@ -97,6 +100,7 @@ impl Store {
                     tenant_id: r.try_get("tenant_id").map_err(get)?,
                     status: r.try_get("status").map_err(get)?,
                     count: r.try_get("n").map_err(get)?,
+                    oldest_created_at: r.try_get("oldest").map_err(get)?,
                 })
             })
             .collect::<Result<_, StoreError>>()?;

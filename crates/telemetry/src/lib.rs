@@ -75,6 +75,18 @@ pub const ERP_OUTCOMES_TOTAL: &str = "ledgerflow_erp_outcomes_total";
 /// Webhook deliveries (notification outbox rows) by tenant (bounded) and status (`pending`,
 /// `delivered`, `failed`): the inputs of the webhook delivery success ratio. Sampled.
 pub const WEBHOOK_DELIVERIES: &str = "ledgerflow_webhook_deliveries";
+/// Per-tenant delivery lag in seconds (age of the tenant's oldest unfinished outbox row), by
+/// consumer, for the N tenants with the most lag (`LEDGERFLOW_METRICS_LAG_TENANTS`) and
+/// `tenant="other"` for the largest among the rest. Sampled.
+pub const TENANT_DELIVERY_LAG_SECONDS: &str = "ledgerflow_tenant_delivery_lag_seconds";
+/// Per-tenant delivery lag in events (unfinished outbox rows), same tenants as
+/// [`TENANT_DELIVERY_LAG_SECONDS`]. Sampled.
+pub const TENANT_DELIVERY_LAG_EVENTS: &str = "ledgerflow_tenant_delivery_lag_events";
+/// The median of the per-tenant delivery lag in seconds over every tenant the outbox holds
+/// rows of (0 for a tenant with nothing unfinished), by consumer: what "the others" look like
+/// when one tenant lags. Sampled.
+pub const TENANT_DELIVERY_LAG_MEDIAN_SECONDS: &str =
+    "ledgerflow_tenant_delivery_lag_median_seconds";
 /// Sampler reads that failed, by source (`database`, `broker`).
 pub const SAMPLER_ERRORS_TOTAL: &str = "ledgerflow_sampler_errors_total";
 /// Payments posted whose invoice has not arrived yet (held as unapplied cash).
@@ -241,6 +253,24 @@ pub const CATALOGUE: &[Metric] = &[
         MetricKind::Gauge,
         &["tenant", "status"],
         "Webhook deliveries by tenant (bounded, see LEDGERFLOW_METRICS_TENANTS) and status: pending, delivered, failed (sampled).",
+    ),
+    metric(
+        TENANT_DELIVERY_LAG_SECONDS,
+        MetricKind::Gauge,
+        &["consumer", "tenant"],
+        "Age in seconds of a tenant's oldest unfinished outbox row (ERP posting not confirmed or resolved, webhook not delivered), for the N tenants with the most lag (LEDGERFLOW_METRICS_LAG_TENANTS, default 10); tenant=other is the largest among the rest; a tenant that leaves the top N reads 0 (sampled).",
+    ),
+    metric(
+        TENANT_DELIVERY_LAG_EVENTS,
+        MetricKind::Gauge,
+        &["consumer", "tenant"],
+        "Unfinished outbox rows of a tenant, for the same tenants as ledgerflow_tenant_delivery_lag_seconds; tenant=other sums the rest (sampled).",
+    ),
+    metric(
+        TENANT_DELIVERY_LAG_MEDIAN_SECONDS,
+        MetricKind::Gauge,
+        &["consumer"],
+        "Median per-tenant delivery lag in seconds over every tenant with outbox rows, 0 for tenants with nothing unfinished (sampled).",
     ),
     metric(
         SAMPLER_ERRORS_TOTAL,
