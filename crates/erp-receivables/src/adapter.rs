@@ -256,6 +256,42 @@ impl From<Lookup> for ReadBack {
     }
 }
 
+impl From<ReadBack> for Lookup {
+    fn from(read: ReadBack) -> Self {
+        match read {
+            ReadBack::Found { document_id, .. } => Self::Found { document_id },
+            ReadBack::NotFound => Self::NotFound,
+            ReadBack::Retry(r) => Self::Retry(r),
+            ReadBack::Failed(f) => Self::Failed(f),
+        }
+    }
+}
+
+/// The exact sum of decimal amounts as an ERP returned them (texts or JSON numbers), in
+/// `currency`; `None` when one is neither, the currency is unknown, or the sum has more
+/// decimals than the currency: read-back then says "not returned" rather than guess.
+pub(crate) fn decimal_amount<'a>(
+    currency: &str,
+    values: impl IntoIterator<Item = &'a Value>,
+) -> Option<ErpAmount> {
+    const SCALE: u8 = 6;
+    let mut micro = 0i128;
+    for v in values {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        micro = micro.checked_add(ledgerflow_core::parse_minor(text.trim(), SCALE).ok()?)?;
+    }
+    let currency = ledgerflow_core::Currency::parse(currency.trim()).ok()?;
+    let factor = 10i128.checked_pow(u32::from(SCALE.checked_sub(currency.exponent())?))?;
+    (micro % factor == 0).then(|| ErpAmount {
+        currency: currency.code().to_owned(),
+        amount_minor: micro / factor,
+    })
+}
+
 /// A failure on the way to an answer, for `?` inside adapters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {

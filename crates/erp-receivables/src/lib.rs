@@ -60,7 +60,10 @@ pub use mapping::{
     CONSUMER_NAME, CreditMemoPosting, CustomerRecord, ErpEffect, ErpReceivables, ErpRoute,
     InvoicePosting, PaymentPosting, Posting, RefundPosting, VoidPosting, map_event,
 };
-pub use posting::{Dependency, ErpPosting, PostingState, Route, external_id};
+pub use posting::{
+    COMPACT_KEY_LEN, Dependency, ErpPosting, KeyField, PostingState, Route, compact_key, erp_key,
+    external_id, key_field,
+};
 pub use readback::{ReadbackOptions, ReadbackProgress, ReadbackReport, read_back};
 pub use reconcile::{
     AmountSummary, DocumentReconciliation, DoublePosting, ErpReconciliation, FailedDelivery,

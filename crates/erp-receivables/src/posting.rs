@@ -98,6 +98,116 @@ pub fn external_id(tenant: &str, event_id: &EventId, kind: JournalKind) -> Strin
     format!("lf-{tenant}-{event_id}-{}", kind_code(kind))
 }
 
+/// Where an ERP keeps ledgerflow's key of a document (the value the adapter creates the
+/// document with and looks it up by), and how many characters that field holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyField {
+    /// The ERP's field.
+    pub field: &'static str,
+    /// Its documented length; `None`: no limit ledgerflow's external ids can reach.
+    pub max_len: Option<usize>,
+}
+
+/// The key field of each ERP (see ADAPTERS.md, "Keys in the ERP", for the sources):
+///
+/// | ERP | field | length |
+/// | --- | --- | --- |
+/// | NetSuite | `externalId` (the `eid:` of the URL) | not limited for ledgerflow's ids |
+/// | Dynamics 365 | journal header `Description` (LedgerJournalTable.Name, EDT `Description`) | 60 |
+/// | S/4HANA | `OriginalReferenceDocument` (the reference key, BKPF-AWKEY) | 20 |
+/// | Oracle Fusion | AutoInvoice `INTERFACE_LINE_ATTRIBUTE1` (line transaction flexfield) | 30 |
+/// | | journal import `REFERENCE4` / `REFERENCE1` (journal and batch name) | 100 |
+///
+/// Fusion has two fields; [`KeyField`] names the shorter one, and GL journals and AutoInvoice
+/// transactions carry the same (compact) key.
+pub fn key_field(kind: ErpKind) -> KeyField {
+    match kind {
+        ErpKind::Netsuite => KeyField {
+            field: "externalId",
+            max_len: None,
+        },
+        ErpKind::Dynamics365 => KeyField {
+            field: "Description",
+            max_len: Some(60),
+        },
+        ErpKind::S4hana => KeyField {
+            field: "OriginalReferenceDocument",
+            max_len: Some(20),
+        },
+        ErpKind::OracleFusion => KeyField {
+            field: "INTERFACE_LINE_ATTRIBUTE1",
+            max_len: Some(30),
+        },
+    }
+}
+
+/// Length of a [`compact_key`]: `LF` and 18 base32 characters.
+pub const COMPACT_KEY_LEN: usize = 20;
+
+/// Domain separation of the compact key's hash. Fixed forever: a change re-keys every document
+/// in S/4HANA and Fusion, and a re-send after it would post a second copy.
+const COMPACT_KEY_DOMAIN: &[u8] = b"ledgerflow/erp-key/v1\n";
+
+/// RFC 4648 base32 alphabet (upper case, no padding): letters and digits only, so the key is
+/// valid wherever the external id is, and no two characters look alike.
+const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/// The compact key of an external id, for ERPs whose key field is shorter than the external
+/// id: `LF` followed by the first 18 base32 characters (90 bits) of
+/// SHA-256(`ledgerflow/erp-key/v1\n` ‖ external id). 20 characters: it fits S/4HANA's
+/// 20-character reference key and Fusion's 30-character flexfield segment (and the first 25
+/// characters, all that Oracle's journal import is documented to keep of a given journal name).
+///
+/// The external id is `lf-{tenant}-{event id}-{role}` with a fixed-length event id and a
+/// role suffix without `-`, so it encodes (tenant, event, role) injectively: hashing it is
+/// hashing those three. The key depends on nothing else (no time, no attempt, no release
+/// setting), so a replay, a re-derivation, a re-send and a later release all produce the same
+/// one (pinned by a golden test).
+///
+/// **Collisions.** Two different postings get the same key with probability 2^-90 (SHA-256
+/// truncated to 90 bits is, as far as anyone knows, uniform). Among n postings of one ERP
+/// account the chance that *any* two collide is at most n(n-1)/2 · 2^-90 ≈ n² / 2.5·10^27: for
+/// a billion postings (10^9) about 4·10^-10, for ten billion 4·10^-8. A collision would make
+/// the lookup before a create find the other posting's document and skip the create, so the
+/// bound is the probability of that silent skip over the account's whole history.
+/// Compact keys start with `LF` and contain no `-`, so none equals a full external id
+/// (`lf-...`): an ERP that holds both kinds (D365 for long tenant names) cannot confuse them.
+pub fn compact_key(external_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(COMPACT_KEY_DOMAIN);
+    hasher.update(external_id.as_bytes());
+    let digest = hasher.finalize();
+    let mut key = String::with_capacity(COMPACT_KEY_LEN);
+    key.push_str("LF");
+    // 5 bits per character, most significant first.
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for byte in digest.iter() {
+        acc = (acc << 8) | u32::from(*byte);
+        bits += 8;
+        while bits >= 5 && key.len() < COMPACT_KEY_LEN {
+            bits -= 5;
+            key.push(char::from(BASE32[((acc >> bits) & 31) as usize]));
+        }
+        acc &= (1 << bits) - 1;
+        if key.len() == COMPACT_KEY_LEN {
+            break;
+        }
+    }
+    key
+}
+
+/// The key a posting's document carries in its ERP ([`key_field`]): the external id itself
+/// where it fits the field, else its [`compact_key`]. Adapters create, look up (before a
+/// create, after an indefinite outcome) and read back by this key; the outbox keeps the full
+/// external id.
+pub fn erp_key(kind: ErpKind, external_id: &str) -> String {
+    match key_field(kind).max_len {
+        Some(max) if external_id.len() > max => compact_key(external_id),
+        _ => external_id.to_owned(),
+    }
+}
+
 /// The postings a journal waits for because of its kind: a void's reversal waits for the
 /// voided invoice's posting (the ERP must hold the original before its reversal arrives).
 /// Every adapter adds these to what its own documents need.
@@ -203,6 +313,11 @@ pub struct ErpPosting {
 }
 
 impl ErpPosting {
+    /// The key of its document in its ERP ([`erp_key`]).
+    pub fn erp_key(&self) -> String {
+        erp_key(self.route.kind(), &self.external_id)
+    }
+
     /// The dependency for a journal role, if there is one.
     pub fn dependency(&self, kind: JournalKind) -> Option<&Dependency> {
         self.dependencies.iter().find(|d| d.journal_kind == kind)
@@ -255,6 +370,48 @@ mod tests {
             _ => "credit_memo",
         }
         .to_owned()
+    }
+
+    #[test]
+    fn erp_keys_are_pinned_fit_their_fields_and_keep_the_full_id_where_it_fits() {
+        let event = EventId::parse("6f1c2d7e-8a4b-4c3d-9e2f-0a1b2c3d4e5f").unwrap();
+        let inv = external_id("acme", &event, JournalKind::Invoice);
+        let rct = external_id("acme", &event, JournalKind::Receipt);
+        // Golden values: a change re-keys every S/4HANA and Fusion document, and a re-send
+        // after it would post a second copy. Never update these (they are RFC 4648 base32 of
+        // SHA-256, computed independently with Python's hashlib and base64).
+        assert_eq!(compact_key(&inv), "LFMSM6GHOVPJCFVSXVFQ");
+        assert_eq!(compact_key(&rct), "LFUVDIVGRY4GKDRY2TTJ");
+        assert_eq!(
+            compact_key("lf-t_01-x-6f1c2d7e-8a4b-4c3d-9e2f-0a1b2c3d4e5f-void"),
+            "LF5K4LSGIZKL4CT7D7VJ"
+        );
+        for kind in ErpKind::ALL {
+            let key = erp_key(kind, &inv);
+            assert!(is_portable_external_id(&key), "{kind}: {key}");
+            if let Some(max) = key_field(kind).max_len {
+                assert!(key.len() <= max, "{kind}: {key}");
+            }
+        }
+        assert_eq!(erp_key(ErpKind::Netsuite, &inv), inv);
+        assert_eq!(erp_key(ErpKind::Dynamics365, &inv), inv, "fits 60");
+        assert_eq!(erp_key(ErpKind::S4hana, &inv), compact_key(&inv));
+        assert_eq!(erp_key(ErpKind::OracleFusion, &inv), compact_key(&inv));
+        let long_tenant = "t".repeat(30);
+        let long = external_id(&long_tenant, &event, JournalKind::Invoice);
+        assert!(long.len() > 60);
+        assert_eq!(erp_key(ErpKind::Dynamics365, &long), compact_key(&long));
+        assert_eq!(erp_key(ErpKind::Netsuite, &long), long);
+        // Distinct per role and tenant; never a full id's shape.
+        let keys: std::collections::BTreeSet<String> = JournalKind::ALL
+            .into_iter()
+            .flat_map(|k| ["acme", "acme2"].map(|t| compact_key(&external_id(t, &event, k))))
+            .collect();
+        assert_eq!(keys.len(), 2 * JournalKind::ALL.len());
+        assert!(
+            keys.iter()
+                .all(|k| k.len() == COMPACT_KEY_LEN && k.starts_with("LF") && !k.contains('-'))
+        );
     }
 
     #[test]

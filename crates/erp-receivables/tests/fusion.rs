@@ -15,7 +15,7 @@ use common::*;
 use ledgerflow_erp_receivables::adapters::fusion::Fusion;
 use ledgerflow_erp_receivables::{DispatcherConfig, ErpAdapter};
 use ledgerflow_store::Backend;
-use ledgerflow_tenants::ErpMode;
+use ledgerflow_tenants::{ErpKind, ErpMode};
 use serde_json::{Value, json};
 
 per_backend!(faults_and_commit_then_drop_import_nothing_twice);
@@ -163,7 +163,10 @@ async fn faults_and_commit_then_drop_import_nothing_twice(backend: Backend) {
             use sqlx::Row;
             let ext: String = r.get(0);
             let id: Option<String> = r.get(1);
-            assert_eq!(by_ref.get(&ext), id.as_ref(), "{ext}");
+            // The pod holds the posting's key (its compact key), not the external id.
+            let key = ledgerflow_erp_receivables::erp_key(ErpKind::OracleFusion, &ext);
+            assert!(key.len() <= 30, "{key}");
+            assert_eq!(by_ref.get(&key), id.as_ref(), "{ext}");
         }
     }
     // Credit memos are negative transactions.

@@ -754,6 +754,39 @@ fn import_invoices(
     Ok((documents, rejected))
 }
 
+/// A stored journal's or transaction's totals as Fusion reports them: the sums of its lines
+/// as they are now (`RunningTotalDr` / `RunningTotalCr` of a journal, `EnteredAmount` of a
+/// transaction), so a line edited in the pod (admin `PATCH`) reads back with its new amount.
+fn with_totals(mut body: Value) -> Value {
+    let Some(lines) = body.get("lines").and_then(Value::as_array).cloned() else {
+        return body;
+    };
+    let sum = |column: &str| -> Option<i128> {
+        lines.iter().try_fold(0i128, |acc, line| {
+            match line.get(column).and_then(Value::as_str).unwrap_or("") {
+                "" => Some(acc),
+                v => text::parse_amount(v).map(|a| acc + a),
+            }
+        })
+    };
+    let totals: Vec<(&str, Option<i128>)> = if body.get("JeHeaderId").is_some() {
+        vec![
+            ("RunningTotalDr", sum("ENTERED_DR")),
+            ("RunningTotalCr", sum("ENTERED_CR")),
+        ]
+    } else {
+        vec![("EnteredAmount", sum("AMOUNT"))]
+    };
+    if let Value::Object(map) = &mut body {
+        for (field, total) in totals {
+            if let Some(total) = total {
+                map.insert(field.into(), json!(text::format_amount(total)));
+            }
+        }
+    }
+    body
+}
+
 /// `GET journalBatches?q=...` / `receivablesInvoices?q=...`: ADF `q` with `Attr=value` terms
 /// joined by `;` (AND), compared as strings against the document's top-level attributes.
 fn read_back(sim: &Sim, account: &Account, uri: &Uri, kind: &str) -> Response {
@@ -777,7 +810,7 @@ fn read_back(sim: &Sim, account: &Account, uri: &Uri, kind: &str) -> Response {
         .store
         .find_docs(|d| d.erp == ERP && d.account == account.account && d.kind == kind)
         .into_iter()
-        .map(|d| d.body)
+        .map(|d| with_totals(d.body))
         .filter(|b| text::matches(b, &terms))
         .collect();
     axum::Json(json!({ "items": items, "count": items.len(), "hasMore": false, "limit": 500, "offset": 0, "links": [] }))

@@ -33,12 +33,13 @@ use serde_json::{Value, json};
 
 use crate::ErpError;
 use crate::adapter::{
-    BoxFuture, Document, ErpAdapter, Exchange, FailClass, Failed, HttpRequest, HttpResponse,
-    Lookup, LookupPolicy, Outcome, Problem, RenderInput, Rendered, Retry, RetryClass,
+    BoxFuture, Document, ErpAdapter, ErpAmount, Exchange, FailClass, Failed, HttpRequest,
+    HttpResponse, Lookup, LookupPolicy, Outcome, Problem, ReadBack, RenderInput, Rendered, Retry,
+    RetryClass, decimal_amount,
 };
 use crate::journal::{JournalEntry, JournalKind};
 use crate::payloads::date_of;
-use crate::posting::{ErpPosting, kind_dependencies};
+use crate::posting::{ErpPosting, erp_key, kind_dependencies};
 
 /// Document kinds and their entity sets.
 const LEDGER: (&str, &str, &str) = (
@@ -115,7 +116,7 @@ fn journal(
         "header": {
             "dataAreaId": data_area,
             "JournalName": journal_name,
-            "Description": input.external_id,
+            "Description": erp_key(ErpKind::Dynamics365, input.external_id),
         },
         "lines": lines,
     })
@@ -148,6 +149,8 @@ fn batch_body(
     })?;
     let mut header = posting.document["header"].clone();
     header["JournalBatchNumber"] = json!(batch);
+    // What `find` asks for, also for a document rendered before keys were compacted.
+    header["Description"] = json!(posting.erp_key());
     let lines = posting.document["lines"]
         .as_array()
         .cloned()
@@ -216,6 +219,113 @@ fn classify(cx: &Exchange, resp: &HttpResponse) -> Problem {
     Problem::Failed(Failed::new(class, text))
 }
 
+/// `{dataAreaId}/{JournalBatchNumber}` of a journal header row.
+fn document_id(row: &Value) -> String {
+    format!(
+        "{}/{}",
+        row["dataAreaId"].as_str().unwrap_or_default(),
+        row["JournalBatchNumber"].as_str().unwrap_or_default()
+    )
+}
+
+/// The debits of a journal's lines in their currency; `None` when the lines disagree on the
+/// currency, none is there, or an amount is unreadable.
+fn lines_amount(lines: &[Value]) -> Option<ErpAmount> {
+    let currency = lines.first()?["CurrencyCode"].as_str()?;
+    if lines
+        .iter()
+        .any(|l| l["CurrencyCode"].as_str() != Some(currency))
+    {
+        return None;
+    }
+    decimal_amount(
+        currency,
+        lines
+            .iter()
+            .map(|l| &l["DebitAmount"])
+            .filter(|v| !v.is_null()),
+    )
+}
+
+impl Dynamics365 {
+    /// `GET /data/{Headers}?$filter=Description eq '<erp key>'&cross-company=true`: the first
+    /// journal header carrying the posting's key.
+    async fn header(&self, cx: &Exchange, posting: &ErpPosting) -> Result<Option<Value>, Problem> {
+        let (headers, _) = known_sets(posting)?;
+        // Keys are [A-Za-z0-9_-]: nothing to escape inside the OData literal.
+        let url = cx.url(&format!(
+            "/data/{headers}?$filter=Description%20eq%20'{}'&cross-company=true",
+            posting.erp_key()
+        ));
+        let rows = get_values(cx, url).await?;
+        if rows.len() > 1 {
+            tracing::error!(
+                external_id = %posting.external_id, copies = rows.len(),
+                "d365 holds this journal more than once"
+            );
+        }
+        Ok(rows.into_iter().next())
+    }
+
+    /// `GET /data/{Lines}?$filter=JournalBatchNumber eq '..' and dataAreaId eq '..'&
+    /// cross-company=true`: the lines of a journal header.
+    async fn lines(
+        &self,
+        cx: &Exchange,
+        posting: &ErpPosting,
+        header: &Value,
+    ) -> Result<Vec<Value>, Problem> {
+        let (_, lines) = known_sets(posting)?;
+        let literal = |field: &str| -> Result<String, Problem> {
+            let v = header[field].as_str().unwrap_or_default();
+            // Batch numbers and company ids are alphanumeric; anything else is not ours.
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(Problem::Retry(Retry::new(
+                    RetryClass::Server,
+                    format!("d365 journal header with an unreadable {field}: {v:?}"),
+                )));
+            }
+            Ok(v.to_owned())
+        };
+        let (batch, company) = (literal("JournalBatchNumber")?, literal("dataAreaId")?);
+        let url = cx.url(&format!(
+            "/data/{lines}?$filter=JournalBatchNumber%20eq%20'{batch}'%20and%20dataAreaId%20eq%20\
+             '{company}'&cross-company=true"
+        ));
+        get_values(cx, url).await
+    }
+}
+
+/// The entity sets of a posting's document kind.
+fn known_sets(posting: &ErpPosting) -> Result<(&'static str, &'static str), Problem> {
+    sets(&posting.document_kind).ok_or_else(|| {
+        Problem::Failed(Failed::new(
+            FailClass::Mapping,
+            format!("unknown d365 document kind {:?}", posting.document_kind),
+        ))
+    })
+}
+
+/// An OData collection read: its `value` rows.
+async fn get_values(cx: &Exchange, url: String) -> Result<Vec<Value>, Problem> {
+    let resp = cx
+        .call(HttpRequest::get(url).with_header("accept", "application/json"))
+        .await?;
+    if !resp.is_success() {
+        return Err(classify(cx, &resp));
+    }
+    match resp.json() {
+        Some(v) => Ok(v["value"].as_array().cloned().unwrap_or_default()),
+        None => Err(Problem::Retry(Retry::new(
+            RetryClass::Server,
+            cx.redact(&format!(
+                "unreadable d365 answer: {}",
+                ledgerflow_outbox::excerpt(&resp.body)
+            )),
+        ))),
+    }
+}
+
 impl ErpAdapter for Dynamics365 {
     fn kind(&self) -> ErpKind {
         ErpKind::Dynamics365
@@ -264,47 +374,35 @@ impl ErpAdapter for Dynamics365 {
 
     fn find<'a>(&'a self, cx: &'a Exchange, posting: &'a ErpPosting) -> BoxFuture<'a, Lookup> {
         Box::pin(async move {
-            let Some((headers, _)) = sets(&posting.document_kind) else {
-                return Lookup::Failed(Failed::new(
-                    FailClass::Mapping,
-                    format!("unknown d365 document kind {:?}", posting.document_kind),
-                ));
-            };
-            // External ids are [A-Za-z0-9_-]: nothing to escape inside the OData literal.
-            let url = cx.url(&format!(
-                "/data/{headers}?$filter=Description%20eq%20'{}'&cross-company=true",
-                posting.external_id
-            ));
-            let resp = match cx
-                .call(HttpRequest::get(url).with_header("accept", "application/json"))
-                .await
-            {
-                Ok(r) => r,
+            match self.header(cx, posting).await {
+                Ok(Some(row)) => Lookup::Found {
+                    document_id: document_id(&row),
+                },
+                Ok(None) => Lookup::NotFound,
+                Err(p) => p.into(),
+            }
+        })
+    }
+
+    /// The journal found by its `Description`, then its lines read by `JournalBatchNumber`:
+    /// the amount is the sum of the lines' `DebitAmount` as D365 holds them.
+    fn read_back<'a>(
+        &'a self,
+        cx: &'a Exchange,
+        posting: &'a ErpPosting,
+    ) -> BoxFuture<'a, ReadBack> {
+        Box::pin(async move {
+            let row = match self.header(cx, posting).await {
+                Ok(Some(row)) => row,
+                Ok(None) => return ReadBack::NotFound,
                 Err(p) => return p.into(),
             };
-            if !resp.is_success() {
-                return classify(cx, &resp).into();
-            }
-            let found = resp.json().and_then(|v| {
-                v["value"].as_array().and_then(|rows| {
-                    if rows.len() > 1 {
-                        tracing::error!(
-                            external_id = %posting.external_id, copies = rows.len(),
-                            "d365 holds this journal more than once"
-                        );
-                    }
-                    rows.first().cloned()
-                })
-            });
-            match found {
-                Some(row) => Lookup::Found {
-                    document_id: format!(
-                        "{}/{}",
-                        row["dataAreaId"].as_str().unwrap_or_default(),
-                        row["JournalBatchNumber"].as_str().unwrap_or_default()
-                    ),
+            match self.lines(cx, posting, &row).await {
+                Ok(lines) => ReadBack::Found {
+                    document_id: document_id(&row),
+                    amount: lines_amount(&lines),
                 },
-                None => Lookup::NotFound,
+                Err(p) => p.into(),
             }
         })
     }

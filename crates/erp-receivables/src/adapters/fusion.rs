@@ -8,10 +8,12 @@
 //! | credit memo | journal import | AutoInvoice, negative amounts, referring to its invoice's first line (and waiting for it) |
 //! | receipt, application | journal import | journal import: FBDI AutoInvoice has no receipts, so they stay journals |
 //!
-//! **The posting's external id** is the journal name (`REFERENCE4`, also the batch name
+//! **The posting's key** ([`crate::posting::erp_key`]: the 20-character compact key of its
+//! external id, which at 44 characters and more fits neither the flexfield's 30 characters nor
+//! what journal import keeps of a name) is the journal name (`REFERENCE4`, also the batch name
 //! `REFERENCE1`) of a GL journal, and the transaction flexfield of an AutoInvoice transaction
-//! (`INTERFACE_LINE_CONTEXT` `LEDGERFLOW`, `INTERFACE_LINE_ATTRIBUTE1` the external id,
-//! `INTERFACE_LINE_ATTRIBUTE2` the line number).
+//! (`INTERFACE_LINE_CONTEXT` `LEDGERFLOW`, `INTERFACE_LINE_ATTRIBUTE1` the key,
+//! `INTERFACE_LINE_ATTRIBUTE2` the line number). Uploads, lookups and read-back all use it.
 //!
 //! **One attempt:** the posting's rows go into an FBDI zip, shared with the other postings of
 //! the same account, credentials, import and ledger/source that are sent within
@@ -59,12 +61,13 @@ use tokio::sync::{Notify, watch};
 
 use crate::ErpError;
 use crate::adapter::{
-    BoxFuture, Document, ErpAdapter, Exchange, FailClass, Failed, HttpRequest, HttpResponse,
-    Lookup, Outcome, Problem, RenderInput, Rendered, Retry, RetryClass,
+    BoxFuture, Document, ErpAdapter, ErpAmount, Exchange, FailClass, Failed, HttpRequest,
+    HttpResponse, Lookup, Outcome, Problem, ReadBack, RenderInput, Rendered, Retry, RetryClass,
+    decimal_amount,
 };
 use crate::auth::encode;
 use crate::journal::{JournalEntry, JournalKind};
-use crate::posting::{ErpPosting, kind_dependencies};
+use crate::posting::{ErpPosting, erp_key, kind_dependencies};
 
 /// Document kind of a journal import posting.
 pub const GL_KIND: &str = "GlJournal";
@@ -155,7 +158,7 @@ impl Import {
         }
     }
 
-    /// The read-back resource, the attribute holding the external id, the document's id.
+    /// The read-back resource, the attribute holding the key, the document's id.
     fn read_back(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Self::Gl => ("journalBatches", "JournalName", "JeHeaderId"),
@@ -383,6 +386,7 @@ fn money(journal: &JournalEntry, minor: i128) -> Value {
 /// One GL_INTERFACE row per journal line.
 fn gl_rows(input: &RenderInput<'_>, m: &OracleFusionMapping) -> Vec<Value> {
     let j = input.journal;
+    let key = erp_key(ErpKind::OracleFusion, input.external_id);
     let date = fbdi_date(j.posted_at);
     let same_currency = j.currency == input.route.functional_currency;
     j.lines
@@ -412,9 +416,9 @@ fn gl_rows(input: &RenderInput<'_>, m: &OracleFusionMapping) -> Vec<Value> {
                 row.insert("USER_CURRENCY_CONVERSION_TYPE".into(), json!("Corporate"));
                 row.insert("CURRENCY_CONVERSION_DATE".into(), json!(date));
             }
-            row.insert("REFERENCE1".into(), json!(input.external_id));
+            row.insert("REFERENCE1".into(), json!(key));
             row.insert("REFERENCE2".into(), json!(j.memo));
-            row.insert("REFERENCE4".into(), json!(input.external_id));
+            row.insert("REFERENCE4".into(), json!(key));
             row.insert("REFERENCE5".into(), json!(j.memo));
             row.insert("REFERENCE10".into(), json!(j.memo));
             Value::Object(row)
@@ -429,6 +433,7 @@ fn ar_rows(
     reference: Option<&str>,
 ) -> Vec<Value> {
     let j = input.journal;
+    let key = erp_key(ErpKind::OracleFusion, input.external_id);
     let date = fbdi_date(j.posted_at);
     let accounts = &input.route.accounts;
     let lines: Vec<_> = j
@@ -468,7 +473,7 @@ fn ar_rows(
             let net = i128::from(l.credit_minor) - i128::from(l.debit_minor);
             row.insert("AMOUNT".into(), money(j, net));
             row.insert("INTERFACE_LINE_CONTEXT".into(), json!(LINE_CONTEXT));
-            row.insert("INTERFACE_LINE_ATTRIBUTE1".into(), json!(input.external_id));
+            row.insert("INTERFACE_LINE_ATTRIBUTE1".into(), json!(key));
             row.insert(
                 "INTERFACE_LINE_ATTRIBUTE2".into(),
                 json!((i + 1).to_string()),
@@ -476,12 +481,15 @@ fn ar_rows(
             if tax {
                 // Tax belongs to a line of the same transaction: the first one.
                 row.insert("LINK_TO_LINE_CONTEXT".into(), json!(LINE_CONTEXT));
-                row.insert("LINK_TO_LINE_ATTRIBUTE1".into(), json!(input.external_id));
+                row.insert("LINK_TO_LINE_ATTRIBUTE1".into(), json!(key));
                 row.insert("LINK_TO_LINE_ATTRIBUTE2".into(), json!("1"));
             }
             if let Some(invoice) = reference {
                 row.insert("REFERENCE_LINE_CONTEXT".into(), json!(LINE_CONTEXT));
-                row.insert("REFERENCE_LINE_ATTRIBUTE1".into(), json!(invoice));
+                row.insert(
+                    "REFERENCE_LINE_ATTRIBUTE1".into(),
+                    json!(erp_key(ErpKind::OracleFusion, invoice)),
+                );
                 row.insert("REFERENCE_LINE_ATTRIBUTE2".into(), json!("1"));
             }
             Value::Object(row)
@@ -500,12 +508,36 @@ fn text_of(v: &Value) -> Option<String> {
     }
 }
 
-/// The rows of a posting's document.
+/// Interface columns that hold a posting's key (its own, or the invoice's a credit memo refers
+/// to).
+const KEY_COLUMNS: [&str; 5] = [
+    "REFERENCE1",
+    "REFERENCE4",
+    "INTERFACE_LINE_ATTRIBUTE1",
+    "LINK_TO_LINE_ATTRIBUTE1",
+    "REFERENCE_LINE_ATTRIBUTE1",
+];
+
+/// The rows of a posting's document. A document rendered before keys were compacted carries
+/// full external ids in its key columns, which the pod cannot hold: they become their keys
+/// here, so what is uploaded is what the lookups ask for.
 fn rows_of(posting: &ErpPosting) -> Result<Vec<Map<String, Value>>, Failed> {
     posting.document["rows"]
         .as_array()
         .filter(|rows| !rows.is_empty())
-        .map(|rows| rows.iter().filter_map(|r| r.as_object().cloned()).collect())
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| r.as_object().cloned())
+                .map(|mut row| {
+                    for column in KEY_COLUMNS {
+                        if let Some(Value::String(v)) = row.get_mut(column) {
+                            *v = erp_key(ErpKind::OracleFusion, v);
+                        }
+                    }
+                    row
+                })
+                .collect()
+        })
         .ok_or_else(|| {
             Failed::new(
                 FailClass::Mapping,
@@ -662,7 +694,20 @@ async fn get_json(cx: &Exchange, path_and_query: &str) -> Result<Value, Problem>
     })
 }
 
-/// (external id, document id) of read-back items.
+/// The amount a read-back item carries, in its `CurrencyCode`.
+fn item_amount(import: Import, item: &Value) -> Option<ErpAmount> {
+    let field = match import {
+        Import::Gl => "RunningTotalDr",
+        Import::Ar => "EnteredAmount",
+    };
+    let amount = decimal_amount(item["CurrencyCode"].as_str()?, [&item[field]])?;
+    Some(ErpAmount {
+        amount_minor: amount.amount_minor.abs(),
+        ..amount
+    })
+}
+
+/// (key, document id) of read-back items.
 fn documents(import: Import, items: &[Value]) -> Vec<(String, String)> {
     let (_, reference, id) = import.read_back();
     items
@@ -677,35 +722,50 @@ fn documents(import: Import, items: &[Value]) -> Vec<(String, String)> {
 }
 
 impl Fusion {
-    /// Looks a posting's document up by its external id.
-    async fn lookup(&self, cx: &Exchange, import: Import, external_id: &str) -> Lookup {
-        let (resource, _, _) = import.read_back();
+    /// Looks a posting's document up by its key (`JournalName` / the transaction flexfield),
+    /// with the amount the pod holds for it: a journal batch's `RunningTotalDr`, a
+    /// transaction's `EnteredAmount` (a credit memo's is negative: its size is compared).
+    async fn lookup(&self, cx: &Exchange, import: Import, key: &str) -> ReadBack {
+        let (resource, reference, _) = import.read_back();
         let q = match import {
-            Import::Gl => format!("JournalName='{external_id}'"),
-            Import::Ar => format!(
-                "InterfaceLineContext='{LINE_CONTEXT}';InterfaceLineAttribute1='{external_id}'"
-            ),
+            Import::Gl => format!("JournalName='{key}'"),
+            Import::Ar => {
+                format!("InterfaceLineContext='{LINE_CONTEXT}';InterfaceLineAttribute1='{key}'")
+            }
         };
         let body = match get_json(cx, &format!("{API}/{resource}?q={}&limit=25", encode(&q))).await
         {
             Ok(v) => v,
             Err(p) => return p.into(),
         };
-        let items = body["items"].as_array().cloned().unwrap_or_default();
-        let found: Vec<(String, String)> = documents(import, &items)
+        let items: Vec<Value> = body["items"]
+            .as_array()
             .into_iter()
-            .filter(|(reference, _)| reference == external_id)
+            .flatten()
+            .filter(|item| item[reference].as_str() == Some(key))
+            .cloned()
+            .collect();
+        // (document id, item) of every document holding the key.
+        let found: Vec<(String, &Value)> = items
+            .iter()
+            .filter_map(|item| {
+                let (_, document_id) = documents(import, std::slice::from_ref(item)).pop()?;
+                Some((document_id, item))
+            })
             .collect();
         if found.len() > 1 {
             tracing::error!(
-                external_id,
+                key,
                 copies = found.len(),
                 "fusion holds this document more than once"
             );
         }
         match found.into_iter().next() {
-            Some((_, document_id)) => Lookup::Found { document_id },
-            None => Lookup::NotFound,
+            Some((document_id, item)) => ReadBack::Found {
+                document_id,
+                amount: item_amount(import, item),
+            },
+            None => ReadBack::NotFound,
         }
     }
 
@@ -1059,17 +1119,18 @@ impl Fusion {
                 job_ref: job_ref.to_owned(),
             };
         }
-        if let Some(document_id) = view.created.get(&posting.external_id) {
+        let key = posting.erp_key();
+        if let Some(document_id) = view.created.get(&key) {
             return Outcome::Confirmed {
                 document_id: document_id.clone(),
             };
         }
         // Not among what this job created: imported by an earlier job, or rejected.
-        match self.lookup(cx, import, &posting.external_id).await {
-            Lookup::Found { document_id } => return Outcome::Confirmed { document_id },
-            Lookup::NotFound => {}
-            Lookup::Retry(r) => return Outcome::Retry(r),
-            Lookup::Failed(f) => return Outcome::Failed(f),
+        match self.lookup(cx, import, &key).await {
+            ReadBack::Found { document_id, .. } => return Outcome::Confirmed { document_id },
+            ReadBack::NotFound => {}
+            ReadBack::Retry(r) => return Outcome::Retry(r),
+            ReadBack::Failed(f) => return Outcome::Failed(f),
         }
         let Some(status) = view.status.as_deref() else {
             // The pod does not know the job and the document is not there: upload again.
@@ -1078,7 +1139,7 @@ impl Fusion {
             );
             return self.submit(cx, posting).await;
         };
-        let reason = view.reason_for(&posting.external_id);
+        let reason = view.reason_for(&key);
         if status == "SUCCEEDED" {
             return Outcome::Retry(Retry::new(
                 RetryClass::Server,
@@ -1163,7 +1224,7 @@ impl ErpAdapter for Fusion {
             let Some(import) = Import::of(&posting.document_kind) else {
                 return Lookup::NotFound;
             };
-            match self.lookup(cx, import, &posting.external_id).await {
+            match Lookup::from(self.lookup(cx, import, &posting.erp_key()).await) {
                 Lookup::NotFound
                     if import == Import::Gl && self.in_doubt(cx, &posting.external_id) =>
                 {
@@ -1183,6 +1244,21 @@ impl ErpAdapter for Fusion {
                     found
                 }
                 other => other,
+            }
+        })
+    }
+
+    /// The journal batch or transaction read by its key carries its amount: read-back
+    /// compares it.
+    fn read_back<'a>(
+        &'a self,
+        cx: &'a Exchange,
+        posting: &'a ErpPosting,
+    ) -> BoxFuture<'a, ReadBack> {
+        Box::pin(async move {
+            match Import::of(&posting.document_kind) {
+                Some(import) => self.lookup(cx, import, &posting.erp_key()).await,
+                None => ReadBack::NotFound,
             }
         })
     }
@@ -1264,6 +1340,46 @@ mod tests {
     }
 
     const INV_EXT: &str = "lf-acme-00000000-0000-4000-8000-000000000001-inv";
+    /// Its key in Fusion ([`crate::posting::compact_key`], pinned there).
+    const INV_KEY: &str = "LFSA5MQTBVRUWDCQYTPR";
+
+    #[test]
+    fn the_key_is_the_compact_key_and_old_documents_are_re_keyed_when_sent() {
+        assert_eq!(erp_key(ErpKind::OracleFusion, INV_EXT), INV_KEY);
+        let d = render(inv(), ErpMode::Subledger, None);
+        // A document rendered before keys were compacted: full external ids in its rows.
+        let mut old = d.body.clone();
+        for row in old["rows"].as_array_mut().unwrap() {
+            for column in KEY_COLUMNS {
+                if row.get(column).is_some() {
+                    row[column] = json!(INV_EXT);
+                }
+            }
+        }
+        let posting = ErpPosting {
+            id: "p".into(),
+            tenant_id: "acme".into(),
+            journal_id: "j".into(),
+            journal_kind: JournalKind::Invoice,
+            document_kind: AR_KIND.into(),
+            external_id: INV_EXT.into(),
+            document: old,
+            route: crate::mapping::ErpRoute::of(&crate::mapping::tests::tenant(
+                "acme",
+                Some(ErpKind::OracleFusion),
+            ))
+            .unwrap()
+            .posting_route(),
+            config_version: "v".into(),
+            attempts: 0,
+            job_ref: None,
+            indefinite: false,
+            dependencies: Vec::new(),
+        };
+        let sent = rows_of(&posting).unwrap();
+        assert_eq!(sent, rows(&d), "re-keyed exactly as rendered now");
+        assert_eq!(posting.erp_key(), INV_KEY);
+    }
 
     #[test]
     fn journals_are_gl_interface_rows_named_by_the_external_id() {
@@ -1274,8 +1390,8 @@ mod tests {
         assert_eq!(r[0]["STATUS"], "NEW");
         assert_eq!(r[0]["LEDGER_ID"], "US Primary");
         assert_eq!(r[0]["ACCOUNTING_DATE"], "2023/11/14");
-        assert_eq!(r[0]["REFERENCE4"], INV_EXT);
-        assert_eq!(r[0]["REFERENCE1"], INV_EXT);
+        assert_eq!(r[0]["REFERENCE4"], INV_KEY);
+        assert_eq!(r[0]["REFERENCE1"], INV_KEY);
         assert_eq!(r[0]["SEGMENT1"], "1100");
         assert_eq!(r[0]["ENTERED_DR"], "28.16");
         assert_eq!(r[0]["ACCOUNTED_DR"], "28.16");
@@ -1322,7 +1438,7 @@ mod tests {
         );
         assert!(
             r.iter()
-                .all(|row| row["INTERFACE_LINE_ATTRIBUTE1"] == INV_EXT)
+                .all(|row| row["INTERFACE_LINE_ATTRIBUTE1"] == INV_KEY)
         );
         assert!(
             r.iter()
@@ -1350,7 +1466,7 @@ mod tests {
         assert_eq!(r[0]["CUST_TRX_TYPE_NAME"], "Credit Memo");
         assert_eq!(r[0]["AMOUNT"], "-10.00");
         assert_eq!(r[1]["AMOUNT"], "-0.72");
-        assert_eq!(r[0]["REFERENCE_LINE_ATTRIBUTE1"], INV_EXT);
+        assert_eq!(r[0]["REFERENCE_LINE_ATTRIBUTE1"], INV_KEY);
     }
 
     #[test]
@@ -1378,7 +1494,7 @@ mod tests {
         assert_eq!(first[at("SEGMENT1")], "1100");
         assert_eq!(first[at("SEGMENT2")], "");
         assert_eq!(first[at("ENTERED_DR")], "28.16");
-        assert_eq!(first[at("REFERENCE4")], INV_EXT);
+        assert_eq!(first[at("REFERENCE4")], INV_KEY);
         assert_eq!(
             first.len(),
             at("REFERENCE10") + 1,

@@ -32,6 +32,7 @@ use crate::ErpError;
 use crate::adapter::{
     BoxFuture, Document, ErpAdapter, ErpAmount, Exchange, FailClass, Failed, HttpRequest,
     HttpResponse, Lookup, Outcome, Problem, ReadBack, RenderInput, Rendered, Retry, RetryClass,
+    decimal_amount,
 };
 use crate::journal::{JournalEntry, JournalKind};
 use crate::payloads::date_of;
@@ -278,7 +279,7 @@ impl NetSuite {
                     match (line, record_id(&payment)) {
                         (Some(line), Some(id)) => ReadBack::Found {
                             document_id: id,
-                            amount: in_currency(&payment, sum(std::iter::once(&line["amount"]))),
+                            amount: in_currency(&payment, std::iter::once(&line["amount"])),
                         },
                         _ => ReadBack::NotFound,
                     }
@@ -414,41 +415,19 @@ fn record_amount(kind: &str, record: &Value) -> Option<ErpAmount> {
             .flatten()
             .map(move |line| &line[field])
     };
-    let minor = match kind {
-        "journalEntry" => sum(fields("line", "debit").filter(|v| !v.is_null())),
-        "invoice" | "creditMemo" => sum(fields("item", "amount")),
-        "customerPayment" => sum(std::iter::once(&record["payment"])),
-        _ => return None,
-    };
-    in_currency(record, minor)
-}
-
-/// Amounts as decimal texts (NetSuite answers numbers; ledgerflow sends strings), summed
-/// exactly in micro-units; `None` if one is neither.
-fn sum<'a>(values: impl Iterator<Item = &'a Value>) -> Option<(i128, u8)> {
-    let mut total = 0i128;
-    for v in values {
-        let text = match v {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => return None,
-        };
-        total = total.checked_add(ledgerflow_core::parse_minor(text.trim(), 6).ok()?)?;
+    match kind {
+        "journalEntry" => in_currency(record, fields("line", "debit").filter(|v| !v.is_null())),
+        "invoice" | "creditMemo" => in_currency(record, fields("item", "amount")),
+        "customerPayment" => in_currency(record, std::iter::once(&record["payment"])),
+        _ => None,
     }
-    Some((total, 6))
 }
 
-/// A sum in micro-units as an amount in the record's currency (`currency.refName`); `None`
-/// when the currency is unknown or the sum has more decimals than the currency.
-fn in_currency(record: &Value, sum: Option<(i128, u8)>) -> Option<ErpAmount> {
-    let (micro, scale) = sum?;
-    let code = record["currency"]["refName"].as_str()?;
-    let currency = ledgerflow_core::Currency::parse(code).ok()?;
-    let factor = 10i128.checked_pow(u32::from(scale.checked_sub(currency.exponent())?))?;
-    (micro % factor == 0).then(|| ErpAmount {
-        currency: currency.code().to_owned(),
-        amount_minor: micro / factor,
-    })
+/// The amounts of `values` in the record's currency (`currency.refName`), exactly; `None`
+/// when one is unreadable or the currency unknown. NetSuite answers numbers; ledgerflow sends
+/// strings: both are read.
+fn in_currency<'a>(record: &Value, values: impl Iterator<Item = &'a Value>) -> Option<ErpAmount> {
+    decimal_amount(record["currency"]["refName"].as_str()?, values)
 }
 
 /// (payment external id, invoice internal id, amount) of an application posting.
@@ -495,14 +474,7 @@ impl ErpAdapter for NetSuite {
     }
 
     fn find<'a>(&'a self, cx: &'a Exchange, posting: &'a ErpPosting) -> BoxFuture<'a, Lookup> {
-        Box::pin(async move {
-            match self.lookup(cx, posting).await {
-                ReadBack::Found { document_id, .. } => Lookup::Found { document_id },
-                ReadBack::NotFound => Lookup::NotFound,
-                ReadBack::Retry(r) => Lookup::Retry(r),
-                ReadBack::Failed(f) => Lookup::Failed(f),
-            }
-        })
+        Box::pin(async move { self.lookup(cx, posting).await.into() })
     }
 
     /// The record read by external id carries its amounts: read-back compares them.

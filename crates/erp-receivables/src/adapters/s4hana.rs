@@ -36,7 +36,7 @@
 //! negative with `H`). SOAP faults: `soap-env:Client` is a refused request
 //! (`failed(client)`), `Server` and 5xx are retried, 429 throttles the system's account.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use ledgerflow_core::{format_minor, now_micros, rfc3339_micros};
 use ledgerflow_tenants::{ErpAuth, ErpKind, ErpMode, S4hanaMapping};
@@ -47,12 +47,13 @@ use uuid::Uuid;
 
 use crate::ErpError;
 use crate::adapter::{
-    BoxFuture, Document, ErpAdapter, Exchange, FailClass, Failed, HttpRequest, HttpResponse,
-    Lookup, LookupPolicy, Outcome, Problem, RenderInput, Rendered, Retry, RetryClass,
+    BoxFuture, Document, ErpAdapter, ErpAmount, Exchange, FailClass, Failed, HttpRequest,
+    HttpResponse, Lookup, LookupPolicy, Outcome, Problem, ReadBack, RenderInput, Rendered, Retry,
+    RetryClass, decimal_amount,
 };
 use crate::journal::{JournalEntry, JournalKind};
 use crate::payloads::{SOURCE_NAME, date_of};
-use crate::posting::{ErpPosting, kind_dependencies};
+use crate::posting::{ErpPosting, erp_key, kind_dependencies};
 
 /// The document kind of every S/4HANA posting.
 pub const DOCUMENT_KIND: &str = "JournalEntry";
@@ -178,7 +179,10 @@ fn journal_entry(
     }
     let mut entry = Map::new();
     entry.insert("OriginalReferenceDocumentType".into(), json!("BKPFF"));
-    entry.insert("OriginalReferenceDocument".into(), json!(input.external_id));
+    entry.insert(
+        "OriginalReferenceDocument".into(),
+        json!(erp_key(ErpKind::S4hana, input.external_id)),
+    );
     entry.insert(
         "OriginalReferenceDocumentLogicalSystem".into(),
         json!(SOURCE_NAME.to_uppercase()),
@@ -225,6 +229,35 @@ fn message_header(id: Uuid, now: &str) -> String {
         id.simple(),
         id.hyphenated()
     )
+}
+
+/// The debits of one accounting document's items as read back (`DebitCreditCode` `S`, or a
+/// positive amount where the code is missing), in their transaction currency; `None` when the
+/// items disagree on the currency or an amount is unreadable.
+fn items_amount(items: &[&Value]) -> Option<ErpAmount> {
+    let currency = items.first()?["TransactionCurrency"].as_str()?;
+    if items
+        .iter()
+        .any(|i| i["TransactionCurrency"].as_str() != Some(currency))
+    {
+        return None;
+    }
+    let debits = items
+        .iter()
+        .filter(|i| match i["DebitCreditCode"].as_str() {
+            Some("S") => true,
+            Some("H") => false,
+            _ => text_of(&i["AmountInTransactionCurrency"]).is_some_and(|a| !a.starts_with('-')),
+        });
+    // S items are positive; a sign written anyway is dropped, as SAP counts S as a debit.
+    let amounts: Vec<Value> = debits
+        .map(|i| {
+            text_of(&i["AmountInTransactionCurrency"])
+                .map(|a| json!(a.trim().trim_start_matches('-')))
+                .unwrap_or(Value::Null)
+        })
+        .collect();
+    decimal_amount(currency, &amounts)
 }
 
 fn text_of(v: &Value) -> Option<String> {
@@ -289,7 +322,15 @@ fn envelope(posting: &ErpPosting, now: &str) -> Result<String, Failed> {
         message_header(single, now)
     );
     for field in HEADER_FIELDS {
-        if let Some(value) = entry.get(field).and_then(text_of) {
+        // The reference key is always the posting's ERP key, also for a document rendered
+        // before keys were compacted (it carried the full external id, which SAP's 20
+        // characters cannot hold): what is sent is what `lookup` asks for.
+        let value = if field == "OriginalReferenceDocument" {
+            Some(posting.erp_key())
+        } else {
+            entry.get(field).and_then(text_of)
+        };
+        if let Some(value) = value {
             out.push_str(&format!("<{field}>{}</{field}>", escape(&value)));
         }
     }
@@ -576,12 +617,14 @@ enum Confirmation {
 }
 
 impl S4Hana {
-    /// `GET .../A_JournalEntryItemBasic?$filter=OriginalReferenceDocument eq '...'`.
-    async fn lookup(&self, cx: &Exchange, posting: &ErpPosting) -> Lookup {
+    /// `GET .../A_JournalEntryItemBasic?$filter=OriginalReferenceDocument eq '<erp key>'`: the
+    /// accounting document holding the posting's items, and its amount (the sum of its debit
+    /// items, `DebitCreditCode` `S`, in their transaction currency), as S/4 holds them.
+    async fn lookup(&self, cx: &Exchange, posting: &ErpPosting) -> ReadBack {
         let entry = &posting.document["JournalEntry"];
-        // External ids are [A-Za-z0-9_-] and company codes alphanumeric: nothing to escape in
-        // the OData literals.
-        let mut filter = format!("OriginalReferenceDocument%20eq%20'{}'", posting.external_id);
+        // Keys are [A-Za-z0-9_-] and company codes alphanumeric: nothing to escape in the
+        // OData literals.
+        let mut filter = format!("OriginalReferenceDocument%20eq%20'{}'", posting.erp_key());
         if let Some(cc) = entry["CompanyCode"]
             .as_str()
             .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric()))
@@ -589,8 +632,8 @@ impl S4Hana {
             filter.push_str(&format!("%20and%20CompanyCode%20eq%20'{cc}'"));
         }
         let url = cx.url(&format!(
-            "{ITEMS_PATH}?$filter={filter}&$select=CompanyCode,FiscalYear,AccountingDocument\
-             &$format=json"
+            "{ITEMS_PATH}?$filter={filter}&$select=CompanyCode,FiscalYear,AccountingDocument,\
+             AmountInTransactionCurrency,TransactionCurrency,DebitCreditCode&$format=json"
         ));
         let resp = match cx
             .call(HttpRequest::get(url).with_header("accept", "application/json"))
@@ -603,7 +646,7 @@ impl S4Hana {
             return classify(cx, &resp).into();
         }
         let Some(body) = resp.json() else {
-            return Lookup::Retry(Retry::new(
+            return ReadBack::Retry(Retry::new(
                 RetryClass::Server,
                 cx.redact(&format!(
                     "unreadable s4hana item list: {}",
@@ -611,22 +654,21 @@ impl S4Hana {
                 )),
             ));
         };
-        let documents: BTreeSet<String> = body["d"]["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|row| {
-                let field = |f: &str| row[f].as_str().unwrap_or_default().to_owned();
-                let document = field("AccountingDocument");
-                (!document.is_empty()).then(|| {
-                    format!(
-                        "{document}/{}/{}",
-                        field("CompanyCode"),
-                        field("FiscalYear")
-                    )
-                })
-            })
-            .collect();
+        // Items per accounting document.
+        let mut documents: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+        for row in body["d"]["results"].as_array().into_iter().flatten() {
+            let field = |f: &str| row[f].as_str().unwrap_or_default().to_owned();
+            let document = field("AccountingDocument");
+            if document.is_empty() {
+                continue;
+            }
+            let id = format!(
+                "{document}/{}/{}",
+                field("CompanyCode"),
+                field("FiscalYear")
+            );
+            documents.entry(id).or_default().push(row);
+        }
         if documents.len() > 1 {
             tracing::error!(
                 external_id = %posting.external_id, copies = documents.len(),
@@ -634,8 +676,11 @@ impl S4Hana {
             );
         }
         match documents.into_iter().next() {
-            Some(document_id) => Lookup::Found { document_id },
-            None => Lookup::NotFound,
+            Some((document_id, items)) => ReadBack::Found {
+                document_id,
+                amount: items_amount(&items),
+            },
+            None => ReadBack::NotFound,
         }
     }
 
@@ -753,6 +798,15 @@ impl ErpAdapter for S4Hana {
     }
 
     fn find<'a>(&'a self, cx: &'a Exchange, posting: &'a ErpPosting) -> BoxFuture<'a, Lookup> {
+        Box::pin(async move { self.lookup(cx, posting).await.into() })
+    }
+
+    /// The items read by the reference key carry their amounts: read-back compares them.
+    fn read_back<'a>(
+        &'a self,
+        cx: &'a Exchange,
+        posting: &'a ErpPosting,
+    ) -> BoxFuture<'a, ReadBack> {
         Box::pin(self.lookup(cx, posting))
     }
 
@@ -780,7 +834,7 @@ impl ErpAdapter for S4Hana {
                 Ok(Confirmation::Done(xml)) => entry_outcome(cx, posting, &xml),
                 // SAP does not know the message (lost, or its confirmation expired): the entry
                 // may be there anyway; if not, send it again.
-                Ok(Confirmation::Unknown) => match self.lookup(cx, posting).await {
+                Ok(Confirmation::Unknown) => match Lookup::from(self.lookup(cx, posting).await) {
                     Lookup::Found { document_id } => Outcome::Confirmed { document_id },
                     Lookup::NotFound => self.send_async(cx, posting).await,
                     Lookup::Retry(r) => Outcome::Retry(r),
