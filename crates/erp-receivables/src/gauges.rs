@@ -135,7 +135,7 @@ mod tests {
         assert_eq!(oldest_postings(&store).await.unwrap(), None);
 
         store
-            .apply_schema(&crate::schema::statements(Backend::Sqlite))
+            .apply_schema(&crate::schema::migrations(Backend::Sqlite))
             .await
             .unwrap();
         let none = oldest_postings(&store).await.unwrap().unwrap();

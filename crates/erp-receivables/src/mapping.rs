@@ -22,7 +22,7 @@ use ledgerflow_core::{
     CreditMemoIssued, Currency, Envelope, Event, EventId, EventType, Failure, InvoiceFinalized,
     InvoiceVoided, PaymentCaptured, PaymentRefunded, ReasonCode,
 };
-use ledgerflow_store::{Backend, ConsumerLogic, StoreError};
+use ledgerflow_store::{Backend, ConsumerLogic, Migrations, StoreError};
 use ledgerflow_tenants::{AccountMapping, ErpKind, ErpTarget, TenantConfig};
 use sqlx::AnyConnection;
 
@@ -516,8 +516,8 @@ impl ConsumerLogic for ErpReceivables {
         map_event(envelope, tenant)
     }
 
-    fn schema(&self, backend: Backend) -> Vec<String> {
-        crate::schema::statements(backend)
+    fn schema(&self, backend: Backend) -> Migrations {
+        crate::schema::migrations(backend)
     }
 
     fn write<'a>(

@@ -1,4 +1,6 @@
-//! The consumer's tables, all prefixed `erp_`. Idempotent DDL for Postgres and SQLite.
+//! The consumer's tables, all prefixed `erp_`, as versioned migrations in
+//! `crates/erp-receivables/migrations/{postgres,sqlite}/` (component `erp-receivables`; see
+//! `ledgerflow_store::migrate`).
 //!
 //! Only TEXT and BIGINT columns (amounts in minor units, timestamps in microseconds), and text
 //! primary keys (deterministic UUIDs or business ids), so one statement text serves both
@@ -16,227 +18,85 @@
 //!   posting per journal and per external id.
 //!
 //! `erp_outbox` grew columns when ERP adapters replaced the generic POST; the change is
-//! additive. A new database gets the whole table from `CREATE TABLE`; an existing Postgres
-//! database gets the new columns from `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` in the same
-//! statement list (the store applies it at every start); SQLite has no `IF NOT EXISTS` for
-//! columns, so [`upgrade_sqlite`] adds them, checked by the writer and the dispatcher before
-//! they touch the table. Rows from before adapters are migrated by idempotent updates:
+//! additive. The baseline (0001) adopts a database of any earlier release: a new database gets
+//! the whole table from `CREATE TABLE`; an older Postgres table gets the new columns from
+//! `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` in the file; SQLite has no `IF NOT EXISTS` for
+//! columns, so the migrator adds the missing ones ([`ADDED_COLUMNS`]) before the file runs.
+//! Rows from before adapters are migrated by idempotent updates at the end of the file:
 //! `acked` becomes `confirmed`, and `pending` rows without a route (rendered for the generic
 //! receiver) are parked as `failed` with class `mapping`, to be re-derived by a replay.
 
-use ledgerflow_store::Backend;
+use ledgerflow_store::{AddedColumn, Backend, Migration, Migrations};
 use sqlx::{AnyConnection, Row};
 
-const STATEMENTS: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS erp_customers (
-        tenant_id TEXT NOT NULL,
-        customer_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        email TEXT,
-        country TEXT NOT NULL,
-        currency TEXT NOT NULL,
-        tax_id TEXT,
-        updated_at BIGINT NOT NULL,
-        event_id TEXT NOT NULL,
-        PRIMARY KEY (tenant_id, customer_id)
-    )",
-    // Invoices and credit memos. `open_minor` of an invoice is total - applied payments -
-    // credit memos (negative once credited beyond what is still owed: a customer credit);
-    // for a credit memo it is 0. `applies_to` is the credited invoice of a credit memo.
-    "CREATE TABLE IF NOT EXISTS erp_ar_documents (
-        tenant_id TEXT NOT NULL,
-        doc_type TEXT NOT NULL,
-        doc_id TEXT NOT NULL,
-        doc_number TEXT NOT NULL,
-        customer_id TEXT NOT NULL,
-        currency TEXT NOT NULL,
-        total_minor BIGINT NOT NULL,
-        open_minor BIGINT NOT NULL,
-        applies_to TEXT,
-        receivable_account TEXT NOT NULL,
-        issued_at BIGINT NOT NULL,
-        event_id TEXT NOT NULL,
-        journal_id TEXT NOT NULL,
-        PRIMARY KEY (tenant_id, doc_type, doc_id),
-        UNIQUE (tenant_id, event_id)
-    )",
-    "CREATE INDEX IF NOT EXISTS erp_ar_documents_applies_to
-        ON erp_ar_documents (tenant_id, applies_to)",
-    "CREATE TABLE IF NOT EXISTS erp_journal_entries (
-        id TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        currency TEXT NOT NULL,
-        posted_at BIGINT NOT NULL,
-        document_type TEXT NOT NULL,
-        document_id TEXT NOT NULL,
-        memo TEXT NOT NULL,
-        total_minor BIGINT NOT NULL,
-        line_count BIGINT NOT NULL,
-        erp_kind TEXT,
-        UNIQUE (tenant_id, event_id, kind)
-    )",
-    "CREATE INDEX IF NOT EXISTS erp_journal_entries_document
-        ON erp_journal_entries (tenant_id, kind, document_id)",
-    "CREATE INDEX IF NOT EXISTS erp_journal_entries_posted
-        ON erp_journal_entries (tenant_id, posted_at)",
-    "CREATE TABLE IF NOT EXISTS erp_journal_lines (
-        entry_id TEXT NOT NULL,
-        line_no BIGINT NOT NULL,
-        account TEXT NOT NULL,
-        debit_minor BIGINT NOT NULL,
-        credit_minor BIGINT NOT NULL,
-        PRIMARY KEY (entry_id, line_no)
-    )",
-    // `unapplied_minor` = amount - applied. A payment whose invoice has not arrived is held
-    // (no application row yet) and applied when the invoice is posted.
-    "CREATE TABLE IF NOT EXISTS erp_payments (
-        tenant_id TEXT NOT NULL,
-        payment_id TEXT NOT NULL,
-        invoice_id TEXT NOT NULL,
-        customer_id TEXT NOT NULL,
-        currency TEXT NOT NULL,
-        amount_minor BIGINT NOT NULL,
-        fee_minor BIGINT NOT NULL,
-        unapplied_minor BIGINT NOT NULL,
-        unapplied_account TEXT NOT NULL,
-        captured_at BIGINT NOT NULL,
-        event_id TEXT NOT NULL,
-        journal_id TEXT NOT NULL,
-        PRIMARY KEY (tenant_id, payment_id),
-        UNIQUE (tenant_id, event_id)
-    )",
-    "CREATE INDEX IF NOT EXISTS erp_payments_invoice ON erp_payments (tenant_id, invoice_id)",
-    "CREATE TABLE IF NOT EXISTS erp_applications (
-        tenant_id TEXT NOT NULL,
-        payment_id TEXT NOT NULL,
-        invoice_id TEXT NOT NULL,
-        currency TEXT NOT NULL,
-        amount_minor BIGINT NOT NULL,
-        journal_id TEXT NOT NULL UNIQUE,
-        applied_at BIGINT NOT NULL,
-        PRIMARY KEY (tenant_id, payment_id)
-    )",
-    "CREATE INDEX IF NOT EXISTS erp_applications_invoice
-        ON erp_applications (tenant_id, invoice_id)",
-    // Events whose business document already exists under another event id (an upstream
-    // re-send with a new id): nothing is posted for them, the operator sees them here and in
-    // reconcile.
-    "CREATE TABLE IF NOT EXISTS erp_conflicts (
-        tenant_id TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        event_type TEXT NOT NULL,
-        document_id TEXT NOT NULL,
-        existing_event_id TEXT NOT NULL,
-        PRIMARY KEY (tenant_id, event_id)
-    )",
-    // One posting per journal to the tenant's ERP (see `crate::posting`): the document
-    // rendered for the ERP, its external id, the route it was rendered for (with secret
-    // *references*, never secrets) and the fingerprint of the tenant configuration, then the
-    // delivery state. Legacy columns kept for old rows: `endpoint` (= the route's base URL),
-    // `credential` (= the auth table, references only), `idempotency_key` (= external_id),
-    // `acked_at` and `external_ref` (no longer written; see confirmed_at, erp_document_id).
-    "CREATE TABLE IF NOT EXISTS erp_outbox (
-        id TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL,
-        journal_id TEXT NOT NULL,
-        erp_kind TEXT NOT NULL,
-        endpoint TEXT NOT NULL,
-        credential TEXT NOT NULL,
-        rate_limit_per_sec BIGINT,
-        idempotency_key TEXT NOT NULL UNIQUE,
-        payload TEXT NOT NULL,
-        status TEXT NOT NULL,
-        attempts BIGINT NOT NULL,
-        next_attempt_at BIGINT NOT NULL,
-        claim_token TEXT,
-        last_status BIGINT,
-        last_error TEXT,
-        created_at BIGINT NOT NULL,
-        acked_at BIGINT,
-        external_ref TEXT,
-        external_id TEXT,
-        journal_kind TEXT,
-        document_kind TEXT,
-        erp_account TEXT,
-        route TEXT,
-        config_version TEXT,
-        job_ref TEXT,
-        erp_document_id TEXT,
-        last_error_class TEXT,
-        indefinite BIGINT NOT NULL DEFAULT 0,
-        last_request TEXT,
-        last_response TEXT,
-        history TEXT,
-        updated_at BIGINT,
-        confirmed_at BIGINT,
-        resolved_at BIGINT,
-        resolved_by TEXT,
-        resolution TEXT
-    )",
-    "CREATE INDEX IF NOT EXISTS erp_outbox_due ON erp_outbox (status, next_attempt_at)",
-    "CREATE INDEX IF NOT EXISTS erp_outbox_tenant ON erp_outbox (tenant_id, status)",
-    // Postings that must be confirmed (or resolved) before another is sent: a payment applied
-    // to an invoice waits for the invoice and the payment.
-    "CREATE TABLE IF NOT EXISTS erp_outbox_dependencies (
-        outbox_id TEXT NOT NULL,
-        depends_on TEXT NOT NULL,
-        PRIMARY KEY (outbox_id, depends_on)
-    )",
-];
+/// The component name of these migrations.
+pub const COMPONENT: &str = "erp-receivables";
 
-/// Columns added to `erp_outbox` by the adapters, with their type, in order.
-const ADDED_COLUMNS: &[(&str, &str)] = &[
-    ("external_id", "TEXT"),
-    ("journal_kind", "TEXT"),
-    ("document_kind", "TEXT"),
-    ("erp_account", "TEXT"),
-    ("route", "TEXT"),
-    ("config_version", "TEXT"),
-    ("job_ref", "TEXT"),
-    ("erp_document_id", "TEXT"),
-    ("last_error_class", "TEXT"),
-    ("indefinite", "BIGINT NOT NULL DEFAULT 0"),
-    ("last_request", "TEXT"),
-    ("last_response", "TEXT"),
-    ("history", "TEXT"),
-    ("updated_at", "BIGINT"),
-    ("confirmed_at", "BIGINT"),
-    ("resolved_at", "BIGINT"),
-    ("resolved_by", "TEXT"),
-    ("resolution", "TEXT"),
-];
-
-/// Idempotent updates of rows written before the adapters.
-const MIGRATE_ROWS: &[&str] = &[
-    "UPDATE erp_outbox SET status = 'confirmed', confirmed_at = acked_at,
-        erp_document_id = external_ref, external_id = idempotency_key
-     WHERE status = 'acked'",
-    "UPDATE erp_outbox SET status = 'failed', last_error_class = 'mapping',
-        last_error = 'rendered for the generic receiver before erp adapters; replay the event to post it',
-        external_id = idempotency_key, claim_token = NULL
-     WHERE status = 'pending' AND route IS NULL",
-];
-
-/// The DDL, in order: the tables, then (Postgres) the added columns of an older `erp_outbox`,
-/// then the row migrations. SQLite's added columns come from [`upgrade_sqlite`].
-pub fn statements(backend: Backend) -> Vec<String> {
-    let mut out: Vec<String> = STATEMENTS.iter().map(|s| (*s).to_owned()).collect();
-    if backend == Backend::Postgres {
-        for (column, ty) in ADDED_COLUMNS {
-            out.push(format!(
-                "ALTER TABLE erp_outbox ADD COLUMN IF NOT EXISTS {column} {ty}"
-            ));
-        }
-        out.extend(MIGRATE_ROWS.iter().map(|s| (*s).to_owned()));
-    }
-    out
+const fn text(column: &'static str) -> AddedColumn {
+    typed(column, "TEXT")
 }
 
-/// Adds the columns an `erp_outbox` of a SQLite database created before the adapters lacks,
-/// and migrates its rows. Cheap when there is nothing to do (one pragma read); a no-op on
-/// Postgres, whose statements do it.
+const fn typed(column: &'static str, definition: &'static str) -> AddedColumn {
+    AddedColumn {
+        table: "erp_outbox",
+        column,
+        definition,
+    }
+}
+
+/// Columns added to `erp_outbox` by the adapters, with their type, in order.
+const ADDED_COLUMNS: &[AddedColumn] = &[
+    text("external_id"),
+    text("journal_kind"),
+    text("document_kind"),
+    text("erp_account"),
+    text("route"),
+    text("config_version"),
+    text("job_ref"),
+    text("erp_document_id"),
+    text("last_error_class"),
+    typed("indefinite", "BIGINT NOT NULL DEFAULT 0"),
+    text("last_request"),
+    text("last_response"),
+    text("history"),
+    typed("updated_at", "BIGINT"),
+    typed("confirmed_at", "BIGINT"),
+    typed("resolved_at", "BIGINT"),
+    text("resolved_by"),
+    text("resolution"),
+];
+
+const POSTGRES: Migrations = Migrations::new(
+    COMPONENT,
+    &[Migration::new(
+        1,
+        "baseline",
+        include_str!("../migrations/postgres/0001_baseline.sql"),
+    )],
+);
+
+const SQLITE: Migrations = Migrations::new(
+    COMPONENT,
+    &[Migration::new(
+        1,
+        "baseline",
+        include_str!("../migrations/sqlite/0001_baseline.sql"),
+    )
+    .adding_on_sqlite(ADDED_COLUMNS)],
+);
+
+/// The consumer's migrations for a backend.
+pub fn migrations(backend: Backend) -> Migrations {
+    match backend {
+        Backend::Postgres => POSTGRES,
+        Backend::Sqlite => SQLITE,
+    }
+}
+
+/// Adds the columns an `erp_outbox` of a SQLite database created before the adapters lacks.
+/// The baseline migration does this when it adopts such a database, so after
+/// `Store::apply_schema` this is a no-op (one pragma read); kept for the reconcile's check
+/// until it relies on the migrations alone.
 pub async fn upgrade_sqlite(conn: &mut AnyConnection, backend: Backend) -> Result<(), sqlx::Error> {
     if backend != Backend::Sqlite {
         return Ok(());
@@ -251,20 +111,15 @@ pub async fn upgrade_sqlite(conn: &mut AnyConnection, backend: Backend) -> Resul
     for row in rows {
         present.push(row.try_get::<String, _>(0)?);
     }
-    let missing: Vec<_> = ADDED_COLUMNS
-        .iter()
-        .filter(|(c, _)| !present.iter().any(|p| p == c))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    for (column, ty) in missing {
-        sqlx::query(&format!("ALTER TABLE erp_outbox ADD COLUMN {column} {ty}"))
+    for added in ADDED_COLUMNS {
+        if !present.iter().any(|p| p == added.column) {
+            sqlx::query(&format!(
+                "ALTER TABLE erp_outbox ADD COLUMN {} {}",
+                added.column, added.definition
+            ))
             .execute(&mut *conn)
             .await?;
-    }
-    for statement in MIGRATE_ROWS {
-        sqlx::query(statement).execute(&mut *conn).await?;
+        }
     }
     Ok(())
 }
@@ -274,25 +129,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ddl_is_idempotent_and_portable() {
+    fn migrations_are_portable_and_the_baseline_adopts() {
         for backend in [Backend::Postgres, Backend::Sqlite] {
-            for s in statements(backend) {
-                assert!(
-                    s.contains("IF NOT EXISTS") || s.starts_with("UPDATE erp_outbox"),
-                    "{s}"
-                );
-                assert!(s.contains(" erp_"), "{s}");
-                for banned in [
-                    "BLOB",
-                    "BYTEA",
-                    "NUMERIC",
-                    "SERIAL",
-                    "AUTOINCREMENT",
-                    "REAL",
-                ] {
-                    assert!(!s.contains(banned), "{banned} in {s}");
-                }
+            let baseline = migrations(backend).migrations()[0].sql;
+            for banned in [
+                "BLOB",
+                "BYTEA",
+                "NUMERIC",
+                "SERIAL",
+                "AUTOINCREMENT",
+                "REAL",
+            ] {
+                assert!(!baseline.contains(banned), "{banned} in {backend:?}");
             }
+            // Adoption of an earlier release's database: nothing is created unconditionally.
+            assert!(!baseline.contains("CREATE TABLE erp_"), "{backend:?}");
+            assert!(!baseline.contains("CREATE INDEX erp_"), "{backend:?}");
+            assert_eq!(baseline.matches("UPDATE erp_outbox").count(), 2);
+        }
+        let pg = migrations(Backend::Postgres).migrations()[0].sql;
+        for added in ADDED_COLUMNS {
+            let alter = format!(
+                "ALTER TABLE erp_outbox ADD COLUMN IF NOT EXISTS {} {};",
+                added.column, added.definition
+            );
+            assert!(pg.contains(&alter), "{alter}");
         }
     }
 }

@@ -32,7 +32,7 @@ use crate::posting::{PostingState, external_id};
 use crate::settle::{
     self, HeldPayment, Key, Plan, PlannedJournal, Stored, StoredInvoice, StoredPayment,
 };
-use crate::{adapters, payloads, schema};
+use crate::{adapters, payloads};
 
 /// Advisory lock class of the per-tenant write lock (`pg_advisory_xact_lock(int, int)`, a key
 /// space apart from the single-`bigint` locks the store uses).
@@ -64,11 +64,6 @@ pub(crate) async fn write(
     let stored = load(conn, backend, &list).await?;
     let plan = settle::plan(&list, stored).map_err(|e| StoreError::Invariant(e.0))?;
     let outbox = render_postings(&plan)?;
-    if !outbox.rows.is_empty() {
-        schema::upgrade_sqlite(conn, backend)
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("upgrading erp_outbox: {e}")))?;
-    }
     insert_customers(conn, backend, &plan).await?;
     insert_documents(conn, backend, &plan).await?;
     insert_payments(conn, backend, &plan).await?;

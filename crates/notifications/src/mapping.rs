@@ -106,8 +106,8 @@ impl ConsumerLogic for Notifications {
         Ok(NotificationEffect { messages })
     }
 
-    fn schema(&self, backend: Backend) -> Vec<String> {
-        schema::statements(backend)
+    fn schema(&self, backend: Backend) -> ledgerflow_store::Migrations {
+        schema::migrations(backend)
     }
 
     async fn write<'a>(

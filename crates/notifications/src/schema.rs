@@ -1,4 +1,6 @@
-//! The consumer's tables, prefixed `notification_`. Idempotent DDL for Postgres and SQLite.
+//! The consumer's tables, prefixed `notification_`, as versioned migrations in
+//! `crates/notifications/migrations/{postgres,sqlite}/` (component `notifications`; see
+//! `ledgerflow_store::migrate`).
 //!
 //! Only TEXT and BIGINT columns (timestamps in microseconds since the Unix epoch), text
 //! primary keys, so one statement text serves both backends.
@@ -13,54 +15,35 @@
 //! - `notification_deliveries`: the delivery log, one row per attempt (webhook-id, attempt
 //!   number, HTTP status or error, latency, time).
 
-use ledgerflow_store::Backend;
+use ledgerflow_store::{Backend, Migration, Migrations};
 
-const STATEMENTS: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS notification_outbox (
-        webhook_id TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        event_type TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        endpoint_id TEXT NOT NULL,
-        url TEXT NOT NULL,
-        secret_ref TEXT NOT NULL,
-        rate_limit_per_sec BIGINT,
-        body TEXT NOT NULL,
-        status TEXT NOT NULL,
-        attempts BIGINT NOT NULL,
-        requeued_attempts BIGINT NOT NULL,
-        next_attempt_at BIGINT NOT NULL,
-        claim_token TEXT,
-        last_status BIGINT,
-        last_error TEXT,
-        created_at BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL,
-        delivered_at BIGINT
-    )",
-    "CREATE INDEX IF NOT EXISTS notification_outbox_due
-        ON notification_outbox (status, next_attempt_at)",
-    "CREATE INDEX IF NOT EXISTS notification_outbox_tenant
-        ON notification_outbox (tenant_id, status)",
-    "CREATE TABLE IF NOT EXISTS notification_deliveries (
-        id TEXT PRIMARY KEY,
-        webhook_id TEXT NOT NULL,
-        tenant_id TEXT NOT NULL,
-        endpoint_id TEXT NOT NULL,
-        attempt BIGINT NOT NULL,
-        status_code BIGINT,
-        error TEXT,
-        latency_ms BIGINT NOT NULL,
-        attempted_at BIGINT NOT NULL
-    )",
-    "CREATE INDEX IF NOT EXISTS notification_deliveries_webhook
-        ON notification_deliveries (webhook_id, attempt)",
-];
+/// The component name of these migrations.
+pub const COMPONENT: &str = "notifications";
 
-/// The DDL, in order. The same text serves both backends.
-pub fn statements(backend: Backend) -> Vec<String> {
-    let _ = backend;
-    STATEMENTS.iter().map(|s| (*s).to_owned()).collect()
+const POSTGRES: Migrations = Migrations::new(
+    COMPONENT,
+    &[Migration::new(
+        1,
+        "baseline",
+        include_str!("../migrations/postgres/0001_baseline.sql"),
+    )],
+);
+
+const SQLITE: Migrations = Migrations::new(
+    COMPONENT,
+    &[Migration::new(
+        1,
+        "baseline",
+        include_str!("../migrations/sqlite/0001_baseline.sql"),
+    )],
+);
+
+/// The consumer's migrations for a backend.
+pub fn migrations(backend: Backend) -> Migrations {
+    match backend {
+        Backend::Postgres => POSTGRES,
+        Backend::Sqlite => SQLITE,
+    }
 }
 
 #[cfg(test)]
@@ -68,23 +51,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ddl_is_idempotent_and_portable() {
+    fn migrations_are_portable_and_the_baseline_adopts() {
         for backend in [Backend::Postgres, Backend::Sqlite] {
-            let all = statements(backend);
-            assert_eq!(all.len(), 5);
-            for s in all {
-                assert!(s.contains("IF NOT EXISTS"), "{s}");
-                assert!(s.contains(" notification_"), "{s}");
-                for banned in [
-                    "BLOB",
-                    "BYTEA",
-                    "NUMERIC",
-                    "SERIAL",
-                    "AUTOINCREMENT",
-                    "REAL",
-                ] {
-                    assert!(!s.contains(banned), "{banned} in {s}");
-                }
+            let baseline = migrations(backend).migrations()[0].sql;
+            assert_eq!(baseline.matches("IF NOT EXISTS notification_").count(), 5);
+            assert_eq!(baseline.matches("CREATE ").count(), 5);
+            for banned in [
+                "BLOB",
+                "BYTEA",
+                "NUMERIC",
+                "SERIAL",
+                "AUTOINCREMENT",
+                "REAL",
+            ] {
+                assert!(!baseline.contains(banned), "{banned} in {backend:?}");
             }
         }
     }

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use ledgerflow_store::{Backend, ErasedConsumer};
+use ledgerflow_store::{Backend, ErasedConsumer, Migrations};
 use serde::Serialize;
 
 use crate::companion::Dispatcher;
@@ -93,8 +93,8 @@ impl ConsumerKind {
         (self.spec().logic)()
     }
 
-    /// Its idempotent DDL.
-    pub fn schema(self, backend: Backend) -> Vec<String> {
+    /// Its versioned migrations (see `ledgerflow_store::migrate`).
+    pub fn schema(self, backend: Backend) -> Migrations {
         self.logic().schema(backend)
     }
 }
@@ -120,7 +120,7 @@ mod tests {
         for kind in ConsumerKind::ALL {
             assert_eq!(ConsumerKind::parse(kind.name()), Ok(kind));
             assert_eq!(kind.logic().name(), kind.name());
-            assert!(!kind.schema(Backend::Sqlite).is_empty());
+            assert!(kind.schema(Backend::Sqlite).latest() > 0);
         }
         let err = ConsumerKind::parse("ledger").unwrap_err();
         assert_eq!(

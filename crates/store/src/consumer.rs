@@ -13,7 +13,7 @@ use ledgerflow_core::{Envelope, EventType, Failure};
 use ledgerflow_tenants::TenantConfig;
 use sqlx::AnyConnection;
 
-use crate::{Backend, StoreError};
+use crate::{Backend, Migrations, StoreError};
 
 /// A consumer's business logic.
 pub trait ConsumerLogic: Send + Sync + 'static {
@@ -29,8 +29,8 @@ pub trait ConsumerLogic: Send + Sync + 'static {
     /// Pure mapping, no I/O. A permanent failure dead-letters the event with its reason.
     fn map(&self, envelope: &Envelope, tenant: &TenantConfig) -> Result<Self::Effect, Failure>;
 
-    /// Idempotent DDL for the consumer's own tables.
-    fn schema(&self, backend: Backend) -> Vec<String>;
+    /// The versioned migrations of the consumer's own tables (see [`crate::migrate`]).
+    fn schema(&self, backend: Backend) -> Migrations;
 
     /// Writes the effects of the batch's NEW events (never duplicates) inside the batch
     /// transaction. Set-based: a handful of statements per batch, not per event.
@@ -58,7 +58,7 @@ pub trait ErasedConsumer: Send + Sync + 'static {
         tenant: &TenantConfig,
     ) -> Result<Box<dyn Any + Send + Sync>, Failure>;
     /// See [`ConsumerLogic::schema`].
-    fn schema(&self, backend: Backend) -> Vec<String>;
+    fn schema(&self, backend: Backend) -> Migrations;
     /// See [`ConsumerLogic::write`]; `effects[i]` belongs to `envelopes[i]`.
     fn write_erased<'a>(
         &'a self,
@@ -87,7 +87,7 @@ impl<C: ConsumerLogic> ErasedConsumer for C {
             .map(|e| Box::new(e) as Box<dyn Any + Send + Sync>)
     }
 
-    fn schema(&self, backend: Backend) -> Vec<String> {
+    fn schema(&self, backend: Backend) -> Migrations {
         ConsumerLogic::schema(self, backend)
     }
 

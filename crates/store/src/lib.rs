@@ -18,6 +18,7 @@ mod consumer;
 mod dead_letter;
 mod error;
 pub mod lineage;
+pub mod migrate;
 mod operations;
 mod schema;
 mod sql;
@@ -36,6 +37,7 @@ pub use batch::{BatchInput, BatchOutcome, DeadLetterInput, RecordOutcome, Skippe
 pub use consumer::{ConsumerLogic, Effects, ErasedConsumer};
 pub use dead_letter::{DeadLetter, DeadLetterFilter, DeadLetterStatus, OpenDeadLetters};
 pub use error::StoreError;
+pub use migrate::{AddedColumn, Migration, MigrationReport, Migrations};
 pub use operations::{OPERATIONS_TOPIC, OperationInput};
 pub use sql::{Cell, PushCell, Rows, Values, lock_tenants, pg_array, placeholders};
 pub use stats::{DecisionCount, PositionRow, TenantStatusCount};
@@ -58,7 +60,7 @@ pub struct Store {
 
 impl Store {
     /// Opens `sqlite://FILE` (created when missing) or `postgres://...` and applies the
-    /// store's own schema.
+    /// store's own pending migrations (refusing a database migrated by a newer binary).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
@@ -109,8 +111,7 @@ impl Store {
                     .map_err(StoreError::query("sqlite pragma"))?;
             }
         }
-        schema::apply(&store, &schema::core_statements(backend)).await?;
-        schema::upgrade_sqlite(&store).await?;
+        store.apply_schema(&schema::migrations(backend)).await?;
         Ok(store)
     }
 
@@ -153,9 +154,20 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Applies a consumer's idempotent DDL.
-    pub async fn apply_schema<S: AsRef<str>>(&self, statements: &[S]) -> Result<(), StoreError> {
-        schema::apply(self, statements).await
+    /// Applies a component's pending migrations (a consumer's [`ConsumerLogic::schema`]);
+    /// see [`migrate::run`].
+    pub async fn apply_schema(&self, migrations: &Migrations) -> Result<(), StoreError> {
+        self.migrate(migrations).await.map(drop)
+    }
+
+    /// [`Store::apply_schema`], returning what was applied.
+    pub async fn migrate(&self, migrations: &Migrations) -> Result<MigrationReport, StoreError> {
+        migrate::run(&self.pool, self.backend, migrations).await
+    }
+
+    /// The store's own migrations for this backend (component `store`).
+    pub fn own_migrations(&self) -> Migrations {
+        schema::migrations(self.backend)
     }
 }
 

@@ -19,8 +19,8 @@ use ledgerflow_core::{
 };
 use ledgerflow_store::{
     Backend, BatchInput, BatchOutcome, ConsumerLogic, DeadLetter, DeadLetterFilter,
-    DeadLetterInput, DeadLetterStatus, Decision, ErasedConsumer, GENESIS_HASH, RecordOutcome, Rows,
-    SkippedInput, Store, StoreError, Values,
+    DeadLetterInput, DeadLetterStatus, Decision, ErasedConsumer, GENESIS_HASH, Migration,
+    Migrations, RecordOutcome, Rows, SkippedInput, Store, StoreError, Values,
 };
 use ledgerflow_tenants::{AccountMapping, TenantConfig};
 use ledgerflow_testkit::ScratchStore;
@@ -92,16 +92,8 @@ impl ConsumerLogic for TestConsumer {
         }
     }
 
-    fn schema(&self, _backend: Backend) -> Vec<String> {
-        vec![
-            "CREATE TABLE IF NOT EXISTS test_effects (
-                consumer TEXT NOT NULL,
-                event_id TEXT NOT NULL,
-                tenant_id TEXT NOT NULL,
-                amount BIGINT NOT NULL
-            )"
-            .to_owned(),
-        ]
+    fn schema(&self, _backend: Backend) -> Migrations {
+        TEST_MIGRATIONS
     }
 
     async fn write<'a>(
@@ -137,11 +129,24 @@ impl ConsumerLogic for TestConsumer {
     }
 }
 
+/// The test consumer's table, one migration for both backends.
+const TEST_MIGRATIONS: Migrations = Migrations::new(
+    "conformance",
+    &[Migration::new(
+        1,
+        "test_effects",
+        "CREATE TABLE IF NOT EXISTS test_effects (
+            consumer TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            tenant_id TEXT NOT NULL,
+            amount BIGINT NOT NULL
+        )",
+    )],
+);
+
 async fn install(store: &Store, consumer: &TestConsumer) {
-    let statements = ConsumerLogic::schema(consumer, store.backend());
-    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
     store
-        .apply_schema(&statements)
+        .apply_schema(&ConsumerLogic::schema(consumer, store.backend()))
         .await
         .expect("consumer schema applies");
 }

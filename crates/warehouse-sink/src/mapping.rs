@@ -310,8 +310,8 @@ impl ConsumerLogic for Warehouse {
         map_event(envelope, tenant)
     }
 
-    fn schema(&self, backend: Backend) -> Vec<String> {
-        crate::schema::statements(backend)
+    fn schema(&self, backend: Backend) -> ledgerflow_store::Migrations {
+        crate::schema::migrations(backend)
     }
 
     fn write<'a>(

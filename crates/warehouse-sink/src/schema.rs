@@ -1,16 +1,52 @@
-//! Idempotent DDL for the warehouse tables, generated from the catalogue in [`crate::table`].
+//! The warehouse tables as versioned migrations in
+//! `crates/warehouse-sink/migrations/{postgres,sqlite}/` (component `warehouse`; see
+//! `ledgerflow_store::migrate`). The tables are described by the catalogue in [`crate::table`]
+//! (the writer and the exports read it); a unit test pins the baseline to what the catalogue
+//! generates, so the two cannot drift apart unnoticed. A later change to a table is a new
+//! migration plus the catalogue change, and that test then compares the catalogue with the
+//! schema after every migration.
 //!
 //! Placement (see [`crate::table_name`]): a `warehouse` schema on Postgres; `warehouse_`-prefixed
 //! tables in the store's own file on SQLite. No foreign keys between facts: a payment may arrive
 //! before its invoice, and each fact must land on its own. The primary key of every table is
 //! its business key, the second wall (behind the inbox) against a duplicated row.
 
-use ledgerflow_store::Backend;
+use ledgerflow_store::{Backend, Migration, Migrations};
 
-use crate::table::{ColumnKind, PG_SCHEMA, Table, table_name};
+/// The component name of these migrations.
+pub const COMPONENT: &str = "warehouse";
 
-/// The DDL, in order.
-pub fn statements(backend: Backend) -> Vec<String> {
+const POSTGRES: Migrations = Migrations::new(
+    COMPONENT,
+    &[Migration::new(
+        1,
+        "baseline",
+        include_str!("../migrations/postgres/0001_baseline.sql"),
+    )],
+);
+
+const SQLITE: Migrations = Migrations::new(
+    COMPONENT,
+    &[Migration::new(
+        1,
+        "baseline",
+        include_str!("../migrations/sqlite/0001_baseline.sql"),
+    )],
+);
+
+/// The warehouse's migrations for a backend.
+pub fn migrations(backend: Backend) -> Migrations {
+    match backend {
+        Backend::Postgres => POSTGRES,
+        Backend::Sqlite => SQLITE,
+    }
+}
+
+/// The DDL the catalogue describes, in order (what the baseline was generated from).
+#[cfg(test)]
+fn statements(backend: Backend) -> Vec<String> {
+    use crate::table::{ColumnKind, PG_SCHEMA, Table, table_name};
+
     let mut out = Vec::new();
     if backend == Backend::Postgres {
         out.push(format!("CREATE SCHEMA IF NOT EXISTS {PG_SCHEMA}"));
@@ -48,6 +84,31 @@ pub fn statements(backend: Backend) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SQL without comments, whitespace runs collapsed, statements split.
+    fn normalized(sql: &str) -> Vec<String> {
+        let text: Vec<&str> = sql
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect();
+        text.join("\n")
+            .split(';')
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn the_baseline_is_what_the_catalogue_describes() {
+        for backend in [Backend::Postgres, Backend::Sqlite] {
+            let generated: Vec<String> = statements(backend)
+                .iter()
+                .flat_map(|s| normalized(s))
+                .collect();
+            let file = normalized(migrations(backend).migrations()[0].sql);
+            assert_eq!(file, generated, "{backend:?}");
+        }
+    }
 
     #[test]
     fn ddl_is_idempotent_and_places_tables_per_backend() {

@@ -313,7 +313,8 @@ impl Table {
         }
     }
 
-    /// Secondary indexes as (suffix, columns).
+    /// Secondary indexes as (suffix, columns); the migrations create them (pinned by a test).
+    #[cfg(test)]
     pub(crate) fn indexes(self) -> Vec<(&'static str, &'static str)> {
         let mut out = Vec::new();
         if let Some(time) = self.time_column() {

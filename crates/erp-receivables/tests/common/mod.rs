@@ -64,19 +64,15 @@ impl TestDb {
             pg,
             _dir: dir,
         };
-        for statement in ErpReceivables.schema(backend) {
-            sqlx::query(&statement)
-                .execute(&db.pool)
-                .await
-                .expect("ddl");
-        }
-        // Twice: the DDL is idempotent.
-        for statement in ErpReceivables.schema(backend) {
-            sqlx::query(&statement)
-                .execute(&db.pool)
-                .await
-                .expect("ddl again");
-        }
+        let migrations = ErpReceivables.schema(backend);
+        ledgerflow_store::migrate::run(&db.pool, backend, &migrations)
+            .await
+            .expect("migrations");
+        // Twice: the second run finds nothing to apply.
+        let again = ledgerflow_store::migrate::run(&db.pool, backend, &migrations)
+            .await
+            .expect("migrations again");
+        assert!(again.applied.is_empty(), "{again:?}");
         // The minimal audit_log the reconcile reads (the store owns the real one).
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS audit_log (
