@@ -7,7 +7,7 @@ PYTHON ?= python3
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 # `make chaos` is not part of `make test` (its short profile is: tests/tests/chaos_short.rs).
-.PHONY: chaos setup-connect setup setup-system setup-tools setup-kafka setup-apicurio setup-python setup-postgres build test test-rust fuzz-smoke lint demo bench clean
+.PHONY: chaos setup-connect setup setup-system setup-tools setup-kafka setup-apicurio setup-python setup-postgres build test test-rust fuzz-smoke lint demo bench proof-erp clean
 
 setup: setup-system setup-tools setup-kafka setup-apicurio setup-python setup-postgres build
 
@@ -83,6 +83,15 @@ bench: setup-system setup-tools setup-kafka setup-connect setup-apicurio setup-p
 	$(CARGO) build --release -p ledgerflow-cli -p ledgerflow-bench
 	target/release/ledgerflow-bench
 	$(CARGO) bench -p ledgerflow-bench
+
+# The ERP delivery proof at full scale: 50,000 events over 8 tenants on the four ERPs of the
+# simulator at 10% faults, once straight and once with three SIGKILLs, on release binaries
+# (tests/tests/erp_delivery.rs; `make test` runs the same tests with 1,200 events).
+proof-erp: setup-system setup-tools setup-kafka setup-postgres
+	$(CARGO) build --release -p ledgerflow-cli -p ledgerflow-erp-sim
+	LEDGERFLOW_ERP_PROOF=full LEDGERFLOW_BIN=$(CURDIR)/target/release/ledgerflow \
+		LEDGERFLOW_ERP_SIM_BIN=$(CURDIR)/target/release/ledgerflow-erp-sim \
+		$(CARGO) test -p ledgerflow-e2e --test erp_delivery -- --nocapture
 
 # The chaos suite, full profile, on the release binary: seeded fault scenarios on a 3-broker
 # cluster; writes chaos/results/<date>.md. CHAOS_SEED=N replays a run's schedule,

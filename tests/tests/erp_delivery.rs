@@ -25,6 +25,10 @@
 //! (`LEDGERFLOW_ERP_SIM_BIN` to override); `cargo test --workspace` builds both, otherwise
 //! `cargo build -p ledgerflow-cli -p ledgerflow-erp-sim` first.
 //!
+//! `LEDGERFLOW_ERP_PROOF=full` runs both tests at the scale instead: 50,000 events over
+//! 8 tenants (7 ERP accounts), with the run budget and the kill points scaled to match
+//! (`make proof-erp` runs it on a release build; the figures are in the README).
+//!
 //! Figures on the 2-core development machine (debug build, SQLite store, the two tests in
 //! parallel beside another build, Kafka already up): 1,200 events over 6 tenants (5 ERP
 //! accounts) give 917 postings, all confirmed, 917 documents in the simulator, 0 duplicates,
@@ -44,8 +48,40 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-const TENANTS: &str = "6";
-const EVENTS: &str = "1200";
+/// The scale of a run: `make test`'s, or the full proof's (`LEDGERFLOW_ERP_PROOF=full`).
+#[derive(Debug, Clone, Copy)]
+struct Scale {
+    tenants: u32,
+    events: u64,
+    /// The longest any single run may take.
+    run_budget: Duration,
+    /// Further documents before each kill: at least, at most.
+    kill_after: (u64, u64),
+}
+
+impl Scale {
+    fn get() -> Self {
+        match std::env::var("LEDGERFLOW_ERP_PROOF").as_deref() {
+            Ok("full") => Self {
+                tenants: 8,
+                events: 50_000,
+                run_budget: Duration::from_secs(3_600),
+                kill_after: (2_000, 8_000),
+            },
+            _ => Self {
+                tenants: 6,
+                events: 1_200,
+                run_budget: Duration::from_secs(150),
+                kill_after: (40, 140),
+            },
+        }
+    }
+
+    /// Accounts in the simulator: one per tenant, but t001 and t002 share one.
+    fn accounts(&self) -> u32 {
+        self.tenants - 1
+    }
+}
 /// Injected fault rate and kinds of the simulator.
 const FAULT_RATE: &str = "0.1";
 const FAULT_KINDS: &str = "5xx,429,slow,drop";
@@ -57,8 +93,6 @@ const SHARED_LIMIT: u64 = 3;
 const NETSUITE_DEFAULT_LIMIT: u64 = 5;
 /// SIGKILLs before the run to idle.
 const KILLS: usize = 3;
-/// The longest any single run may take.
-const RUN_BUDGET: Duration = Duration::from_secs(150);
 
 /// Dispatcher pacing for tests: short backoff and polls, and a lease a killed process's claims
 /// outlive by seconds, not minutes (it must exceed the request timeout).
@@ -103,6 +137,7 @@ struct Setup {
     topic: &'static str,
     tenants: String,
     db: String,
+    scale: Scale,
 }
 
 impl Setup {
@@ -112,14 +147,16 @@ impl Setup {
         let sim = start_sim(&stack.path("erp-sim"), seed);
         let tenants = stack.path("tenants.toml");
         let db = format!("sqlite://{}", stack.path("ledger.db"));
+        let scale = Scale::get();
+        let (tenant_count, events) = (scale.tenants.to_string(), scale.events.to_string());
         let produced = stack.ledgerflow_ok(&[
             "produce",
             "--topic",
             topic,
             "--tenants",
-            TENANTS,
+            &tenant_count,
             "--events",
-            EVENTS,
+            &events,
             "--seed",
             "5",
             "--tenants-file",
@@ -128,9 +165,10 @@ impl Setup {
             sim.url(),
         ]);
         let said = String::from_utf8_lossy(&produced.stderr);
-        // Six tenants, five accounts: t001 and t002 share one.
+        // t001 and t002 share one account.
+        let provisioned = format!("provisioned {} erp accounts", scale.accounts());
         assert!(
-            said.contains("provisioned 5 erp accounts"),
+            said.contains(&provisioned),
             "the simulator's accounts: {said}"
         );
         Self {
@@ -139,11 +177,12 @@ impl Setup {
             topic,
             tenants,
             db,
+            scale,
         }
     }
 
-    fn run_args(&self, exit_when_idle: bool) -> Vec<&str> {
-        let mut args = vec![
+    fn run_args(&self, exit_when_idle: bool) -> Vec<String> {
+        let mut args: Vec<String> = [
             "run",
             "--consumer",
             "erp-receivables",
@@ -157,9 +196,17 @@ impl Setup {
             "6s",
             "--format",
             "json",
-        ];
+        ]
+        .map(str::to_owned)
+        .to_vec();
         if exit_when_idle {
-            args.extend(["--exit-when-idle", "3s", "--max-wait", "140s"]);
+            let max_wait = self.scale.run_budget.as_secs().saturating_sub(10);
+            args.extend([
+                "--exit-when-idle".to_owned(),
+                "3s".to_owned(),
+                "--max-wait".to_owned(),
+                format!("{max_wait}s"),
+            ]);
         }
         args
     }
@@ -168,7 +215,8 @@ impl Setup {
     /// `metrics` with the sampler ticking every 300 ms.
     fn spawn(&self, name: &str, metrics: &str) -> Running {
         let mut args = self.run_args(false);
-        args.extend(["--metrics-listen", metrics]);
+        args.extend(["--metrics-listen".to_owned(), metrics.to_owned()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut env = RUN_ENV.to_vec();
         env.push(("LEDGERFLOW_LAG_INTERVAL_MS", "300"));
         self.stack.spawn_with_env(&args, name, &env)
@@ -176,11 +224,11 @@ impl Setup {
 
     /// `ledgerflow run --exit-when-idle` to its end; panics unless it drained.
     fn run_to_idle(&self, name: &str) {
-        let mut run = self
-            .stack
-            .spawn_with_env(&self.run_args(true), name, &RUN_ENV);
+        let args = self.run_args(true);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut run = self.stack.spawn_with_env(&args, name, &RUN_ENV);
         let started = Instant::now();
-        let status = run.wait_timeout(RUN_BUDGET);
+        let status = run.wait_timeout(self.scale.run_budget);
         assert!(
             status.is_some_and(|s| s.success()),
             "{name} ended {status:?}:\n{}",
@@ -341,9 +389,11 @@ fn sigkilled_mid_delivery_three_times_then_run_to_idle_posts_each_document_once(
         // The kill point: this many more documents stored by the ERPs since the start of this
         // run (the first run also has to consume first), plus a few milliseconds.
         let from = documents(&setup.sim);
-        let more = rng.random_range(40..140u64);
+        let (least, most) = setup.scale.kill_after;
+        let more = rng.random_range(least..most);
         let extra_ms = rng.random_range(0..250u64);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let patience = Duration::from_secs(60).max(setup.scale.run_budget / 4);
+        let deadline = Instant::now() + patience;
         while documents(&setup.sim) < from + more {
             assert!(
                 run.try_wait().is_none(),
@@ -352,7 +402,7 @@ fn sigkilled_mid_delivery_three_times_then_run_to_idle_posts_each_document_once(
             );
             assert!(
                 Instant::now() < deadline,
-                "run-{i} delivered fewer than {more} documents in 60 s:\n{}",
+                "run-{i} delivered fewer than {more} documents in {patience:?}:\n{}",
                 tail(&run.log())
             );
             std::thread::sleep(Duration::from_millis(20));
