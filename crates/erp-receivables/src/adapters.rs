@@ -1,12 +1,12 @@
 //! The built-in ERP adapters, one module per ERP (see [`crate::adapter`] for the contract and
 //! for how to add one).
 //!
-//! | kind | module | idempotency | lookup by external id |
+//! | kind | module | idempotency | lookup by the ERP key ([`crate::posting::erp_key`]: the external id where the ERP's field holds it, else its 20-character compact key) |
 //! | --- | --- | --- | --- |
 //! | `netsuite` | [`netsuite`] | upsert `PUT .../{type}/eid:{externalId}` | `GET .../{type}/eid:{externalId}` (after an indefinite outcome) |
-//! | `dynamics365` | [`d365`] | none in D365: look up before every create | `GET /data/{Headers}?$filter=Description eq '{externalId}'&cross-company=true` |
-//! | `s4hana` | [`s4hana`] | none in S/4HANA: look up before every create; asynchronous messages carry a message id derived from the external id, and one SAP already holds is adopted, not re-sent | `GET .../API_JOURNALENTRYITEMBASIC_SRV/A_JournalEntryItemBasic?$filter=OriginalReferenceDocument eq '{externalId}'` |
-//! | `oracle_fusion` | [`fusion`] | journal import: none (look up after an indefinite upload, and wait out a job it may have submitted); AutoInvoice: refuses a second transaction flexfield | `GET .../journalBatches?q=JournalName='{externalId}'`, `GET .../receivablesInvoices?q=InterfaceLineContext='LEDGERFLOW';InterfaceLineAttribute1='{externalId}'` |
+//! | `dynamics365` | [`d365`] | none in D365: look up before every create | `GET /data/{Headers}?$filter=Description eq '{erpKey}'&cross-company=true` |
+//! | `s4hana` | [`s4hana`] | none in S/4HANA: look up before every create; asynchronous messages carry a message id derived from the external id, and one SAP already holds is adopted, not re-sent | `GET .../API_JOURNALENTRYITEMBASIC_SRV/A_JournalEntryItemBasic?$filter=OriginalReferenceDocument eq '{erpKey}'` |
+//! | `oracle_fusion` | [`fusion`] | journal import: none (look up after an indefinite upload, and wait out a job it may have submitted); AutoInvoice: refuses a second transaction flexfield | `GET .../journalBatches?q=JournalName='{erpKey}'`, `GET .../receivablesInvoices?q=InterfaceLineContext='LEDGERFLOW';InterfaceLineAttribute1='{erpKey}'` |
 //!
 //! A kind without an adapter keeps its postings `pending`: they are written (with the journal
 //! shape of [`crate::payloads`], `document_kind` `legacy`) but never claimed, and go out once

@@ -14,7 +14,7 @@ use common::*;
 use ledgerflow_erp_receivables::ErpAdapter;
 use ledgerflow_erp_receivables::adapters::s4hana::S4Hana;
 use ledgerflow_store::Backend;
-use ledgerflow_tenants::ErpMode;
+use ledgerflow_tenants::{ErpKind, ErpMode};
 use serde_json::{Value, json};
 
 per_backend!(
