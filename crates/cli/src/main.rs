@@ -21,6 +21,7 @@ mod produce;
 mod reconcile;
 mod registry;
 mod replay;
+mod retention;
 mod run;
 mod stats;
 mod tail;
@@ -118,6 +119,9 @@ enum Command {
     /// tenants file), or resolve one fixed by hand in the ERP.
     #[command(subcommand)]
     Postings(postings::PostingsCommand),
+    /// Prune inbox (dedup) rows and delivery logs older than the replay horizon (a dry run
+    /// unless --execute; audited); replay then refuses below the horizon.
+    Retention(retention::RetentionArgs),
     /// Everything the ledger knows of one event (or of an invoice and the events that refer to
     /// it), per consumer: audit entries, inbox, dead letters, journals, AR documents, ERP
     /// postings, warehouse rows and webhooks, with the correlation and trace ids.
@@ -175,6 +179,7 @@ async fn dispatch(command: Command, env: &Environment) -> anyhow::Result<ExitCod
         Command::Offsets(cmd) => offsets::run(cmd, env).await,
         Command::Dlq(cmd) => dlq::run(cmd, env).await,
         Command::Postings(cmd) => postings::run(cmd, env).await,
+        Command::Retention(args) => retention::run(args, env).await,
         Command::Lineage(args) => lineage::run(args, env).await,
     }
 }

@@ -1043,6 +1043,43 @@ pub async fn resolve(
     Ok(Some(outcome))
 }
 
+/// Retention: the delivery-attempt log of final postings. `erp_outbox` is the source of truth
+/// of a posting (its external id is unique, its document id is what reconcile matches), so no
+/// row is ever deleted; what goes is the attempt log it carries (`history`, `last_request`,
+/// `last_response`) once the posting is confirmed or resolved (neither is ever requeued) before
+/// `before` (micros). Pending and failed postings keep everything.
+const PRUNABLE_ATTEMPT_LOGS: &str = "SELECT id FROM erp_outbox \
+     WHERE status IN ('confirmed', 'resolved') \
+     AND (CASE WHEN status = 'confirmed' THEN confirmed_at ELSE resolved_at END) < $1 \
+     AND (history IS NOT NULL OR last_request IS NOT NULL OR last_response IS NOT NULL)";
+
+/// How many postings' attempt logs [`prune_attempt_logs`] would clear.
+pub async fn prunable_attempt_logs(pool: &AnyPool, before: i64) -> Result<u64, ErpError> {
+    let n: i64 = sqlx::query_scalar(&format!(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM ({PRUNABLE_ATTEMPT_LOGS}) AS x"
+    ))
+    .bind(before)
+    .fetch_one(pool)
+    .await
+    .map_err(ErpError::db("counting prunable attempt logs"))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Clears the attempt logs of at most `batch` final postings finished before `before`;
+/// returns how many postings were cleared.
+pub async fn prune_attempt_logs(pool: &AnyPool, before: i64, batch: i64) -> Result<u64, ErpError> {
+    let done = sqlx::query(&format!(
+        "UPDATE erp_outbox SET history = NULL, last_request = NULL, last_response = NULL \
+         WHERE id IN ({PRUNABLE_ATTEMPT_LOGS} LIMIT $2)"
+    ))
+    .bind(before)
+    .bind(batch)
+    .execute(pool)
+    .await
+    .map_err(ErpError::db("pruning attempt logs"))?;
+    Ok(done.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

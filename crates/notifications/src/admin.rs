@@ -173,3 +173,41 @@ pub async fn retry(
         current_status,
     })
 }
+
+/// Retention: the delivery log rows (`notification_deliveries`, one per attempt) of delivered
+/// webhooks attempted before `before` (micros). The outbox row itself stays: its webhook-id is
+/// what makes a second derivation of the same notification a no-op. Attempts of pending or
+/// failed webhooks stay too (an operator still needs them).
+const PRUNABLE_DELIVERIES: &str = "SELECT d.id FROM notification_deliveries d \
+     JOIN notification_outbox o ON o.webhook_id = d.webhook_id \
+     WHERE o.status = 'delivered' AND d.attempted_at < $1";
+
+/// How many delivery log rows [`prune_deliveries`] would delete.
+pub async fn prunable_deliveries(pool: &AnyPool, before: i64) -> Result<u64, NotificationError> {
+    let n: i64 = sqlx::query_scalar(&format!(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM ({PRUNABLE_DELIVERIES}) AS x"
+    ))
+    .bind(before)
+    .fetch_one(pool)
+    .await
+    .map_err(NotificationError::db("counting prunable deliveries"))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Deletes at most `batch` delivery log rows of delivered webhooks attempted before `before`;
+/// returns how many went.
+pub async fn prune_deliveries(
+    pool: &AnyPool,
+    before: i64,
+    batch: i64,
+) -> Result<u64, NotificationError> {
+    let done = sqlx::query(&format!(
+        "DELETE FROM notification_deliveries WHERE id IN ({PRUNABLE_DELIVERIES} LIMIT $2)"
+    ))
+    .bind(before)
+    .bind(batch)
+    .execute(pool)
+    .await
+    .map_err(NotificationError::db("pruning deliveries"))?;
+    Ok(done.rows_affected())
+}

@@ -10,6 +10,7 @@ pub mod postings;
 mod range;
 pub mod reconcile;
 pub mod replay;
+pub mod retention;
 pub mod stats;
 pub mod tail;
 

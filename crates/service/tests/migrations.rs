@@ -109,6 +109,7 @@ async fn adopts_the_previous_release(backend: Backend, url: &str, fresh_url: &st
             ("erp-receivables", 1),
             ("notifications", 1),
             ("store", 1),
+            ("store", 2),
             ("warehouse", 1)
         ]
     );

@@ -20,6 +20,7 @@ mod error;
 pub mod lineage;
 pub mod migrate;
 mod operations;
+mod retention;
 mod schema;
 mod sql;
 mod stats;
@@ -39,6 +40,7 @@ pub use dead_letter::{DeadLetter, DeadLetterFilter, DeadLetterStatus, OpenDeadLe
 pub use error::StoreError;
 pub use migrate::{AddedColumn, Migration, MigrationReport, Migrations};
 pub use operations::{OPERATIONS_TOPIC, OperationInput};
+pub use retention::InboxHorizon;
 pub use sql::{Cell, PushCell, Rows, Values, lock_tenants, pg_array, placeholders};
 pub use stats::{DecisionCount, PositionRow, TenantStatusCount};
 

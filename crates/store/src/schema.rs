@@ -26,21 +26,35 @@ const AUDIT_ADDED_COLUMNS: &[AddedColumn] = &[
 
 const POSTGRES: Migrations = Migrations::new(
     COMPONENT,
-    &[Migration::new(
-        1,
-        "baseline",
-        include_str!("../migrations/postgres/0001_baseline.sql"),
-    )],
+    &[
+        Migration::new(
+            1,
+            "baseline",
+            include_str!("../migrations/postgres/0001_baseline.sql"),
+        ),
+        Migration::new(
+            2,
+            "inbox_horizons",
+            include_str!("../migrations/postgres/0002_inbox_horizons.sql"),
+        ),
+    ],
 );
 
 const SQLITE: Migrations = Migrations::new(
     COMPONENT,
-    &[Migration::new(
-        1,
-        "baseline",
-        include_str!("../migrations/sqlite/0001_baseline.sql"),
-    )
-    .adding_on_sqlite(AUDIT_ADDED_COLUMNS)],
+    &[
+        Migration::new(
+            1,
+            "baseline",
+            include_str!("../migrations/sqlite/0001_baseline.sql"),
+        )
+        .adding_on_sqlite(AUDIT_ADDED_COLUMNS),
+        Migration::new(
+            2,
+            "inbox_horizons",
+            include_str!("../migrations/sqlite/0002_inbox_horizons.sql"),
+        ),
+    ],
 );
 
 /// The store's migrations for a backend.

@@ -102,6 +102,13 @@ pub async fn replay(
         &[],
     )?;
     let (spans, mut wanted) = spans(req, pipeline, &kafka).await?;
+    // Records whose dedup rows retention pruned would be applied a second time.
+    let horizons = pipeline
+        .store
+        .inbox_horizons(Some(req.consumer.name()))
+        .await
+        .map_err(ServiceError::store("reading the retention horizons"))?;
+    super::retention::refuse_below_horizon(req.consumer.name(), &horizons, &spans)?;
     progress.start(spans.iter().map(Span::len).sum());
     let filter = RedriveFilter {
         tenants: req.tenants.clone(),
