@@ -156,9 +156,11 @@ impl Drop for StartPostgresOnDrop {
     fn drop(&mut self) {
         if !postgres_ready() {
             let (version, cluster) = pg_cluster();
-            let _ = Command::new("pg_ctlcluster")
+            // Best effort in Drop: the next test's setup reports a database that is still down.
+            Command::new("pg_ctlcluster")
                 .args(["--skip-systemctl-redirect", &version, &cluster, "start"])
-                .status();
+                .status()
+                .ok();
         }
     }
 }

@@ -25,8 +25,9 @@ struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        // Already exited, or not ours to reap: nothing to do either way.
+        self.0.kill().ok();
+        self.0.wait().ok();
     }
 }
 

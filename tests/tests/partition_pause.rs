@@ -186,8 +186,9 @@ fn a_registry_outage_pauses_only_the_partitions_that_need_it() {
     assert!(run.log_count("partition resumed") >= 1, "{}", run.log());
     let exit = run.sigterm(Duration::from_secs(30)).expect("run exits");
     assert!(exit.success(), "{exit}:\n{}", run.log());
-    let _ = registry.kill();
-    let _ = registry.wait();
+    // The registry may have exited already: nothing to check either way.
+    registry.kill().ok();
+    registry.wait().ok();
 
     assert!(ledger.dead_letters().is_empty());
     let stats = stack.stats(&db);

@@ -28,8 +28,9 @@ struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        // Already exited, or not ours to reap: nothing to do either way.
+        self.0.kill().ok();
+        self.0.wait().ok();
     }
 }
 

@@ -384,7 +384,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             db.drop_now().await;
             // The run's log survives the scratch directory.
             let log = format!("quick-{}.log", i + 1);
-            let _ = std::fs::copy(stack.path(&log), args.out.join(&log));
+            if let Err(e) = std::fs::copy(stack.path(&log), args.out.join(&log)) {
+                eprintln!("keeping {log}: {e}");
+            }
         }
         return Ok(clean);
     }

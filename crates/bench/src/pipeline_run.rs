@@ -195,10 +195,14 @@ pub(crate) async fn run_to_zero_lag(
         stop_perf(perf);
     }
     let (summary, reconcile_exit) = if spec.stop_after.is_some() {
-        // Ends only the process this run started, by its pid.
-        let _ = Command::new("kill")
+        // Ends only the process this run started, by its pid; if kill fails, the wait below
+        // reports the process that did not stop.
+        if let Err(e) = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
-            .status();
+            .status()
+        {
+            eprintln!("kill -TERM {pid}: {e}");
+        }
         (wait_for_exit(stack, &mut child, &spec.label)?, -1)
     } else {
         let summary = wait_for_exit(stack, &mut child, &spec.label)?;

@@ -1,5 +1,8 @@
 //! The results: medians, ratios, targets, the profile, and the Markdown and JSON files.
 
+// Every `let _ = write!/writeln!` here writes into a String, which cannot fail.
+#![allow(clippy::let_underscore_must_use)]
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;

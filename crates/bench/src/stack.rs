@@ -30,8 +30,9 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        // Already exited, or not ours to reap: nothing to do either way.
+        self.0.kill().ok();
+        self.0.wait().ok();
     }
 }
 
@@ -437,7 +438,8 @@ impl Drop for PgDatabase {
         }
         // On an early error: drop it on a scratch runtime so no database is left behind.
         let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
+        // A panic in the scratch runtime leaves a database behind: nothing more to do in drop.
+        std::thread::spawn(move || {
             if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -445,7 +447,8 @@ impl Drop for PgDatabase {
                 rt.block_on(drop_database(&admin, &name));
             }
         })
-        .join();
+        .join()
+        .ok();
     }
 }
 

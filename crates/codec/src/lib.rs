@@ -4,8 +4,6 @@
 //! Every failure is a [`CodecError`] whose [`CodecError::failure`] says whether to retry
 //! (registry unreachable) or dead-letter with a reason code (everything about the bytes).
 
-#![warn(clippy::let_underscore_must_use)]
-
 pub mod contracts;
 mod decoder;
 mod encoder;

@@ -4,8 +4,6 @@
 //! classification of failures into retryable and permanent (with a reason code). Nothing here
 //! does I/O, so handlers built on it are unit-tested without Kafka or a database.
 
-#![warn(clippy::let_underscore_must_use)]
-
 mod calendar;
 mod clock;
 mod envelope;

@@ -28,7 +28,7 @@ impl ConnHandle {
     /// the client has its connection error anyway.
     pub fn drop_connection(&self) {
         if let Some(stream) = &self.0 {
-            let _ = stream.shutdown(Shutdown::Both);
+            stream.shutdown(Shutdown::Both).ok();
         }
     }
 }

@@ -278,7 +278,8 @@ impl RunningSim {
     /// Stops serving and waits (up to five seconds) for open connections to finish.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            // The server may have stopped already; then there is nobody to tell.
+            tx.send(()).ok();
         }
         if let Some(server) = self.server.take() {
             let abort = server.abort_handle();
@@ -319,7 +320,8 @@ pub async fn start(config: SimConfig) -> Result<RunningSim, SimError> {
     let app = router(Arc::clone(&sim)).into_make_service_with_connect_info::<ConnHandle>();
     let server = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = rx.await;
+            // Sent or dropped: either means stop.
+            rx.await.ok();
         });
         if let Err(error) = serve.await {
             tracing::error!(%error, "simulator server stopped");

@@ -63,8 +63,9 @@ fn binary_prints_its_address_first_and_serves_the_report() {
                 .expect("json")
         })
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    // Already exited or not: the assertions below are about what it answered.
+    child.kill().ok();
+    child.wait().ok();
     assert!(matches!(read, Some(Ok(_))), "{read:?}");
     assert!(
         url.as_deref()

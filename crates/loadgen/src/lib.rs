@@ -20,8 +20,6 @@
 //! [`Manifest`] summarises what was sent (counts and exact money totals per tenant) so that the
 //! consumer's ledger can be reconciled against it.
 
-#![warn(clippy::let_underscore_must_use)]
-
 mod billing;
 mod catalog;
 mod config;

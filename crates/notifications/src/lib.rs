@@ -17,8 +17,6 @@
 //!   per tenant, and one delivery-log row per attempt.
 //! - [`admin`] lists outbox rows and re-queues failed ones for the CLI.
 
-#![warn(clippy::let_underscore_must_use)]
-
 pub mod admin;
 pub mod breaker;
 pub mod dispatcher;

@@ -16,8 +16,6 @@
 //! Nothing here logs: the loop reports how it stopped ([`Stopped`]) and each dispatcher logs
 //! under its own target.
 
-#![warn(clippy::let_underscore_must_use)]
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};

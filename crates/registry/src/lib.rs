@@ -24,8 +24,6 @@
 //! # }
 //! ```
 
-#![warn(clippy::let_underscore_must_use)]
-
 mod api;
 mod auth;
 mod compat;

@@ -277,7 +277,8 @@ fn hex_of(bytes: &[u8]) -> String {
     bytes
         .iter()
         .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
+            // Writing into a String cannot fail.
+            write!(s, "{b:02x}").ok();
             s
         })
 }

@@ -8,8 +8,6 @@
 //! operations in [`ops`], each returning a report struct. The binary parses arguments and
 //! renders these reports; nothing here prints.
 
-#![warn(clippy::let_underscore_must_use)]
-
 pub mod companion;
 pub mod config;
 mod consumer;

@@ -6,8 +6,6 @@
 //! label only ever goes through [`TenantLabels`], which folds everything past an allowlist (or
 //! the first N tenants seen) into `other`.
 
-#![warn(clippy::let_underscore_must_use)]
-
 #[cfg(feature = "otlp")]
 pub mod otlp;
 mod readiness;

@@ -248,7 +248,8 @@ mod tests {
     ) {
         let (tx, rx) = oneshot::channel::<()>();
         (tx, async move {
-            let _ = rx.await;
+            // Sent or dropped: either ends the wait.
+            rx.await.ok();
         })
     }
 

@@ -6,8 +6,6 @@
 //! The Postgres server is `LEDGERFLOW_TEST_POSTGRES` (an administrative URL, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); `make setup` makes sure it answers.
 
-#![warn(clippy::let_underscore_must_use)]
-
 pub mod kafka;
 
 pub use kafka::{KafkaCluster, PartitionInfo, TlsListeners};

@@ -51,8 +51,6 @@
 //! - [`schema`]: idempotent DDL for both backends;
 //! - [`export`]: one table to CSV or Parquet for analysts (`ledgerflow warehouse export`).
 
-#![warn(clippy::let_underscore_must_use)]
-
 mod effect;
 mod error;
 pub mod export;
