@@ -235,3 +235,18 @@ pub(crate) fn parse_time(raw: &str) -> Result<i64, String> {
     })?;
     i64::try_from(parsed.unix_timestamp_nanos() / 1000).map_err(|e| e.to_string())
 }
+
+/// `2026-12-07T01:02:03Z` for micros since the epoch (the micros themselves if out of range).
+pub(crate) fn time(micros: i64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .ok()
+        .and_then(|t| t.replace_nanosecond(0).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| micros.to_string())
+}
+
+/// The value, or `-` for none (text tables).
+pub(crate) fn dash(value: Option<&str>) -> &str {
+    value.unwrap_or("-")
+}

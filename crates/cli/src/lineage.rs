@@ -9,7 +9,7 @@ use ledgerflow_service::ops::lineage::{
 };
 use ledgerflow_service::{ConsumerKind, Environment};
 
-use crate::args::{DatabaseArgs, Format, parse_consumer, print_json};
+use crate::args::{DatabaseArgs, Format, dash, parse_consumer, print_json, time};
 
 /// Exit codes of `lineage` (also in `--help`).
 const EXIT_CODES: &str = "Exit codes: 0 the event (or invoice) was found and printed; 1 the \
@@ -65,20 +65,6 @@ pub(crate) async fn run(args: LineageArgs, env: &Environment) -> anyhow::Result<
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `2026-12-07T01:02:03Z` for micros since the epoch.
-fn time(micros: i64) -> String {
-    use time::format_description::well_known::Rfc3339;
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .ok()
-        .and_then(|t| t.replace_nanosecond(0).ok())
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| micros.to_string())
-}
-
-fn dash(value: Option<&str>) -> &str {
-    value.unwrap_or("-")
 }
 
 fn short(hash: &str) -> &str {

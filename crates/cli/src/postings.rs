@@ -10,7 +10,7 @@ use ledgerflow_erp_receivables::ops::{PostingDetail, PostingFilter, RequeueSelec
 use ledgerflow_service::Environment;
 use ledgerflow_service::ops::postings::{self, RequeueReport, ResolveReport};
 
-use crate::args::{DatabaseArgs, Format, OperatorArgs, print_json};
+use crate::args::{DatabaseArgs, Format, OperatorArgs, dash, print_json, time};
 
 /// Exit codes of the postings commands (also in `--help`).
 const EXIT_CODES: &str = "Exit codes: 0 success (list, show; requeue or resolve done, or would \
@@ -142,20 +142,6 @@ pub(crate) async fn run(cmd: PostingsCommand, env: &Environment) -> anyhow::Resu
         PostingsCommand::Requeue(args) => requeue(args, env).await,
         PostingsCommand::Resolve(args) => resolve(args, env).await,
     }
-}
-
-/// `2026-12-07T01:02:03Z` for micros since the epoch.
-fn time(micros: i64) -> String {
-    use time::format_description::well_known::Rfc3339;
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .ok()
-        .and_then(|t| t.replace_nanosecond(0).ok())
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| micros.to_string())
-}
-
-fn dash(value: Option<&str>) -> &str {
-    value.unwrap_or("-")
 }
 
 async fn list(args: ListArgs, env: &Environment) -> anyhow::Result<ExitCode> {
