@@ -389,6 +389,86 @@ pub(crate) struct LatencyResult {
     pub(crate) transport_p99_ms: f64,
     pub(crate) transport_samples: u64,
     pub(crate) reconcile_clean: bool,
+    /// Latency by window of send time ([`TIMELINE_WINDOW_SECS`] s each), warm-up included:
+    /// one long stall and a steady fall-behind give the same p99 and different timelines.
+    pub(crate) timeline: Vec<LatencyWindow>,
+    /// The slowest window's records by partition: one partition behind (its batches, its
+    /// rebalance) or all of them (the database, the CPU).
+    pub(crate) worst_window_partitions: Vec<PartitionLatency>,
+    /// Lines of the consumer's log that say partitions were assigned or revoked (1 for the
+    /// first assignment: more means a rebalance during the run).
+    pub(crate) assignment_changes: u64,
+}
+
+/// Seconds of send time per [`LatencyWindow`].
+pub(crate) const TIMELINE_WINDOW_SECS: i64 = 5;
+
+/// Records sent in one window of the latency run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LatencyWindow {
+    /// Seconds from the first send to the window's start.
+    pub(crate) start_secs: i64,
+    pub(crate) events: u64,
+    pub(crate) p50_ms: f64,
+    pub(crate) max_ms: f64,
+}
+
+/// One partition's records in the slowest window.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PartitionLatency {
+    pub(crate) partition: i32,
+    pub(crate) events: u64,
+    pub(crate) max_ms: f64,
+}
+
+/// Windows of send time and the slowest window by partition, from `(partition, record
+/// timestamp ms, latency ms)`.
+fn timeline(
+    samples: &[(i32, i64, f64)],
+    first_sent: i64,
+) -> (Vec<LatencyWindow>, Vec<PartitionLatency>) {
+    let window_ms = TIMELINE_WINDOW_SECS * 1000;
+    let mut windows: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    for (_, ts, ms) in samples {
+        windows
+            .entry((ts - first_sent).max(0) / window_ms)
+            .or_default()
+            .push(*ms);
+    }
+    let mut out = Vec::with_capacity(windows.len());
+    let mut worst: Option<(i64, f64)> = None;
+    for (index, mut values) in windows {
+        values.sort_by(f64::total_cmp);
+        let max = values.last().copied().unwrap_or(0.0);
+        if worst.is_none_or(|(_, m)| max > m) {
+            worst = Some((index, max));
+        }
+        out.push(LatencyWindow {
+            start_secs: index * TIMELINE_WINDOW_SECS,
+            events: values.len() as u64,
+            p50_ms: percentile(&values, 0.5),
+            max_ms: max,
+        });
+    }
+    let mut by_partition: BTreeMap<i32, (u64, f64)> = BTreeMap::new();
+    if let Some((index, _)) = worst {
+        for (p, ts, ms) in samples {
+            if (ts - first_sent).max(0) / window_ms == index {
+                let entry = by_partition.entry(*p).or_insert((0, 0.0));
+                entry.0 += 1;
+                entry.1 = entry.1.max(*ms);
+            }
+        }
+    }
+    let partitions = by_partition
+        .into_iter()
+        .map(|(partition, (events, max_ms))| PartitionLatency {
+            partition,
+            events,
+            max_ms,
+        })
+        .collect();
+    (out, partitions)
 }
 
 /// Open loop at `rate` events/s: the consumer runs first (assigned and idle), then
@@ -494,11 +574,13 @@ pub(crate) async fn latency_run(
     let warm_from = first_sent + (warmup_secs * 1000.0) as i64;
     let mut all: Vec<f64> = Vec::with_capacity(recorded.len());
     let mut latencies: Vec<f64> = Vec::with_capacity(recorded.len());
+    let mut samples: Vec<(i32, i64, f64)> = Vec::with_capacity(recorded.len());
     for (p, o, at) in &recorded {
         let Some(ts) = stamps.get(&(*p, *o)) else {
             continue;
         };
         let ms = (*at as f64 / 1000.0 - *ts as f64).max(0.0);
+        samples.push((*p, *ts, ms));
         all.push(ms);
         if *ts >= warm_from {
             latencies.push(ms);
@@ -506,6 +588,12 @@ pub(crate) async fn latency_run(
     }
     all.sort_by(f64::total_cmp);
     latencies.sort_by(f64::total_cmp);
+    let (timeline, worst_window_partitions) = timeline(&samples, first_sent);
+    let assignment_changes = std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("partitions assigned") || l.contains("partitions revoked"))
+        .count() as u64;
     db.drop_now().await;
     let q = |f: f64| percentile(&latencies, f);
     Ok(LatencyResult {
@@ -524,6 +612,9 @@ pub(crate) async fn latency_run(
         transport_p99_ms: 0.0,
         transport_samples: 0,
         reconcile_clean: code == 0,
+        timeline,
+        worst_window_partitions,
+        assignment_changes,
     })
 }
 
@@ -645,5 +736,24 @@ mod tests {
         assert!(!zero_lag(&rows, &["a", "b"], &hwm));
         let behind = vec![("a".to_owned(), 0, 9), ("a".to_owned(), 2, 5)];
         assert!(!zero_lag(&behind, &["a"], &hwm));
+    }
+
+    #[test]
+    fn the_timeline_shows_the_stalled_window_and_its_partition() {
+        // Sent at 0-4 s and 5-9 s from the first send; partition 3 stalls in the second window.
+        let first = 1_000_000;
+        let mut samples = Vec::new();
+        for i in 0..10 {
+            samples.push((0, first + i * 1_000, 20.0));
+            samples.push((3, first + i * 1_000, if i >= 5 { 9_000.0 } else { 30.0 }));
+        }
+        let (windows, worst) = timeline(&samples, first);
+        assert_eq!(windows.len(), 2);
+        assert_eq!((windows[0].start_secs, windows[0].events), (0, 10));
+        assert_eq!(windows[0].max_ms, 30.0);
+        assert_eq!((windows[1].start_secs, windows[1].max_ms), (5, 9_000.0));
+        assert_eq!(worst.len(), 2);
+        assert_eq!((worst[1].partition, worst[1].max_ms), (3, 9_000.0));
+        assert_eq!((worst[0].partition, worst[0].max_ms), (0, 20.0));
     }
 }

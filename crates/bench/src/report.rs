@@ -664,6 +664,7 @@ impl Report {
             l.transport_p99_ms,
             l.transport_samples
         );
+        self.latency_timeline(&mut s);
         let _ = writeln!(s, "## Targets\n");
         let _ = writeln!(s, "| target | goal | measured | |");
         let _ = writeln!(s, "| --- | --- | --- | --- |");
@@ -731,6 +732,45 @@ impl Report {
     }
 
     /// The peer beside B6 erp-receivables.
+    /// The latency run's timeline: stall or fall-behind, and which partitions.
+    fn latency_timeline(&self, s: &mut String) {
+        let l = &self.latency;
+        if l.timeline.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "Timeline (records by send time, {} s windows, warm-up included; partition \
+             assignment changes in the consumer's log: {}, 1 is the first assignment):\n",
+            crate::pipeline_run::TIMELINE_WINDOW_SECS,
+            l.assignment_changes
+        );
+        let _ = writeln!(s, "| from s | events | p50 ms | max ms |");
+        let _ = writeln!(s, "| ---: | ---: | ---: | ---: |");
+        for w in &l.timeline {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {:.0} |",
+                w.start_secs, w.events, w.p50_ms, w.max_ms
+            );
+        }
+        let parts: Vec<String> = l
+            .worst_window_partitions
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: {} events, max {:.0} ms",
+                    p.partition, p.events, p.max_ms
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "\nThe slowest window by partition: {}.\n",
+            parts.join("; ")
+        );
+    }
+
     fn peer_section(&self, s: &mut String) {
         let Some(p) = &self.peer else {
             return;
