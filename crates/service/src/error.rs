@@ -99,6 +99,10 @@ pub enum ServiceError {
     /// The request cannot be carried out as asked (a range without bounds, an unknown id).
     #[error("{0}")]
     Request(String),
+    /// A refused operation: carrying it out would break an invariant (a replay below the
+    /// horizon retention pruned would apply records twice). Exit code 2, like bad usage.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl ServiceError {
@@ -126,8 +130,9 @@ impl ServiceError {
         }
     }
 
-    /// Whether the error is bad usage (exit code 2 in the binary) rather than a failure.
+    /// Whether the error is bad usage or a refused operation (exit code 2 in the binary) rather
+    /// than a failure.
     pub fn is_usage(&self) -> bool {
-        matches!(self, Self::Environment { .. })
+        matches!(self, Self::Environment { .. } | Self::Refused(_))
     }
 }

@@ -227,7 +227,7 @@ pub fn refuse_below_horizon(
             continue;
         };
         if span.start <= h.max_pruned_offset && span.end > span.start {
-            return Err(ServiceError::Request(format!(
+            return Err(ServiceError::Refused(format!(
                 "refusing to replay {}/{} from offset {}: retention ({}) pruned the dedup rows \
                  of {consumer} up to offset {} (events applied before the horizon {}), so those \
                  records would be applied a second time; replay from offset {} or later (or a \
@@ -275,6 +275,7 @@ mod tests {
     fn replay_is_refused_at_or_below_the_pruned_offset_only() {
         let hs = [horizon()];
         let err = refuse_below_horizon("erp-receivables", &hs, &[span(0, 41, 50)]).unwrap_err();
+        assert!(err.is_usage(), "a refusal exits 2");
         let text = err.to_string();
         assert!(text.contains("up to offset 41"), "{text}");
         assert!(text.contains("2023-11-14T22:13:20.000000Z"), "{text}");
