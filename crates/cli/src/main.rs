@@ -7,8 +7,6 @@
 //! refused operation, 3 `run --exit-when-idle --max-wait` ended before the consumers drained,
 //! 130 a second shutdown signal (or a shutdown past its deadline) ended the process at once.
 
-#![warn(clippy::let_underscore_must_use)]
-
 mod args;
 mod audit;
 mod dlq;

@@ -68,21 +68,35 @@ const ADDED_COLUMNS: &[AddedColumn] = &[
 
 const POSTGRES: Migrations = Migrations::new(
     COMPONENT,
-    &[Migration::new(
-        1,
-        "baseline",
-        include_str!("../migrations/postgres/0001_baseline.sql"),
-    )],
+    &[
+        Migration::new(
+            1,
+            "baseline",
+            include_str!("../migrations/postgres/0001_baseline.sql"),
+        ),
+        Migration::new(
+            2,
+            "claim_index",
+            include_str!("../migrations/postgres/0002_claim_index.sql"),
+        ),
+    ],
 );
 
 const SQLITE: Migrations = Migrations::new(
     COMPONENT,
-    &[Migration::new(
-        1,
-        "baseline",
-        include_str!("../migrations/sqlite/0001_baseline.sql"),
-    )
-    .adding_on_sqlite(ADDED_COLUMNS)],
+    &[
+        Migration::new(
+            1,
+            "baseline",
+            include_str!("../migrations/sqlite/0001_baseline.sql"),
+        )
+        .adding_on_sqlite(ADDED_COLUMNS),
+        Migration::new(
+            2,
+            "claim_index",
+            include_str!("../migrations/sqlite/0002_claim_index.sql"),
+        ),
+    ],
 );
 
 /// The consumer's migrations for a backend.

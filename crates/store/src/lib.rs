@@ -10,8 +10,6 @@
 //! goes through `sqlx::Any` with `$N` placeholders, which both accept, so the same statements
 //! run on both and one conformance suite covers both.
 
-#![warn(clippy::let_underscore_must_use)]
-
 mod audit;
 mod batch;
 mod consumer;
