@@ -79,6 +79,11 @@ const POSTGRES: Migrations = Migrations::new(
             "claim_index",
             include_str!("../migrations/postgres/0002_claim_index.sql"),
         ),
+        Migration::new(
+            3,
+            "outbox_journal_index",
+            include_str!("../migrations/postgres/0003_outbox_journal_index.sql"),
+        ),
     ],
 );
 
@@ -95,6 +100,11 @@ const SQLITE: Migrations = Migrations::new(
             2,
             "claim_index",
             include_str!("../migrations/sqlite/0002_claim_index.sql"),
+        ),
+        Migration::new(
+            3,
+            "outbox_journal_index",
+            include_str!("../migrations/sqlite/0003_outbox_journal_index.sql"),
         ),
     ],
 );
