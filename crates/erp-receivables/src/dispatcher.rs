@@ -365,7 +365,6 @@ impl Dispatcher {
 
     /// Delivers everything claimable now (not what falls due later) and returns what happened.
     pub async fn dispatch_once(&self) -> Result<DispatchStats, ErpError> {
-        self.prepare().await?;
         let mut stats = DispatchStats::default();
         let mut tasks = Tasks::new();
         let claims = Claims::default();
@@ -389,7 +388,6 @@ impl Dispatcher {
 
     /// Postings still to deliver and the earliest due time among the claimable ones.
     pub async fn pending(&self) -> Result<PendingSummary, ErpError> {
-        self.prepare().await?;
         let kinds = self.kinds_clause("o");
         let count = sqlx::query(&format!(
             "SELECT COUNT(*) FROM erp_outbox o
@@ -419,7 +417,6 @@ impl Dispatcher {
         let mut tasks = Tasks::new();
         let claims = Claims::default();
         let mut first_error = None;
-        let mut prepared = false;
         loop {
             while let Some(joined) = tasks.try_join_next() {
                 collect(joined, &mut stats, &mut first_error);
@@ -427,22 +424,12 @@ impl Dispatcher {
                     tracing::warn!(error = %e, "erp delivery could not be recorded; it is retried after its lease");
                 }
             }
-            if !prepared {
-                match self.prepare().await {
-                    Ok(()) => prepared = true,
-                    Err(e) => tracing::warn!(error = %e, "erp outbox not ready; retrying"),
+            let claimed = match self.fill(&mut tasks, &claims).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming erp postings failed; retrying");
+                    0
                 }
-            }
-            let claimed = if prepared {
-                match self.fill(&mut tasks, &claims).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "claiming erp postings failed; retrying");
-                        0
-                    }
-                }
-            } else {
-                0
             };
             if claimed > 0 {
                 // More may be claimable at once (one row per account per pass); a shutdown
@@ -454,7 +441,7 @@ impl Dispatcher {
                 }
             }
             let mut sleep = cfg.poll_interval;
-            if tasks.is_empty() && prepared {
+            if tasks.is_empty() {
                 match self.pending().await {
                     Ok(summary) => {
                         if summary.pending == 0 && cfg.exit_when_idle {
@@ -468,7 +455,7 @@ impl Dispatcher {
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot read the erp outbox"),
                 }
-            } else if prepared && let Ok(Some(due)) = self.next_due().await {
+            } else if let Ok(Some(due)) = self.next_due().await {
                 let until = u64::try_from(due - now_micros()).unwrap_or(0);
                 sleep = sleep.min(Duration::from_micros(until));
             }
@@ -528,19 +515,6 @@ impl Dispatcher {
             .map_err(ErpError::db("releasing abandoned erp postings"))?;
         }
         Ok(())
-    }
-
-    /// Makes sure `erp_outbox` has every column (older SQLite files).
-    async fn prepare(&self) -> Result<(), ErpError> {
-        let mut conn = self
-            .inner
-            .pool
-            .acquire()
-            .await
-            .map_err(ErpError::db("connecting for the erp outbox"))?;
-        crate::schema::upgrade_sqlite(&mut conn, self.inner.backend)
-            .await
-            .map_err(ErpError::db("upgrading erp_outbox"))
     }
 
     /// `alias.erp_kind IN (kinds with an adapter)`; static names, no user input.
